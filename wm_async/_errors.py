@@ -1,0 +1,102 @@
+"""The exceptions wm_async raises.
+
+Every error derives from :class:`WorkManagerError`, and most also derive from the builtin
+that best describes them, so ``except ValueError`` keeps working in code that does not
+know wm_async::
+
+    WorkManagerError(Exception)
+    ├── InvalidRequestError(ValueError)      bad argument, raised by the call that got it
+    │   └── DataTooLargeError                 input/output/progress over max_data_bytes
+    ├── UnknownWorkerError(LookupError)       no worker registered under that name
+    ├── StoreError                            the store failed (I/O, connection, locking)
+    │   └── StoreCorruptError                 the file is not a wm_async store, or is damaged
+    │                                         or written by a newer version
+    └── NotRunningError(RuntimeError)         the manager is not started (or is stopping)
+"""
+
+from __future__ import annotations
+
+
+class WorkManagerError(Exception):
+    """Base class of every error raised by wm_async."""
+
+
+class InvalidRequestError(WorkManagerError, ValueError):
+    """A request, argument or payload is invalid.
+
+    Raised by the call that received it (construction or enqueue), never later at run
+    time. Nothing already stored is changed.
+
+    :ivar field: the name of the offending field or argument
+    :ivar value: the offending value
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        shown = repr(value)
+        if len(shown) > 200:
+            shown = shown[:197] + "..."
+        super().__init__(f"invalid {field}={shown}: {reason}")
+
+
+class DataTooLargeError(InvalidRequestError):
+    """Input, output or progress data serialises to more than ``max_data_bytes``.
+
+    :ivar size: the serialised size in bytes
+    :ivar limit: the configured limit in bytes
+    """
+
+    def __init__(self, field: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            field,
+            f"<{size} bytes of JSON>",
+            f"serialised size {size} bytes exceeds max_data_bytes={limit}; store large "
+            "payloads elsewhere and pass a reference",
+        )
+
+
+class UnknownWorkerError(WorkManagerError, LookupError):
+    """No worker is registered under the given name.
+
+    :ivar name: the worker name that was looked up
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"no worker registered as {name!r}; register one with @manager.worker({name!r})"
+        )
+
+
+class StoreError(WorkManagerError):
+    """The store could not complete an operation (I/O error, lost connection, lock).
+
+    Driver exceptions are chained as ``__cause__``.
+    """
+
+
+class StoreCorruptError(StoreError):
+    """The store's file or schema is not one this version of wm_async can use.
+
+    Raised for a file that is not a wm_async database, a damaged file, or a schema written
+    by a newer version. The file is left untouched.
+    """
+
+
+class NotRunningError(WorkManagerError, RuntimeError):
+    """The manager is not running, so the call cannot be served.
+
+    :ivar state: the manager's run state when the call was made
+    """
+
+    def __init__(self, operation: str, state: str) -> None:
+        self.operation = operation
+        self.state = state
+        super().__init__(
+            f"cannot {operation}: the WorkManager is {state}; use it inside "
+            "'async with manager:'"
+        )

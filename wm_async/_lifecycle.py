@@ -1,0 +1,191 @@
+"""The work state machine as pure functions.
+
+Every function takes a record, an event and ``now`` (UTC epoch seconds) and returns the
+new record, or a :class:`Change` pairing the record it expects with the one to write.
+Nothing here does I/O, reads a clock or imports anyio: stores apply the changes
+atomically, guarded by the expected prior state (compare-and-set), and the scheduler
+decides when to call what. See SEMANTICS.md for the rules cited below.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from ._model import Data, StopReason, WorkError, WorkState
+from ._record import WorkRecord
+
+_EMPTY: Final[Data] = {}
+
+#: Error type recorded when ``max_attempts`` ends a work.
+MAX_ATTEMPTS_ERROR: Final = "wm_async.MaxAttemptsReached"
+
+
+@attrs.frozen
+class Change:
+    """Write ``after`` if the stored record still has ``before``'s state and attempt count.
+
+    The guard makes every transition a compare-and-set: a late result of a cancelled run,
+    or a second process racing on the same work, changes nothing.
+    """
+
+    before: WorkRecord
+    after: WorkRecord
+
+
+@attrs.frozen
+class Succeeded:
+    """The worker returned ``None`` or ``Result.success(output)``."""
+
+    output: Data = _EMPTY
+
+
+@attrs.frozen
+class Failed:
+    """The worker returned ``Result.failure``, raised, or could not be run."""
+
+    output: Data = _EMPTY
+    error: WorkError | None = None
+
+
+@attrs.frozen
+class Retry:
+    """The worker returned ``Result.retry()``."""
+
+
+@attrs.frozen
+class Interrupted:
+    """The run was stopped from outside (timeout, lost constraint, shutdown, crash)."""
+
+    reason: StopReason
+
+
+Outcome = Succeeded | Failed | Retry | Interrupted
+
+
+def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
+    """ENQUEUED → RUNNING; the attempt is counted in the same write (SEMANTICS 7)."""
+    assert record.state is WorkState.ENQUEUED, record.state
+    return attrs.evolve(
+        record,
+        state=WorkState.RUNNING,
+        run_attempt_count=record.run_attempt_count + 1,
+        next_run_at=None,
+        started_at=now,
+        progress=_EMPTY,
+        owner=owner,
+    )
+
+
+def _max_attempts_reached(record: WorkRecord) -> bool:
+    return record.max_attempts is not None and record.run_attempt_count >= record.max_attempts
+
+
+def _failed(record: WorkRecord, now: float, output: Data, error: WorkError | None) -> WorkRecord:
+    return attrs.evolve(
+        record,
+        state=WorkState.FAILED,
+        next_run_at=None,
+        finished_at=now,
+        output=output,
+        progress=_EMPTY,
+        error=error,
+        owner=None,
+    )
+
+
+def _reenqueue(record: WorkRecord, now: float, due: float, reason: StopReason) -> WorkRecord:
+    return attrs.evolve(
+        record,
+        state=WorkState.ENQUEUED,
+        next_run_at=due,
+        last_enqueue_time=now,
+        progress=_EMPTY,
+        output=_EMPTY,
+        stop_reason=reason,
+        owner=None,
+    )
+
+
+def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
+    """The transition for a run's outcome (SEMANTICS 8–13, 15).
+
+    ``record`` is the RUNNING record the run was started with.
+    """
+    if isinstance(outcome, Succeeded):
+        after = attrs.evolve(
+            record,
+            state=WorkState.SUCCEEDED,
+            next_run_at=None,
+            finished_at=now,
+            output=outcome.output,
+            progress=_EMPTY,
+            error=None,
+            owner=None,
+        )
+    elif isinstance(outcome, Failed):
+        after = _failed(record, now, outcome.output, outcome.error)
+    elif isinstance(outcome, Retry):
+        if _max_attempts_reached(record):
+            after = _failed(record, now, _EMPTY, _max_attempts_error(record, "a retry"))
+        else:
+            delay = record.backoff.delay_for(record.run_attempt_count)
+            after = _reenqueue(record, now, now + delay, record.stop_reason)
+    else:
+        if _max_attempts_reached(record):
+            what = f"an interruption ({outcome.reason.value})"
+            after = _failed(record, now, _EMPTY, _max_attempts_error(record, what))
+            after = attrs.evolve(after, stop_reason=outcome.reason)
+        else:
+            # Interrupted runs go straight back: the attempt counts, no backoff (12–15).
+            after = _reenqueue(record, now, now, outcome.reason)
+    return Change(record, after)
+
+
+def _max_attempts_error(record: WorkRecord, what: str) -> WorkError:
+    return WorkError(
+        type=MAX_ATTEMPTS_ERROR,
+        message=f"{what} after {record.run_attempt_count} of max_attempts="
+        f"{record.max_attempts} runs",
+    )
+
+
+def cancel(record: WorkRecord, *, now: float) -> Change | None:
+    """Any unfinished state → CANCELLED (SEMANTICS 29); finished work is left alone."""
+    if record.state.is_finished:
+        return None
+    reason = (
+        StopReason.CANCELLED_BY_APP if record.state is WorkState.RUNNING else record.stop_reason
+    )
+    after = attrs.evolve(
+        record,
+        state=WorkState.CANCELLED,
+        next_run_at=None,
+        finished_at=now,
+        progress=_EMPTY,
+        stop_reason=reason,
+        owner=None,
+    )
+    return Change(record, after)
+
+
+def recover(record: WorkRecord, *, now: float) -> Change:
+    """A RUNNING work found after a crash runs again (SEMANTICS 15)."""
+    return finish(record, Interrupted(StopReason.UNKNOWN), now=now)
+
+
+def delay_met(record: WorkRecord, *, now: float) -> Change | None:
+    """Make an ENQUEUED work due now (``TestDriver.set_initial_delay_met``)."""
+    if record.state is not WorkState.ENQUEUED or (
+        record.next_run_at is not None and record.next_run_at <= now
+    ):
+        return None
+    return Change(record, attrs.evolve(record, next_run_at=now))
+
+
+def set_progress(record: WorkRecord, progress: Data) -> Change | None:
+    """Record progress of a RUNNING work (SEMANTICS 16)."""
+    if record.state is not WorkState.RUNNING:
+        return None
+    return Change(record, attrs.evolve(record, progress=progress))

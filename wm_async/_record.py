@@ -1,0 +1,160 @@
+"""WorkRecord: a work as stores persist it (spec + runtime state), and its conversions."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import attrs
+
+from ._model import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    Constraints,
+    Data,
+    OneTimeWorkRequest,
+    Periodicity,
+    StopReason,
+    WorkError,
+    WorkInfo,
+    WorkState,
+)
+
+_EMPTY: Final[Data] = {}
+
+#: Fields that lifecycle transitions change. Everything else is the work's spec, changed
+#: only by ``update_work`` (which bumps ``generation``).
+RUNTIME_FIELDS: Final = (
+    "state",
+    "run_attempt_count",
+    "next_run_at",
+    "last_enqueue_time",
+    "started_at",
+    "finished_at",
+    "output",
+    "progress",
+    "stop_reason",
+    "error",
+    "period_count",
+    "owner",
+)
+
+
+@attrs.frozen(kw_only=True)
+class WorkRecord:
+    """One work as stored. Times are UTC epoch seconds.
+
+    The lifecycle computes new records with :func:`attrs.evolve`; stores persist them.
+    """
+
+    # -- spec
+    id: uuid.UUID
+    worker: str
+    input: Data
+    tags: frozenset[str]
+    constraints: Constraints
+    initial_delay: float
+    backoff: Backoff
+    timeout: float | None
+    max_attempts: int | None
+    expedited: bool
+    input_merger: str
+    unique_name: str | None
+    generation: int
+    enqueued_at: float
+    # -- runtime
+    state: WorkState
+    run_attempt_count: int
+    next_run_at: float | None
+    last_enqueue_time: float
+    started_at: float | None
+    finished_at: float | None
+    output: Data
+    progress: Data
+    stop_reason: StopReason
+    error: WorkError | None
+    period_count: int
+    owner: str | None
+
+    @classmethod
+    def from_request(
+        cls, request: OneTimeWorkRequest, *, now: float, unique_name: str | None = None
+    ) -> WorkRecord:
+        """A new ENQUEUED record, due ``initial_delay`` from ``now``."""
+        delay = request.initial_delay.total_seconds()
+        return cls(
+            id=request.id,
+            worker=request.worker,
+            input=request.input,
+            tags=request.tags,
+            constraints=request.constraints,
+            initial_delay=delay,
+            backoff=request.backoff,
+            timeout=None if request.timeout is None else request.timeout.total_seconds(),
+            max_attempts=request.max_attempts,
+            expedited=request.expedited,
+            input_merger=request.input_merger.name,
+            unique_name=unique_name,
+            generation=0,
+            enqueued_at=now,
+            state=WorkState.ENQUEUED,
+            run_attempt_count=0,
+            next_run_at=now + delay,
+            last_enqueue_time=now,
+            started_at=None,
+            finished_at=None,
+            output=_EMPTY,
+            progress=_EMPTY,
+            stop_reason=StopReason.NOT_STOPPED,
+            error=None,
+            period_count=0,
+            owner=None,
+        )
+
+    @property
+    def signal_names(self) -> frozenset[str]:
+        """The signal names this work's constraints wait on."""
+        return self.constraints.signal_names()
+
+    def to_info(self) -> WorkInfo:
+        """The public snapshot of this record (SEMANTICS 16 and 31 applied)."""
+        state = self.state
+        return WorkInfo(
+            id=self.id,
+            state=state,
+            worker=self.worker,
+            tags=self.tags,
+            input=self.input,
+            output=self.output if state in (WorkState.SUCCEEDED, WorkState.FAILED) else _EMPTY,
+            progress=self.progress if state is WorkState.RUNNING else _EMPTY,
+            run_attempt_count=self.run_attempt_count,
+            generation=self.generation,
+            constraints=self.constraints,
+            initial_delay=timedelta(seconds=self.initial_delay),
+            next_schedule_time=(
+                _dt(self.next_run_at)
+                if state is WorkState.ENQUEUED and self.next_run_at is not None
+                else None
+            ),
+            unique_name=self.unique_name,
+            stop_reason=self.stop_reason,
+            periodicity=self.periodicity,
+            period_count=self.period_count,
+            enqueued_at=_dt(self.enqueued_at),
+            started_at=None if self.started_at is None else _dt(self.started_at),
+            finished_at=None if self.finished_at is None else _dt(self.finished_at),
+            error=self.error,
+        )
+
+    @property
+    def periodicity(self) -> Periodicity | None:
+        """How this work repeats (``None``: one-time)."""
+        return None
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+__all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord"]

@@ -1,0 +1,186 @@
+"""Converters and validators used by the model.
+
+Converters normalise what callers pass (``float | timedelta`` → ``timedelta``,
+``Iterable[str]`` → ``frozenset[str]``, ``str`` → enum); validators check the final form
+and raise :class:`InvalidRequestError` naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+from ._errors import DataTooLargeError, InvalidRequestError
+
+if TYPE_CHECKING:
+    from ._model import Data
+
+E = TypeVar("E", bound=enum.Enum)
+
+#: WorkManager's limit on the serialised size of input, output and progress data.
+DEFAULT_MAX_DATA_BYTES = 10_240
+#: Bounds nesting depth of data, so hostile payloads cannot exhaust the stack.
+MAX_DATA_DEPTH = 64
+#: Longest worker name, tag, unique name or signal name accepted.
+MAX_NAME_LENGTH = 255
+
+_EMPTY: dict[str, object] = {}
+
+
+def to_timedelta(field: str, value: object) -> timedelta:
+    """Convert seconds or a timedelta to a timedelta, rejecting NaN, infinity and bools."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestError(field, value, "expected a timedelta or a number of seconds")
+    if not math.isfinite(value):
+        raise InvalidRequestError(field, value, "must be a finite number of seconds")
+    try:
+        return timedelta(seconds=value)
+    except OverflowError:
+        raise InvalidRequestError(field, value, "is too large") from None
+
+
+def to_optional_timedelta(field: str, value: object) -> timedelta | None:
+    """Like :func:`to_timedelta`, passing ``None`` through."""
+    return None if value is None else to_timedelta(field, value)
+
+
+def check_non_negative(field: str, value: timedelta) -> None:
+    """Reject a negative duration."""
+    if value < timedelta(0):
+        raise InvalidRequestError(field, value, "must not be negative")
+
+
+def check_positive(field: str, value: timedelta) -> None:
+    """Reject a zero or negative duration."""
+    if value <= timedelta(0):
+        raise InvalidRequestError(field, value, "must be positive")
+
+
+def to_enum(field: str, enum_type: type[E], value: object) -> E:
+    """Accept an enum member or its name/value (case-insensitive name) and return the member."""
+    if isinstance(value, enum_type):
+        return value
+    if isinstance(value, str):
+        try:
+            return enum_type[value.upper()]
+        except KeyError:
+            pass
+        for member in enum_type:
+            if member.value == value:
+                return member
+    names = ", ".join(m.name for m in enum_type)
+    raise InvalidRequestError(field, value, f"expected one of {names}")
+
+
+def check_name(field: str, value: object) -> str:
+    """A worker, tag, unique or signal name: a non-empty printable string."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(field, value, "expected a string")
+    if not value or len(value) > MAX_NAME_LENGTH:
+        raise InvalidRequestError(field, value, f"must be 1 to {MAX_NAME_LENGTH} characters")
+    if not value.isprintable():
+        raise InvalidRequestError(field, value, "must contain printable characters only")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(field, value, "is not valid Unicode text") from None
+    return value
+
+
+def to_names(field: str, value: object) -> frozenset[str]:
+    """Convert an iterable of names (not a bare string) to a frozenset, checking each."""
+    if isinstance(value, frozenset) and all(type(v) is str for v in value):
+        names: frozenset[str] = value
+    elif isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidRequestError(field, value, "expected a collection of strings")
+    else:
+        names = frozenset(value)
+    for name in names:
+        check_name(field, name)
+    return names
+
+
+def to_uuid(field: str, value: object) -> uuid.UUID:
+    """Accept a UUID or its string form."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidRequestError(field, value, "expected a UUID")
+
+
+def check_optional_positive_int(field: str, value: object) -> None:
+    """``None`` or an int >= 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(field, value, "expected None or an integer >= 1")
+
+
+def _check_json(field: str, value: object, depth: int) -> None:
+    if depth > MAX_DATA_DEPTH:
+        raise InvalidRequestError(field, "<deeply nested data>", f"nests deeper than {MAX_DATA_DEPTH}")
+    if value is None or isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestError(field, value, "NaN and infinity are not JSON")
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError(field, value, "is not valid Unicode text") from None
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_json(field, item, depth + 1)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidRequestError(field, key, "object keys must be strings")
+            _check_json(field, key, depth + 1)
+            _check_json(field, item, depth + 1)
+        return
+    raise InvalidRequestError(
+        field, value, f"{type(value).__name__} is not a JSON type (str, int, float, bool, "
+        "None, list, dict)"
+    )
+
+
+def to_data(field: str, value: object) -> Data:
+    """Validate a JSON object and return a private copy (so callers cannot mutate it later)."""
+    if value is None:
+        return _EMPTY  # type: ignore[return-value]  # shared, never mutated
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(field, value, "expected a mapping of str to JSON values")
+    if not value:
+        return _EMPTY  # type: ignore[return-value]  # shared, never mutated
+    _check_json(field, value, 0)
+    copied: Data = json.loads(dump_data(value))
+    return copied
+
+
+def dump_data(value: Mapping[str, object]) -> str:
+    """Compact, deterministic JSON text of already-validated data."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def check_data_size(field: str, value: Mapping[str, object], limit: int) -> None:
+    """Raise :class:`DataTooLargeError` if ``value`` serialises to more than ``limit`` bytes."""
+    if not value:
+        return
+    size = len(dump_data(value).encode("utf-8"))
+    if size > limit:
+        raise DataTooLargeError(field, size, limit)

@@ -1,0 +1,56 @@
+"""Stores: where works are persisted.
+
+``open_store(url)`` picks a backend by URL scheme; backends are imported only when used,
+so an app on SQLite never imports asyncpg.
+"""
+
+from __future__ import annotations
+
+from ._base import Claimed as Claimed
+from ._base import ClaimParams as ClaimParams
+from ._base import Store as Store
+
+__all__ = ("ClaimParams", "Claimed", "Store", "open_store")
+
+
+def open_store(url: str) -> Store:
+    """Create (not yet open) the store a URL names.
+
+    - ``memory://``: :class:`~wm_async.stores.memory.MemoryStore`
+    - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``:
+      :class:`~wm_async.stores.sqlite.SQLiteStore`
+    - ``postgresql://…`` / ``postgres://…``: PostgresStore (needs the ``postgres`` extra)
+
+    :raises InvalidRequestError: for a URL no backend handles
+    :raises StoreError: if the backend's driver is not installed
+    """
+    from .._errors import InvalidRequestError, StoreError
+
+    if not isinstance(url, str):
+        raise InvalidRequestError("store", url, "expected a store URL or a Store instance")
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidRequestError("store", url, "expected a URL such as sqlite:///wm_async.db")
+    scheme = scheme.lower()
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path:
+            raise InvalidRequestError("store", url, "sqlite URLs need a path: sqlite:///file.db")
+        return SQLiteStore(path)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresStore  # type: ignore[import-not-found, unused-ignore]
+        except ImportError as exc:
+            raise StoreError(
+                f"the PostgreSQL store needs asyncpg: pip install 'wm_async[postgres]' ({exc})"
+            ) from exc
+        return PostgresStore(url)  # type: ignore[no-any-return, unused-ignore]
+    raise InvalidRequestError(
+        "store", url, "unknown scheme; use memory://, sqlite:///path or postgresql://"
+    )

@@ -1,0 +1,111 @@
+"""The Store interface: about a dozen lifecycle-named operations.
+
+Stores persist; they do not decide. The semantics live in :mod:`wm_async._lifecycle`,
+which produces :class:`~wm_async._lifecycle.Change` objects; a store applies them
+atomically, each guarded by the state and attempt count it expects (compare-and-set).
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Collection, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from .._lifecycle import Change
+    from .._model import WorkQuery
+    from .._record import WorkRecord
+
+
+@attrs.frozen(kw_only=True)
+class ClaimParams:
+    """What :meth:`Store.claim_due` may take.
+
+    :ivar now: the current time (UTC epoch seconds); works due at or before it are claimed
+    :ivar limit: the most works to claim (the free capacity)
+    :ivar owner: identifies the claiming process
+    :ivar blocked_signals: signal names that are false now; works needing any of them stay
+        ENQUEUED (parked) and are not counted in ``next_due``
+    :ivar lease_until: lease expiry for stores shared by several processes
+    """
+
+    now: float
+    limit: int
+    owner: str
+    blocked_signals: frozenset[str] = frozenset()
+    lease_until: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Claimed:
+    """The result of a claim.
+
+    :ivar records: the works now RUNNING, expedited first, then by due time
+    :ivar next_due: the earliest due time among the remaining claimable ENQUEUED works
+        (``None`` if there are none); may be in the past if ``limit`` was reached
+    """
+
+    records: list[WorkRecord]
+    next_due: float | None
+
+
+class Store(abc.ABC):
+    """Where works are persisted. Use as an async context manager, or call
+    :meth:`open` and :meth:`close`.
+
+    Every method that changes data commits before it returns.
+    """
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, create or migrate the schema. Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    @abc.abstractmethod
+    async def insert(self, records: Sequence[WorkRecord]) -> None:
+        """Insert new works, all or none.
+
+        :raises InvalidRequestError: if a work with one of the ids already exists
+        """
+
+    @abc.abstractmethod
+    async def claim_due(self, params: ClaimParams) -> Claimed:
+        """Move up to ``params.limit`` due, unparked ENQUEUED works to RUNNING, as
+        :func:`wm_async._lifecycle.claim` describes, in one transaction."""
+
+    @abc.abstractmethod
+    async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
+        """Apply each change whose guard holds, in one transaction; return the records
+        written (changes whose guard failed are skipped silently)."""
+
+    @abc.abstractmethod
+    async def get(self, ids: Collection[uuid.UUID]) -> list[WorkRecord]:
+        """The records with these ids (unknown ids are skipped), in no set order."""
+
+    @abc.abstractmethod
+    async def query(self, query: WorkQuery) -> list[WorkRecord]:
+        """The records matching ``query``, oldest enqueue first."""
+
+    @abc.abstractmethod
+    async def prune(self, *, finished_before: float) -> int:
+        """Delete finished works whose ``finished_at`` is before the given time; return
+        how many were deleted."""
