@@ -57,7 +57,8 @@ class ArrayCreatingInputMerger:
                     seen = kinds.setdefault(key, kind)
                     if seen is not kind:
                         raise InvalidRequestError(
-                            f"input[{key!r}]", item,
+                            f"input[{key!r}]",
+                            item,
                             f"ArrayCreatingInputMerger cannot mix {seen.__name__} and "
                             f"{kind.__name__} values",
                         )

@@ -97,6 +97,5 @@ class NotRunningError(WorkManagerError, RuntimeError):
         self.operation = operation
         self.state = state
         super().__init__(
-            f"cannot {operation}: the WorkManager is {state}; use it inside "
-            "'async with manager:'"
+            f"cannot {operation}: the WorkManager is {state}; use it inside 'async with manager:'"
         )

@@ -14,7 +14,7 @@ from typing import Final
 import attrs
 
 from ._model import Data, StopReason, WorkError, WorkState
-from ._record import WorkRecord
+from ._record import WorkRecord, evolve
 
 _EMPTY: Final[Data] = {}
 
@@ -67,7 +67,7 @@ Outcome = Succeeded | Failed | Retry | Interrupted
 def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
     """ENQUEUED → RUNNING; the attempt is counted in the same write (SEMANTICS 7)."""
     assert record.state is WorkState.ENQUEUED, record.state
-    return attrs.evolve(
+    return evolve(
         record,
         state=WorkState.RUNNING,
         run_attempt_count=record.run_attempt_count + 1,
@@ -83,7 +83,7 @@ def _max_attempts_reached(record: WorkRecord) -> bool:
 
 
 def _failed(record: WorkRecord, now: float, output: Data, error: WorkError | None) -> WorkRecord:
-    return attrs.evolve(
+    return evolve(
         record,
         state=WorkState.FAILED,
         next_run_at=None,
@@ -96,7 +96,7 @@ def _failed(record: WorkRecord, now: float, output: Data, error: WorkError | Non
 
 
 def _reenqueue(record: WorkRecord, now: float, due: float, reason: StopReason) -> WorkRecord:
-    return attrs.evolve(
+    return evolve(
         record,
         state=WorkState.ENQUEUED,
         next_run_at=due,
@@ -109,12 +109,12 @@ def _reenqueue(record: WorkRecord, now: float, due: float, reason: StopReason) -
 
 
 def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
-    """The transition for a run's outcome (SEMANTICS 8–13, 15).
+    """The transition for a run's outcome (SEMANTICS 8-13, 15).
 
     ``record`` is the RUNNING record the run was started with.
     """
     if isinstance(outcome, Succeeded):
-        after = attrs.evolve(
+        after = evolve(
             record,
             state=WorkState.SUCCEEDED,
             next_run_at=None,
@@ -136,9 +136,9 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
         if _max_attempts_reached(record):
             what = f"an interruption ({outcome.reason.value})"
             after = _failed(record, now, _EMPTY, _max_attempts_error(record, what))
-            after = attrs.evolve(after, stop_reason=outcome.reason)
+            after = evolve(after, stop_reason=outcome.reason)
         else:
-            # Interrupted runs go straight back: the attempt counts, no backoff (12–15).
+            # Interrupted runs go straight back: the attempt counts, no backoff (12-15).
             after = _reenqueue(record, now, now, outcome.reason)
     return Change(record, after)
 
@@ -158,7 +158,7 @@ def cancel(record: WorkRecord, *, now: float) -> Change | None:
     reason = (
         StopReason.CANCELLED_BY_APP if record.state is WorkState.RUNNING else record.stop_reason
     )
-    after = attrs.evolve(
+    after = evolve(
         record,
         state=WorkState.CANCELLED,
         next_run_at=None,
@@ -181,11 +181,11 @@ def delay_met(record: WorkRecord, *, now: float) -> Change | None:
         record.next_run_at is not None and record.next_run_at <= now
     ):
         return None
-    return Change(record, attrs.evolve(record, next_run_at=now))
+    return Change(record, evolve(record, next_run_at=now))
 
 
 def set_progress(record: WorkRecord, progress: Data) -> Change | None:
     """Record progress of a RUNNING work (SEMANTICS 16)."""
     if record.state is not WorkState.RUNNING:
         return None
-    return Change(record, attrs.evolve(record, progress=progress))
+    return Change(record, evolve(record, progress=progress))

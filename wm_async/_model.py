@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 #: A JSON value as wm_async stores it.
 JSONValue: TypeAlias = (
-    "str | int | float | bool | None | Sequence[JSONValue] | Mapping[str, JSONValue]"
+    "str | int | float | bool | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
 )
 #: Input, output and progress data: a JSON object.
 Data: TypeAlias = Mapping[str, JSONValue]
@@ -85,7 +85,7 @@ class StopReason(enum.Enum):
 class BackoffPolicy(enum.Enum):
     """How the delay before a retry grows with the number of attempts."""
 
-    #: delay · 2^(n−1), n = attempts so far.
+    #: delay · 2^(n-1), n = attempts so far.
     EXPONENTIAL = "EXPONENTIAL"
     #: delay · n.
     LINEAR = "LINEAR"
@@ -195,8 +195,12 @@ class Constraints:
         out: dict[str, object] = {}
         if self.required_network is not NetworkType.NOT_REQUIRED:
             out["required_network"] = self.required_network.value
-        for name in ("requires_charging", "requires_battery_not_low",
-                     "requires_storage_not_low", "requires_device_idle"):
+        for name in (
+            "requires_charging",
+            "requires_battery_not_low",
+            "requires_storage_not_low",
+            "requires_device_idle",
+        ):
             if getattr(self, name):
                 out[name] = True
         if self.signals:
@@ -214,24 +218,30 @@ class Constraints:
 NO_CONSTRAINTS: Final = Constraints()
 
 
-def _td(field: str, *, positive: bool = False) -> object:
-    def convert(value: timedelta | float) -> timedelta:
-        out = v.to_timedelta(field, value)
-        (v.check_positive if positive else v.check_non_negative)(field, out)
-        return out
-
-    return convert
+def _duration(field: str, value: timedelta | float) -> timedelta:
+    out = v.to_timedelta(field, value)
+    v.check_non_negative(field, out)
+    return out
 
 
-def _opt_td(field: str) -> object:
-    def convert(value: timedelta | float | None) -> timedelta | None:
-        if value is None:
-            return None
-        out = v.to_timedelta(field, value)
-        v.check_positive(field, out)
-        return out
+def _backoff_delay(value: timedelta | float) -> timedelta:
+    return _duration("backoff.delay", value)
 
-    return convert
+
+def _backoff_max_delay(value: timedelta | float) -> timedelta:
+    return _duration("backoff.max_delay", value)
+
+
+def _initial_delay(value: timedelta | float) -> timedelta:
+    return _duration("initial_delay", value)
+
+
+def _timeout(value: timedelta | float | None) -> timedelta | None:
+    if value is None:
+        return None
+    out = v.to_timedelta("timeout", value)
+    v.check_positive("timeout", out)
+    return out
 
 
 def _to_policy(value: BackoffPolicy | str) -> BackoffPolicy:
@@ -250,11 +260,11 @@ class Backoff:
     policy: BackoffPolicy = attrs.field(default=BackoffPolicy.EXPONENTIAL, converter=_to_policy)
     delay: timedelta = attrs.field(
         default=timedelta(seconds=30),
-        converter=_td("backoff.delay"),  # type: ignore[misc]  # typed converter factory
+        converter=_backoff_delay,
     )
     max_delay: timedelta = attrs.field(
         default=timedelta(hours=5),
-        converter=_td("backoff.max_delay"),  # type: ignore[misc]  # typed converter factory
+        converter=_backoff_max_delay,
         kw_only=True,
     )
 
@@ -295,7 +305,9 @@ def _check_worker(instance: object, attribute: attrs.Attribute[str], value: obje
     v.check_name("worker", value)
 
 
-def _check_max_attempts(instance: object, attribute: attrs.Attribute[int | None], value: object) -> None:
+def _check_max_attempts(
+    instance: object, attribute: attrs.Attribute[int | None], value: object
+) -> None:
     v.check_optional_positive_int("max_attempts", value)
 
 
@@ -305,7 +317,9 @@ def _default_merger() -> type[InputMerger]:
     return OverwritingInputMerger
 
 
-def _check_merger(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _check_merger(
+    instance: object, attribute: attrs.Attribute[type[InputMerger]], value: object
+) -> None:
     from ._chain import MERGERS
 
     if value not in MERGERS.values():
@@ -323,13 +337,13 @@ class _WorkRequest:
     constraints: Constraints = attrs.field(default=NO_CONSTRAINTS)
     initial_delay: timedelta = attrs.field(
         default=timedelta(0),
-        converter=_td("initial_delay"),  # type: ignore[misc]  # typed converter factory
+        converter=_initial_delay,
     )
     backoff: Backoff = attrs.field(default=DEFAULT_BACKOFF)
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=_to_tags)
     timeout: timedelta | None = attrs.field(
         default=None,
-        converter=_opt_td("timeout"),  # type: ignore[misc]  # typed converter factory
+        converter=_timeout,
     )
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
     id: uuid.UUID = attrs.field(factory=uuid.uuid4, converter=_to_id)
@@ -378,7 +392,12 @@ class OneTimeWorkRequest(_WorkRequest):
                     "initial_delay", self.initial_delay, "expedited work cannot be delayed"
                 )
             c = self.constraints
-            if c.requires_charging or c.requires_battery_not_low or c.requires_device_idle or c.signals:
+            if (
+                c.requires_charging
+                or c.requires_battery_not_low
+                or c.requires_device_idle
+                or c.signals
+            ):
                 raise InvalidRequestError(
                     "constraints", c, "expedited work accepts only network and storage constraints"
                 )
@@ -508,7 +527,7 @@ class WorkInfo:
 
 class _Selectable(Protocol):
     @property
-    def id(self) -> uuid.UUID: ...
+    def id(self) -> uuid.UUID | str: ...
     @property
     def tags(self) -> frozenset[str]: ...
     @property
@@ -550,6 +569,11 @@ class WorkQuery:
     unique_names: frozenset[str] = attrs.field(default=frozenset(), converter=_to_unique_names)
     states: frozenset[WorkState] = attrs.field(default=frozenset(), converter=_to_states)
 
+    @property
+    def id_keys(self) -> frozenset[str]:
+        """The ids in their text form (as stores key works)."""
+        return frozenset(str(i) for i in self.ids)
+
     def __attrs_post_init__(self) -> None:
         if not (self.ids or self.tags or self.unique_names or self.states):
             raise InvalidRequestError(
@@ -558,8 +582,9 @@ class WorkQuery:
 
     def matches(self, info: _Selectable) -> bool:
         """True if ``info`` is selected by this query."""
+        wid = info.id
         return (
-            (not self.ids or info.id in self.ids)
+            (not self.ids or (wid if isinstance(wid, uuid.UUID) else uuid.UUID(wid)) in self.ids)
             and (not self.tags or not self.tags.isdisjoint(info.tags))
             and (not self.unique_names or info.unique_name in self.unique_names)
             and (not self.states or info.state in self.states)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -49,7 +50,9 @@ class WorkRecord:
     """
 
     # -- spec
-    id: uuid.UUID
+    #: str(UUID): str keys hash at C speed (UUID.__hash__ is Python code), and the
+    #: stores persist the text form anyway. WorkInfo converts back to UUID.
+    id: str
     worker: str
     input: Data
     tags: frozenset[str]
@@ -84,7 +87,7 @@ class WorkRecord:
         """A new ENQUEUED record, due ``initial_delay`` from ``now``."""
         delay = request.initial_delay.total_seconds()
         return cls(
-            id=request.id,
+            id=str(request.id),
             worker=request.worker,
             input=request.input,
             tags=request.tags,
@@ -121,7 +124,7 @@ class WorkRecord:
         """The public snapshot of this record (SEMANTICS 16 and 31 applied)."""
         state = self.state
         return WorkInfo(
-            id=self.id,
+            id=uuid.UUID(self.id),
             state=state,
             worker=self.worker,
             tags=self.tags,
@@ -153,8 +156,40 @@ class WorkRecord:
         return None
 
 
+def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
+    slots = {
+        f"_set_{a.name}": getattr(WorkRecord, a.name).__set__ for a in attrs.fields(WorkRecord)
+    }
+    namespace: dict[str, object] = {
+        "_KEEP": _KEEP,
+        "_new": object.__new__,
+        "_Record": WorkRecord,
+        **slots,
+    }
+    exec(src, namespace)  # noqa: S102  # code generated from our own field names only
+    return namespace[name]  # type: ignore[return-value]
+
+
+def _make_evolve() -> Callable[..., WorkRecord]:
+    # The lifecycle copies records on every transition, several per run. attrs.evolve
+    # introspects the class and a frozen __init__ goes through object.__setattr__ per
+    # field; writing the slots through their descriptors, in code generated once, is
+    # several times faster and keeps the class frozen for everyone else.
+    names = [a.name for a in attrs.fields(WorkRecord)]
+    args = ", ".join(f"{n}=_KEEP" for n in names)
+    body = "".join(f"    _set_{n}(new, r.{n} if {n} is _KEEP else {n})\n" for n in names)
+    return _generate(
+        "evolve", f"def evolve(r, *, {args}):\n    new = _new(_Record)\n{body}    return new\n"
+    )
+
+
+_KEEP: Final = object()
+#: ``evolve(record, state=..., ...)``: a copy of ``record`` with some fields replaced.
+evolve: Final = _make_evolve()
+
+
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-__all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord"]
+__all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord", "evolve"]

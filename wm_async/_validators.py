@@ -119,6 +119,13 @@ def to_uuid(field: str, value: object) -> uuid.UUID:
     raise InvalidRequestError(field, value, "expected a UUID")
 
 
+def check_int(field: str, value: object, minimum: int) -> int:
+    """An int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidRequestError(field, value, f"expected an integer >= {minimum}")
+    return value
+
+
 def check_optional_positive_int(field: str, value: object) -> None:
     """``None`` or an int >= 1."""
     if value is None:
@@ -129,7 +136,9 @@ def check_optional_positive_int(field: str, value: object) -> None:
 
 def _check_json(field: str, value: object, depth: int) -> None:
     if depth > MAX_DATA_DEPTH:
-        raise InvalidRequestError(field, "<deeply nested data>", f"nests deeper than {MAX_DATA_DEPTH}")
+        raise InvalidRequestError(
+            field, "<deeply nested data>", f"nests deeper than {MAX_DATA_DEPTH}"
+        )
     if value is None or isinstance(value, bool | int):
         return
     if isinstance(value, float):
@@ -154,8 +163,9 @@ def _check_json(field: str, value: object, depth: int) -> None:
             _check_json(field, item, depth + 1)
         return
     raise InvalidRequestError(
-        field, value, f"{type(value).__name__} is not a JSON type (str, int, float, bool, "
-        "None, list, dict)"
+        field,
+        value,
+        f"{type(value).__name__} is not a JSON type (str, int, float, bool, None, list, dict)",
     )
 
 

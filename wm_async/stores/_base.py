@@ -8,10 +8,9 @@ atomically, each guarded by the state and attempt count it expects (compare-and-
 from __future__ import annotations
 
 import abc
-import uuid
 from collections.abc import Collection, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
@@ -60,7 +59,7 @@ class Store(abc.ABC):
     Every method that changes data commits before it returns.
     """
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -98,8 +97,9 @@ class Store(abc.ABC):
         written (changes whose guard failed are skipped silently)."""
 
     @abc.abstractmethod
-    async def get(self, ids: Collection[uuid.UUID]) -> list[WorkRecord]:
-        """The records with these ids (unknown ids are skipped), in no set order."""
+    async def get(self, ids: Collection[str]) -> list[WorkRecord]:
+        """The records with these ids (``str(UUID)``; unknown ids are skipped), in no set
+        order."""
 
     @abc.abstractmethod
     async def query(self, query: WorkQuery) -> list[WorkRecord]:

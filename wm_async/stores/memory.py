@@ -4,7 +4,6 @@ restart."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
@@ -28,13 +27,13 @@ __all__ = ["MemoryStore"]
 class MemoryStore(Store):
     """A store in process memory: nothing survives the process."""
 
-    _records: dict[uuid.UUID, WorkRecord] = attrs.field(init=False, factory=dict)
+    _records: dict[str, WorkRecord] = attrs.field(init=False, factory=dict)
     # Expedited works are dispatched ahead of ordinary due ones, so they get their own heap.
-    _due: DueHeap[uuid.UUID] = attrs.field(init=False, factory=DueHeap)
-    _due_expedited: DueHeap[uuid.UUID] = attrs.field(init=False, factory=DueHeap)
+    _due: DueHeap[str] = attrs.field(init=False, factory=DueHeap)
+    _due_expedited: DueHeap[str] = attrs.field(init=False, factory=DueHeap)
     # Due works whose signals were blocked at the last claim, re-examined only when the
     # set of blocked signals changes.
-    _parked: dict[uuid.UUID, frozenset[str]] = attrs.field(init=False, factory=dict)
+    _parked: dict[str, frozenset[str]] = attrs.field(init=False, factory=dict)
     _last_blocked: frozenset[str] = attrs.field(init=False, factory=frozenset)
 
     def __repr__(self) -> str:
@@ -55,14 +54,14 @@ class MemoryStore(Store):
         else:
             self._unindex(rid)
 
-    def _unindex(self, rid: uuid.UUID) -> None:
+    def _unindex(self, rid: str) -> None:
         self._due.discard(rid)
         self._due_expedited.discard(rid)
         self._parked.pop(rid, None)
 
     async def insert(self, records: Sequence[WorkRecord]) -> None:
         """Insert new works, all or none."""
-        seen: set[uuid.UUID] = set()
+        seen: set[str] = set()
         for record in records:
             if record.id in self._records or record.id in seen:
                 raise InvalidRequestError("id", record.id, "a work with this id already exists")
@@ -128,7 +127,7 @@ class MemoryStore(Store):
             written.append(after)
         return written
 
-    async def get(self, ids: Collection[uuid.UUID]) -> list[WorkRecord]:
+    async def get(self, ids: Collection[str]) -> list[WorkRecord]:
         """Records by id."""
         records = self._records
         return [records[i] for i in ids if i in records]
@@ -136,7 +135,7 @@ class MemoryStore(Store):
     async def query(self, query: WorkQuery) -> list[WorkRecord]:
         """Records matching the query, oldest enqueue first."""
         if query.ids:
-            candidates = await self.get(query.ids)
+            candidates = await self.get(query.id_keys)
         else:
             candidates = list(self._records.values())
         found = [r for r in candidates if query.matches(r)]
@@ -148,7 +147,9 @@ class MemoryStore(Store):
         doomed = [
             r.id
             for r in self._records.values()
-            if r.state.is_finished and r.finished_at is not None and r.finished_at < finished_before
+            if r.state.is_finished
+            and r.finished_at is not None
+            and r.finished_at < finished_before
         ]
         for rid in doomed:
             del self._records[rid]

@@ -1,0 +1,82 @@
+"""Clocks: where wm_async gets the time from.
+
+Persisted times are wall-clock UTC epoch seconds (``now()``); sleeping uses the event
+loop's monotonic clock, re-derived from the wall time each time, so a wall-clock jump
+delays nothing by more than the jump. Nothing outside this module and
+:mod:`wm_async.testing` reads the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import anyio
+
+
+class Timer(Protocol):
+    """A scheduled callback that can be cancelled."""
+
+    def cancel(self) -> None:
+        """Do not run the callback (no-op if it already ran)."""
+
+
+class Participant(Protocol):
+    """Something a virtual clock waits for before and after moving time (a scheduler)."""
+
+    async def wait_settled(self) -> None:
+        """Return once nothing is left to do at the current time."""
+
+
+class Clock:
+    """The interface every clock provides. :class:`SystemClock` is the real one."""
+
+    def now(self) -> float:
+        """The current wall-clock time, UTC epoch seconds."""
+        raise NotImplementedError
+
+    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+        """Return when ``wakeup`` is set or ``deadline`` (wall time) has passed.
+
+        ``deadline=None`` waits for ``wakeup`` only.
+        """
+        raise NotImplementedError
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
+        """Run ``callback`` (synchronously, on the loop) once wall time reaches ``when``."""
+        raise NotImplementedError
+
+    def attach(self, participant: Participant) -> None:
+        """Register a scheduler driven by this clock (used by virtual clocks)."""
+
+    def detach(self, participant: Participant) -> None:
+        """Undo :meth:`attach`."""
+
+
+class SystemClock(Clock):
+    """Real time: ``time.time()`` for timestamps, the loop's clock for sleeping."""
+
+    def __repr__(self) -> str:
+        return "SystemClock()"
+
+    def now(self) -> float:
+        """Wall-clock UTC epoch seconds."""
+        return time.time()
+
+    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+        """Sleep on the loop's monotonic clock until ``deadline`` or ``wakeup``."""
+        if deadline is None:
+            await wakeup.wait()
+            return
+        delay = deadline - time.time()
+        if delay <= 0:
+            return
+        with anyio.CancelScope(deadline=anyio.current_time() + delay):
+            await wakeup.wait()
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
+        """Schedule ``callback`` on the running asyncio loop."""
+        # asyncio's TimerHandle is the cheapest timer there is; wm_async is asyncio-native.
+        return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)

@@ -1,0 +1,192 @@
+"""Running one claimed work: the WorkContext a worker sees, and mapping what the worker
+did (returned, raised, was cancelled) to a lifecycle outcome."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, TypeAlias
+
+import anyio
+import attrs
+
+from . import _validators as v
+from ._errors import DataTooLargeError, UnknownWorkerError
+from ._lifecycle import Failed, Interrupted, Outcome, Retry, Succeeded
+from ._model import Data, JSONValue, Result, ResultKind, StopReason, WorkError
+
+if TYPE_CHECKING:
+    from ._record import WorkRecord
+
+logger = logging.getLogger("wm_async.worker")
+
+#: What ``@manager.worker`` accepts: an async or sync callable taking the context.
+WorkerFn: TypeAlias = Callable[["WorkContext"], Awaitable[Result | None] | Result | None]
+
+
+@attrs.frozen
+class Worker:
+    """A registered worker function and how to call it."""
+
+    name: str
+    fn: WorkerFn
+    is_async: bool
+
+    @classmethod
+    def wrap(cls, name: str, fn: WorkerFn) -> Worker:
+        """Inspect ``fn`` once, at registration."""
+        call = getattr(fn, "__call__", None)  # noqa: B004  # callable objects with async __call__
+        is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+        return cls(name, fn, is_async)
+
+
+class RunHandle:
+    """One run in progress: its record, its cancel scope and why it was stopped."""
+
+    __slots__ = ("record", "scope", "stop_reason")
+
+    def __init__(self, record: WorkRecord, scope: anyio.CancelScope) -> None:
+        self.record = record
+        self.scope = scope
+        self.stop_reason: StopReason | None = None
+
+    def __repr__(self) -> str:
+        return f"<run {self.record.id} ({self.record.worker!r})>"
+
+    def stop(self, reason: StopReason) -> None:
+        """Cancel the run; the first reason given is the one recorded."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.scope.cancel()
+
+
+class WorkContext:
+    """What a worker receives: the work's identity and input, and a way to report
+    progress.
+
+    :ivar id: the work's UUID
+    :ivar worker: the worker name
+    :ivar input: the work's input (merged with prerequisites' outputs for chained work)
+    :ivar tags: the work's tags
+    :ivar run_attempt_count: how many runs happened before this one (0 on the first)
+    """
+
+    __slots__ = ("_handle", "_progress", "input", "run_attempt_count", "tags", "worker")
+
+    def __init__(
+        self,
+        handle: RunHandle,
+        progress: Callable[[RunHandle, Data], Awaitable[None]],
+    ) -> None:
+        record = handle.record
+        self.worker: str = record.worker
+        self.input: Data = record.input
+        self.tags: frozenset[str] = record.tags
+        self.run_attempt_count: int = record.run_attempt_count - 1
+        self._handle = handle
+        self._progress = progress
+
+    def __repr__(self) -> str:
+        return f"WorkContext(id={self._handle.record.id}, worker={self.worker!r})"
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The work's UUID."""
+        return uuid.UUID(self._handle.record.id)
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """Why this run is being stopped (``NOT_STOPPED`` while it may go on)."""
+        return self._handle.stop_reason or StopReason.NOT_STOPPED
+
+    @property
+    def is_stopped(self) -> bool:
+        """True once the run has been asked to stop; sync workers should check it."""
+        return self._handle.stop_reason is not None
+
+    async def set_progress(self, progress: Mapping[str, JSONValue]) -> None:
+        """Publish progress (a JSON object), visible in WorkInfo while the work runs.
+
+        :raises InvalidRequestError: if ``progress`` is not a JSON object
+        :raises DataTooLargeError: if it exceeds ``max_data_bytes``
+        """
+        await self._progress(self._handle, v.to_data("progress", progress))
+
+
+def _error(exc: BaseException) -> WorkError:
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    return WorkError(type=name, message=str(exc))
+
+
+async def execute(
+    handle: RunHandle,
+    worker: Worker | None,
+    progress: Callable[[RunHandle, Data], Awaitable[None]],
+    *,
+    sync_limiter: anyio.CapacityLimiter,
+    max_data_bytes: int,
+) -> Outcome:
+    """Run the worker for ``handle`` and return its outcome.
+
+    Cancellation of ``handle.scope`` (app cancel, timeout, lost constraint, shutdown)
+    becomes :class:`Interrupted`; a result returned after that is ignored (SEMANTICS 13,
+    30). Cancellation from outside propagates. Worker exceptions become :class:`Failed`.
+    """
+    record = handle.record
+    if worker is None:
+        err = UnknownWorkerError(record.worker)
+        logger.warning("work %s failed: %s", record.id, err)
+        return Failed(error=_error(err))
+    ctx = WorkContext(handle, progress)
+    result: object = None
+    outcome: Outcome | None = None
+    with handle.scope:
+        try:
+            if worker.is_async:
+                result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
+            else:
+                result = await anyio.to_thread.run_sync(
+                    worker.fn, ctx, limiter=sync_limiter, abandon_on_cancel=True
+                )
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            logger.warning(
+                "work %s (%r) failed with %s",
+                record.id,
+                record.worker,
+                _error(exc).type,
+                exc_info=exc,
+            )
+            outcome = Failed(error=_error(exc))
+    if handle.scope.cancel_called:
+        return Interrupted(handle.stop_reason or StopReason.CANCELLED_BY_APP)
+    if outcome is not None:
+        return outcome
+    return _outcome_of(record, result, max_data_bytes)
+
+
+def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outcome:
+    if result is None:
+        return Succeeded()
+    if not isinstance(result, Result):
+        message = (
+            f"worker {record.worker!r} returned {type(result).__name__}; expected "
+            "wm_async.Result or None"
+        )
+        logger.warning("work %s failed: %s", record.id, message)
+        return Failed(error=WorkError(type="TypeError", message=message))
+    if result.kind is ResultKind.RETRY:
+        return Retry()
+    try:
+        v.check_data_size("output", result.output, max_data_bytes)
+    except DataTooLargeError as exc:
+        logger.warning("work %s failed: %s", record.id, exc)
+        return Failed(error=_error(exc))
+    if result.kind is ResultKind.SUCCESS:
+        return Succeeded(result.output)
+    return Failed(result.output)

@@ -1,0 +1,468 @@
+"""WorkManager: the public facade. Worker registry, enqueue/cancel/query/wait/watch,
+the run-state machine, and the lifetime of the store, scheduler and pruner."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from types import TracebackType
+from typing import Self, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+from . import _lifecycle as lc
+from . import _validators as v
+from ._clock import Clock, SystemClock
+from ._errors import InvalidRequestError, NotRunningError, UnknownWorkerError
+from ._events import EventHub, WorkWatcher
+from ._executor import Worker, WorkerFn
+from ._model import (
+    UNFINISHED_STATES,
+    OneTimeWorkRequest,
+    WorkInfo,
+    WorkQuery,
+    WorkState,
+)
+from ._record import WorkRecord
+from ._scheduler import Scheduler
+from .stores import Store, open_store
+
+logger = logging.getLogger("wm_async")
+_transitions = logging.getLogger("wm_async.transitions")
+
+F = TypeVar("F", bound=WorkerFn)
+
+#: Attempts at a compare-and-set before a cancel gives up on a work that keeps changing.
+_CAS_ATTEMPTS = 10
+
+
+class RunState(enum.Enum):
+    """The manager's own lifecycle."""
+
+    #: Not started, or stopped. Only registration and configuration work.
+    STOPPED = "stopped"
+    #: Opening the store, recovering, starting the scheduler.
+    STARTING = "starting"
+    #: Running: every method works.
+    STARTED = "started"
+    #: Leaving ``async with``: no new runs start; the API still reads and writes the store.
+    STOPPING = "stopping"
+
+
+def _key(work_id: object) -> str:
+    """The canonical text form of a work id (as WorkRecord.id holds it)."""
+    return str(v.to_uuid("id", work_id))
+
+
+def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -> float:
+    td = v.to_timedelta(field, value)
+    (v.check_non_negative if allow_zero else v.check_positive)(field, td)
+    return td.total_seconds()
+
+
+class WorkManager:
+    """Runs background work in this process's event loop, durably.
+
+    ::
+
+        manager = WorkManager(store="sqlite:///wm_async.db")
+
+        @manager.worker("sync_feed")
+        async def sync_feed(ctx: WorkContext) -> Result | None: ...
+
+        async with manager:
+            await manager.enqueue(OneTimeWorkRequest("sync_feed"))
+
+    :param store: a store URL (``memory://``, ``sqlite:///path.db``, ``postgresql://…``)
+        or a :class:`~wm_async.stores.Store`
+    :param max_concurrency: how many works run at once
+    :param clock: the clock (a :class:`~wm_async.testing.VirtualClock` in tests)
+    :param shutdown_grace: how long running work may finish when the manager stops
+    :param keep_results_for: how long finished works are kept before automatic pruning
+    :param max_data_bytes: the limit on serialised input, output and progress
+    :param default_timeout: run time limit for works that set none (``None``: no limit)
+    :param prune_interval: how often finished works are pruned while running
+    :param owner: this process's identity in the store (default: host:pid:random)
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite:///wm_async.db",
+        *,
+        max_concurrency: int = 20,
+        clock: Clock | None = None,
+        shutdown_grace: timedelta | float = timedelta(seconds=10),
+        keep_results_for: timedelta | float = timedelta(days=1),
+        max_data_bytes: int = v.DEFAULT_MAX_DATA_BYTES,
+        default_timeout: timedelta | float | None = timedelta(minutes=10),
+        prune_interval: timedelta | float = timedelta(hours=1),
+        owner: str | None = None,
+    ) -> None:
+        v.check_int("max_concurrency", max_concurrency, 1)
+        v.check_int("max_data_bytes", max_data_bytes, 2)
+        if clock is not None and not isinstance(clock, Clock):
+            raise InvalidRequestError("clock", clock, "expected a wm_async Clock")
+        self._store = store if isinstance(store, Store) else open_store(store)
+        self._clock: Clock = clock or SystemClock()
+        self.max_concurrency = max_concurrency
+        self.shutdown_grace = _seconds("shutdown_grace", shutdown_grace)
+        self.keep_results_for = _seconds("keep_results_for", keep_results_for)
+        self.max_data_bytes = max_data_bytes
+        self.default_timeout = (
+            None
+            if default_timeout is None
+            else _seconds("default_timeout", default_timeout, allow_zero=False)
+        )
+        self.prune_interval = _seconds("prune_interval", prune_interval, allow_zero=False)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._workers: dict[str, Worker] = {}
+        self._events = EventHub()
+        self._scheduler = self._new_scheduler()
+        self._state = RunState.STOPPED
+        self._exit_stack: AsyncExitStack | None = None
+        self._stop_pruner = anyio.Event()
+
+    def __repr__(self) -> str:
+        return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
+
+    def _new_scheduler(self) -> Scheduler:
+        return Scheduler(
+            store=self._store,
+            clock=self._clock,
+            workers=self._workers,
+            max_concurrency=self.max_concurrency,
+            default_timeout=self.default_timeout,
+            owner=self.owner,
+            max_data_bytes=self.max_data_bytes,
+            publish=self._publish,
+        )
+
+    # -- properties
+
+    @property
+    def store(self) -> Store:
+        """The store this manager uses."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this manager uses."""
+        return self._clock
+
+    @property
+    def state(self) -> RunState:
+        """The manager's run state."""
+        return self._state
+
+    def statistics(self) -> dict[str, object]:
+        """Live figures: running works, capacity in use, registered workers."""
+        return {
+            "state": self._state.value,
+            "workers": sorted(self._workers),
+            **self._scheduler.statistics(),
+        }
+
+    # -- worker registry
+
+    def worker(self, name: str) -> Callable[[F], F]:
+        """Register the decorated async (or sync) function as the worker ``name``.
+
+        The function receives a :class:`~wm_async.WorkContext` and returns a
+        :class:`~wm_async.Result` or ``None`` (success); raising fails the work. Sync
+        functions run in a worker thread.
+
+        :raises InvalidRequestError: if the name is invalid or already registered
+        """
+        v.check_name("worker", name)
+
+        def register(fn: F) -> F:
+            self.register_worker(name, fn)
+            return fn
+
+        return register
+
+    def register_worker(self, name: str, fn: WorkerFn) -> None:
+        """Register ``fn`` as the worker ``name`` (the non-decorator form of
+        :meth:`worker`).
+
+        :raises InvalidRequestError: if the name is invalid or already registered
+        """
+        v.check_name("worker", name)
+        if not callable(fn):
+            raise InvalidRequestError("worker", fn, "expected a callable")
+        if name in self._workers:
+            raise InvalidRequestError("worker", name, "a worker is already registered under it")
+        self._workers[name] = Worker.wrap(name, fn)
+
+    def unregister_worker(self, name: str) -> None:
+        """Remove a worker. Works enqueued for it fail when they run (with an error that
+        says so)."""
+        self._workers.pop(name, None)
+
+    # -- lifecycle
+
+    def _require(self, operation: str) -> None:
+        if self._state is not RunState.STARTED and self._state is not RunState.STOPPING:
+            raise NotRunningError(operation, self._state.value)
+
+    async def __aenter__(self) -> Self:
+        if self._state is not RunState.STOPPED:
+            raise NotRunningError("start", self._state.value)
+        self._state = RunState.STARTING
+        try:
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(self._store)
+                stack.callback(self._events.close)
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                stack.push_async_callback(self._shutdown)
+                await self._recover()
+                await self._prune_once()
+                self._scheduler = self._new_scheduler()
+                self._clock.attach(self._scheduler)
+                stack.callback(self._clock.detach, self._scheduler)
+                await tg.start(self._scheduler.run, name="wm_async scheduler")
+                self._stop_pruner = anyio.Event()
+                await tg.start(self._prune_loop, name="wm_async pruner")
+                self._exit_stack = stack.pop_all()
+        except BaseException:
+            self._state = RunState.STOPPED
+            raise
+        self._state = RunState.STARTED
+        logger.info("WorkManager started (store=%r, owner=%s)", self._store, self.owner)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is None:
+            return  # never started, or already stopped: stopping is idempotent
+        self._state = RunState.STOPPING
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._state = RunState.STOPPED
+            logger.info("WorkManager stopped")
+
+    async def _shutdown(self) -> None:
+        # Runs first as the exit stack unwinds; the task group's exit then waits for the
+        # scheduler's two-phase stop (bounded by shutdown_grace plus the stuck bound).
+        self._stop_pruner.set()
+        self._scheduler.request_stop(self.shutdown_grace)
+
+    async def _recover(self) -> None:
+        """SEMANTICS 15: RUNNING works of a dead process run again."""
+        running = await self._store.query(WorkQuery(states={WorkState.RUNNING}))
+        if not running:
+            return
+        now = self._clock.now()
+        written = await self._store.apply([lc.recover(r, now=now) for r in running])
+        logger.warning("recovered %d work(s) interrupted by a crash", len(written))
+        self._publish(written)
+
+    async def _prune_once(self) -> int:
+        before = self._clock.now() - self.keep_results_for
+        return await self._store.prune(finished_before=before)
+
+    async def _prune_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        stop = self._stop_pruner
+        while True:
+            await self._clock.sleep_until(self._clock.now() + self.prune_interval, stop)
+            if stop.is_set():
+                return
+            try:
+                with self._scheduler.tracked():
+                    pruned = await self._prune_once()
+            except Exception:
+                logger.exception("automatic pruning failed; will retry")
+            else:
+                if pruned:
+                    logger.info("pruned %d finished work(s)", pruned)
+
+    # -- publishing
+
+    def _publish(self, records: Sequence[WorkRecord]) -> None:
+        if _transitions.isEnabledFor(logging.DEBUG):
+            for r in records:
+                _transitions.debug(
+                    "work %s (%r) -> %s attempts=%d",
+                    r.id,
+                    r.worker,
+                    r.state.value,
+                    r.run_attempt_count,
+                )
+        self._events.publish(records)
+
+    # -- enqueue
+
+    def _check_request(self, request: object) -> OneTimeWorkRequest:
+        if not isinstance(request, OneTimeWorkRequest):
+            raise InvalidRequestError("request", request, "expected a OneTimeWorkRequest")
+        if request.worker not in self._workers:
+            raise UnknownWorkerError(request.worker)
+        v.check_data_size("input", request.input, self.max_data_bytes)
+        signals = request.constraints.signal_names()
+        if signals:
+            raise InvalidRequestError(
+                "constraints",
+                request.constraints,
+                f"no signal is registered for {sorted(signals)}",
+            )
+        return request
+
+    async def enqueue(self, *requests: OneTimeWorkRequest) -> None:
+        """Store the requests atomically (all or none); returns once they are durable.
+
+        :raises InvalidRequestError: for an invalid request (nothing is stored)
+        :raises UnknownWorkerError: if no worker is registered for a request
+        :raises NotRunningError: if the manager is not running
+        """
+        self._require("enqueue")
+        if not requests:
+            return
+        checked = [self._check_request(r) for r in requests]
+        now = self._clock.now()
+        records = [WorkRecord.from_request(r, now=now) for r in checked]
+        await self._store.insert(records)
+        self._publish(records)
+        self._scheduler.wake()
+
+    # -- queries
+
+    async def get_work_info(self, work_id: uuid.UUID | str) -> WorkInfo | None:
+        """The work's current WorkInfo, or ``None`` for an unknown or pruned id."""
+        self._require("get_work_info")
+        found = await self._store.get([_key(work_id)])
+        return found[0].to_info() if found else None
+
+    async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]:
+        """WorkInfos of the works ``query`` selects, oldest first."""
+        self._require("get_work_infos")
+        if not isinstance(query, WorkQuery):
+            raise InvalidRequestError("query", query, "expected a WorkQuery")
+        return [r.to_info() for r in await self._store.query(query)]
+
+    async def wait(
+        self,
+        work_id: uuid.UUID | str,
+        *,
+        timeout: timedelta | float | None = None,  # noqa: ASYNC109  # DESIGN.md's contract
+    ) -> WorkInfo:
+        """Wait until the work is SUCCEEDED, FAILED or CANCELLED and return its WorkInfo.
+
+        :param timeout: give up after this long (real time)
+        :raises TimeoutError: if the timeout passes first
+        :raises InvalidRequestError: for an unknown id
+        :raises NotRunningError: if the manager stops while waiting
+        """
+        self._require("wait")
+        wid = _key(work_id)
+        limit = None if timeout is None else _seconds("timeout", timeout)
+        event = self._events.add_waiter(wid)  # before reading, so no change is missed
+        try:
+            with anyio.fail_after(limit):
+                while True:
+                    found = await self._store.get([wid])
+                    if not found:
+                        raise InvalidRequestError("id", wid, "no such work")
+                    if found[0].state.is_finished:
+                        return found[0].to_info()
+                    await event.wait()
+                    self._require("wait")
+                    event = self._events.add_waiter(wid)
+        finally:
+            self._events.remove_waiter(wid, event)
+
+    def watch(self, query: WorkQuery) -> WorkWatcher:
+        """Follow the works ``query`` selects: yields their current WorkInfo, then one
+        per change. See :class:`~wm_async.WorkWatcher`.
+
+        :raises NotRunningError: if the manager is not running
+        """
+        self._require("watch")
+        if not isinstance(query, WorkQuery):
+            raise InvalidRequestError("query", query, "expected a WorkQuery")
+        return self._events.subscribe(query, lambda: self._store.query(query))
+
+    # -- cancellation
+
+    async def _cancel(self, records: Iterable[WorkRecord]) -> int:
+        """Cancel the records (CAS, re-reading works that changed meanwhile)."""
+        pending = list(records)
+        cancelled = 0
+        for _ in range(_CAS_ATTEMPTS):
+            now = self._clock.now()
+            changes = [c for r in pending if (c := lc.cancel(r, now=now)) is not None]
+            if not changes:
+                break
+            written = await self._store.apply(changes)
+            cancelled += len(written)
+            for record in written:
+                self._scheduler.interrupt(record.id, record.stop_reason)
+            self._publish(written)
+            done = {r.id for r in written}
+            missed = [c.before.id for c in changes if c.before.id not in done]
+            if not missed:
+                break
+            pending = await self._store.get(missed)
+        if cancelled:
+            self._scheduler.wake()
+        return cancelled
+
+    async def cancel_work_by_id(self, work_id: uuid.UUID | str) -> bool:
+        """Cancel a work (stopping it if it runs). Returns False if it was unknown or
+        already finished."""
+        self._require("cancel_work_by_id")
+        return await self._cancel(await self._store.get([_key(work_id)])) > 0
+
+    async def cancel_all_work_by_tag(self, tag: str) -> int:
+        """Cancel every unfinished work with this tag; returns how many."""
+        self._require("cancel_all_work_by_tag")
+        query = WorkQuery(tags={v.check_name("tag", tag)}, states=UNFINISHED_STATES)
+        return await self._cancel(await self._store.query(query))
+
+    async def cancel_all_work(self) -> int:
+        """Cancel every unfinished work; returns how many."""
+        self._require("cancel_all_work")
+        return await self._cancel(await self._store.query(WorkQuery(states=UNFINISHED_STATES)))
+
+    # -- retention
+
+    async def prune_work(self) -> int:
+        """Delete every finished work now; returns how many."""
+        self._require("prune_work")
+        return await self._store.prune(finished_before=math.inf)
+
+    # -- test support (used by wm_async.testing.TestDriver)
+
+    async def _apply_one(
+        self, work_id: uuid.UUID | str, make: Callable[[WorkRecord, float], lc.Change | None]
+    ) -> WorkInfo:
+        wid = _key(work_id)
+        for _ in range(_CAS_ATTEMPTS):
+            found = await self._store.get([wid])
+            if not found:
+                raise InvalidRequestError("id", wid, "no such work")
+            change = make(found[0], self._clock.now())
+            if change is None:
+                return found[0].to_info()
+            written = await self._store.apply([change])
+            if written:
+                self._publish(written)
+                self._scheduler.wake()
+                return written[0].to_info()
+        raise InvalidRequestError("id", wid, "the work kept changing; try again")

@@ -1,0 +1,377 @@
+"""The scheduler: one dispatcher task that claims due work and runs it under a capacity
+limit, and the two-phase shutdown.
+
+The store is the due-heap: ``claim_due`` returns the works due now and the next due time,
+so the dispatcher sleeps exactly until then or until woken (new work, a finished run, a
+signal change, shutdown). It never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup, TaskStatus
+
+from . import _lifecycle as lc
+from ._executor import RunHandle, Worker, execute
+from ._heap import DueHeap
+from ._model import Data, StopReason
+from .stores._base import ClaimParams
+
+if TYPE_CHECKING:
+    from ._clock import Clock, Timer
+    from ._record import WorkRecord
+    from .stores._base import Store
+
+logger = logging.getLogger("wm_async.scheduler")
+
+#: Bound on every shielded bookkeeping write (recording an interrupted run).
+BOOKKEEPING_TIMEOUT = 5.0
+#: After shutdown cancels the workers, how long (real seconds) to wait for workers that
+#: ignore cancellation before leaving them behind.
+STUCK_WORKER_TIMEOUT = 5.0
+#: Loop iterations a virtual clock lets pass with no scheduler activity before it
+#: considers the scheduler settled (workers awaiting nothing wm_async knows about).
+_SETTLE_CHECKPOINTS = 10
+
+
+@attrs.define(eq=False, repr=False)
+class Scheduler:
+    """Dispatches due work from a store to registered workers."""
+
+    store: Store
+    clock: Clock
+    workers: Mapping[str, Worker]
+    max_concurrency: int
+    default_timeout: float | None
+    owner: str
+    max_data_bytes: int
+    publish: Callable[[Sequence[WorkRecord]], None]
+    blocked_signals: Callable[[], frozenset[str]] = frozenset
+
+    _scope_type: type[anyio.CancelScope] = attrs.field(init=False, default=anyio.CancelScope)
+    _limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    _sync_limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    _wakeup: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _running: dict[str, RunHandle] = attrs.field(init=False, factory=dict)
+    _all_idle: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _stop_requested: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _grace: float = attrs.field(init=False, default=0.0)
+    _dispatch_scope: anyio.CancelScope | None = attrs.field(init=False, default=None)
+    _work_tg: TaskGroup | None = attrs.field(init=False, default=None)
+    _ready: deque[RunHandle] = attrs.field(init=False, factory=deque)
+    _runners: int = attrs.field(init=False, default=0)
+    _idle_runners: deque[anyio.Event] = attrs.field(init=False, factory=deque)
+    _deadlines: DueHeap[RunHandle] = attrs.field(init=False, factory=DueHeap)
+    _deadline_timer: Timer | None = attrs.field(init=False, default=None)
+    _deadline_at: float = attrs.field(init=False, default=math.inf)
+    # Settling (virtual clocks): the dispatcher is asleep and no store call is in flight.
+    _asleep: bool = attrs.field(init=False, default=True)
+    _in_flight: int = attrs.field(init=False, default=0)
+    _activity: int = attrs.field(init=False, default=0)
+    _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self._sync_limiter = anyio.CapacityLimiter(self.max_concurrency)
+        self._all_idle.set()
+
+    def __repr__(self) -> str:
+        return f"Scheduler(owner={self.owner!r}, running={len(self._running)})"
+
+    # -- statistics and wake-ups
+
+    @property
+    def running_count(self) -> int:
+        """How many works run now."""
+        return len(self._running)
+
+    def statistics(self) -> dict[str, object]:
+        """Capacity figures for the manager's stats."""
+        stats = self._limiter.statistics()
+        return {
+            "running": len(self._running),
+            "max_concurrency": self.max_concurrency,
+            "borrowed_tokens": stats.borrowed_tokens,
+            "tasks_waiting": stats.tasks_waiting,
+        }
+
+    def wake(self) -> None:
+        """Make the dispatcher look at the store again (coalesced until it does)."""
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+            self._touch()
+
+    def _touch(self) -> None:
+        self._activity += 1
+        if self._settle_waiter is not None:
+            self._settle_waiter.set()
+
+    @contextmanager
+    def tracked(self) -> Iterator[None]:
+        """Mark a store call in flight, so virtual clocks wait for it."""
+        self._in_flight += 1
+        self._touch()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._touch()
+
+    def _is_quiet(self) -> bool:
+        return self._asleep and self._in_flight == 0 and not self._wakeup.is_set()
+
+    async def wait_settled(self) -> None:
+        """Return once the dispatcher sleeps, no store call is in flight, and that held
+        for a few loop iterations (see :class:`wm_async.testing.VirtualClock`)."""
+        while True:
+            while not self._is_quiet():
+                waiter = self._settle_waiter = anyio.Event()
+                if self._is_quiet():
+                    break
+                await waiter.wait()
+            self._settle_waiter = None
+            marker = self._activity
+            for _ in range(_SETTLE_CHECKPOINTS):
+                await anyio.lowlevel.checkpoint()
+            if self._is_quiet() and self._activity == marker:
+                return
+
+    def interrupt(self, work_id: str, reason: StopReason) -> bool:
+        """Stop a run of this process; returns False if it does not run here."""
+        handle = self._running.get(work_id)
+        if handle is None:
+            return False
+        handle.stop(reason)
+        return True
+
+    def running_records(self) -> list[WorkRecord]:
+        """The records of the runs in progress."""
+        return [h.record for h in self._running.values()]
+
+    # -- the dispatcher
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Dispatch until :meth:`request_stop`, then shut down in two phases (STYLE 19):
+        stop claiming; let running work finish for the grace period; then stop it and
+        re-enqueue it with stop reason SHUTDOWN."""
+        # anyio.CancelScope() looks the async backend up on every call; the class it
+        # returns is the running backend's, and instantiating that directly skips the
+        # lookup (a measurable share of a trivial run).
+        self._scope_type = type(anyio.CancelScope())
+        async with anyio.create_task_group() as work_tg:
+            self._work_tg = work_tg
+            await work_tg.start(self._dispatch, name="wm_async dispatcher")
+            task_status.started()
+            await self._stop_requested.wait()
+            if self._dispatch_scope is not None:
+                self._dispatch_scope.cancel()
+            await self._drain()
+            work_tg.cancel_scope.cancel()
+        self._work_tg = None
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+
+    def request_stop(self, grace: float) -> None:
+        """Begin the shutdown :meth:`run` performs."""
+        self._grace = grace
+        self._stop_requested.set()
+
+    async def _drain(self) -> None:
+        if self._running:
+            logger.info("shutting down: %d running, grace %.1fs", len(self._running), self._grace)
+            await self.clock.sleep_until(self.clock.now() + self._grace, self._all_idle)
+        if not self._running:
+            return
+        for handle in list(self._running.values()):
+            handle.stop(StopReason.SHUTDOWN)
+        with anyio.move_on_after(STUCK_WORKER_TIMEOUT):
+            await self._all_idle.wait()
+        stuck = list(self._running.values())
+        if stuck:
+            # Workers that swallow cancellation: record them as interrupted ourselves so
+            # they run again on the next start; their late results fail the CAS guard.
+            logger.error(
+                "%d worker(s) ignored cancellation at shutdown and were abandoned: %s",
+                len(stuck),
+                ", ".join(repr(h) for h in stuck),
+            )
+            now = self.clock.now()
+            changes = [
+                lc.finish(h.record, lc.Interrupted(StopReason.SHUTDOWN), now=now) for h in stuck
+            ]
+            with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True), self.tracked():
+                self.publish(await self.store.apply(changes))
+
+    async def _dispatch(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        with anyio.CancelScope() as scope:
+            self._dispatch_scope = scope
+            task_status.started()
+            store, clock = self.store, self.clock
+            while True:
+                self._wakeup = anyio.Event()  # before claiming: a wake-up during it counts
+                self._asleep = False
+                self._touch()
+                free = math.floor(self._limiter.available_tokens)
+                if free <= 0:
+                    self._asleep = True
+                    self._touch()
+                    await clock.sleep_until(None, self._wakeup)  # a finishing run wakes us
+                    continue
+                params = ClaimParams(
+                    now=clock.now(),
+                    limit=free,
+                    owner=self.owner,
+                    blocked_signals=self.blocked_signals(),
+                )
+                # Shielded: works claimed must get their tasks, or they would sit RUNNING
+                # until the next start's recovery.
+                with anyio.CancelScope(shield=True), self.tracked():
+                    claimed = await store.claim_due(params)
+                    if claimed.records:
+                        self._start(claimed.records)
+                if claimed.records and len(claimed.records) >= free:
+                    await anyio.lowlevel.checkpoint()
+                    continue  # capacity is full; a finishing run wakes us
+                self._asleep = True
+                self._touch()
+                await clock.sleep_until(claimed.next_due, self._wakeup)
+
+    def _start(self, records: list[WorkRecord]) -> None:
+        tg = self._work_tg
+        assert tg is not None
+        self.publish(records)
+        if self._all_idle.is_set():
+            self._all_idle = anyio.Event()
+        ready, running, limiter = self._ready, self._running, self._limiter
+        new_scope = self._scope_type
+        for record in records:
+            handle = RunHandle(record, new_scope())
+            limiter.acquire_on_behalf_of_nowait(handle)
+            running[record.id] = handle
+            ready.append(handle)
+        # Hand the runs to idle runners, growing the pool up to max_concurrency.
+        wanted = len(records)
+        idle = self._idle_runners
+        while wanted and idle:
+            idle.popleft().set()
+            wanted -= 1
+        while wanted and self._runners < self.max_concurrency:
+            self._runners += 1
+            tg.start_soon(self._runner, name=f"wm_async runner {self._runners}")
+            wanted -= 1
+
+    async def _runner(self) -> None:
+        # Runners outlive runs: starting an anyio task costs several times what a run of
+        # a trivial worker does, so the pool grows to the peak concurrency and stays, and
+        # a runner that finishes a run takes the next ready one without a context switch.
+        ready = self._ready
+        task = asyncio.current_task()
+        while True:
+            while ready:
+                handle = ready.popleft()
+                if task is not None:
+                    record = handle.record
+                    task.set_name(f"wm_async work {record.id} ({record.worker!r})")
+                await self._run(handle)
+            wakeup = anyio.Event()
+            self._idle_runners.append(wakeup)
+            await wakeup.wait()
+
+    def _watch_deadline(self, handle: RunHandle, deadline: float) -> None:
+        # One timer for all run deadlines: pushing onto a heap is cheaper than a loop
+        # timer per run, and deadlines mostly arrive in increasing order.
+        self._deadlines.push(handle, deadline)
+        if self._deadline_timer is None or deadline < self._deadline_at:
+            self._arm_deadline_timer(deadline)
+
+    def _arm_deadline_timer(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        self._deadline_at = when
+        self._deadline_timer = self.clock.call_at(when, self._deadlines_due)
+
+    def _deadlines_due(self) -> None:
+        self._deadline_timer = None
+        now = self.clock.now()
+        heap = self._deadlines
+        while (top := heap.peek()) is not None and top[0] <= now:
+            heap.pop()[1].stop(StopReason.TIMEOUT)
+        if top is not None:
+            self._arm_deadline_timer(top[0])
+
+    async def _run(self, handle: RunHandle) -> None:
+        record = handle.record
+        timeout = record.timeout if record.timeout is not None else self.default_timeout
+        if timeout is not None:
+            self._watch_deadline(handle, self.clock.now() + timeout)
+        try:
+            try:
+                outcome = await execute(
+                    handle,
+                    self.workers.get(record.worker),
+                    self._set_progress,
+                    sync_limiter=self._sync_limiter,
+                    max_data_bytes=self.max_data_bytes,
+                )
+            except Exception:  # pragma: no cover - execute maps worker errors itself
+                logger.exception("internal error running %r", handle)
+                outcome = lc.Interrupted(StopReason.UNKNOWN)
+            except BaseException as exc:
+                # KeyboardInterrupt, SystemExit, or cancellation from outside: record
+                # the run as interrupted (it runs again later), then let it propagate.
+                reason = handle.stop_reason or StopReason.SHUTDOWN
+                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    reason = StopReason.UNKNOWN
+                await self._record(handle, lc.Interrupted(reason))
+                raise
+            await self._record(handle, outcome)
+        finally:
+            self._deadlines.discard(handle)
+            del self._running[record.id]
+            self._limiter.release_on_behalf_of(handle)
+            if not self._running:
+                self._all_idle.set()
+            self.wake()
+
+    async def _record(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+        change = lc.finish(handle.record, outcome, now=self.clock.now())
+        written: list[WorkRecord] = []
+        self._in_flight += 1
+        try:
+            if handle.stop_reason is None and not isinstance(outcome, lc.Interrupted):
+                # Nothing is cancelling this task, so the write needs no shield (the hot
+                # path: a scope per run is measurable). Shutdown cancels only runs it has
+                # stopped first, which take the shielded branch.
+                written = await self.store.apply([change])
+            else:
+                with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
+                    written = await self.store.apply([change])
+            if written:
+                self.publish(written)
+        finally:
+            self._in_flight -= 1
+            self._touch()
+
+    async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
+        from . import _validators as v
+
+        v.check_data_size("progress", progress, self.max_data_bytes)
+        change = lc.set_progress(handle.record, progress)
+        if change is None or handle.stop_reason is not None:
+            return
+        with self.tracked():
+            written = await self.store.apply([change])
+        if written:
+            handle.record = written[0]
+            self.publish(written)

@@ -1,0 +1,170 @@
+"""Test helpers: a virtual clock and a driver that short-cuts delays and constraints.
+
+::
+
+    clock = VirtualClock()
+    manager = WorkManager(store="memory://", clock=clock)
+    async with manager:
+        await manager.enqueue(OneTimeWorkRequest("w", initial_delay=60))
+        await clock.advance(timedelta(seconds=60))   # runs it, returns when idle
+
+Time moves only when the test advances it. ``advance`` steps through every timer due in
+the interval in order (so a retry's backoff is measured from when the run really ended)
+and, after each step, waits until every manager on the clock is settled: the dispatcher
+sleeps, no store call is in flight, and that stays so for a few loop iterations. A worker
+awaiting something other than wm_async (a real socket, ``anyio.sleep``) counts as
+blocked, not busy.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import attrs
+
+from . import _lifecycle as lc
+from . import _validators as v
+from ._clock import Clock, Participant, Timer
+from ._errors import InvalidRequestError
+from ._manager import WorkManager
+from ._model import WorkInfo
+
+__all__ = ("TestDriver", "VirtualClock")
+
+_DEFAULT_START = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class _VirtualTimer:
+    __slots__ = ("callback", "cancelled")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class VirtualClock(Clock):
+    """A clock that moves only when the test calls :meth:`advance`.
+
+    :param start: the time to start at (an aware datetime; naive means UTC). Defaults to
+        2030-01-01T00:00Z so tests are deterministic.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        if start is None:
+            start = _DEFAULT_START
+        if not isinstance(start, datetime):
+            raise InvalidRequestError("start", start, "expected a datetime")
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        self._now = start.timestamp()
+        self._seq = itertools.count()
+        self._timers: list[tuple[float, int, _VirtualTimer]] = []
+        self._sleepers: dict[int, tuple[float, anyio.Event]] = {}
+        self._participants: list[Participant] = []
+
+    def __repr__(self) -> str:
+        return f"VirtualClock(now={self.datetime().isoformat()})"
+
+    def now(self) -> float:
+        """The virtual time, UTC epoch seconds."""
+        return self._now
+
+    def datetime(self) -> datetime:
+        """The virtual time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self._now, UTC)
+
+    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+        """Wait for ``wakeup`` or until :meth:`advance` reaches ``deadline``."""
+        if deadline is not None and deadline <= self._now:
+            return
+        key = next(self._seq)
+        if deadline is not None:
+            self._sleepers[key] = (deadline, wakeup)
+        try:
+            await wakeup.wait()
+        finally:
+            self._sleepers.pop(key, None)
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
+        """Run ``callback`` when :meth:`advance` reaches ``when``."""
+        timer = _VirtualTimer(callback)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        return timer
+
+    def attach(self, participant: Participant) -> None:
+        """Called by a starting manager: advance waits for it to settle."""
+        self._participants.append(participant)
+
+    def detach(self, participant: Participant) -> None:
+        """Called by a stopping manager."""
+        if participant in self._participants:
+            self._participants.remove(participant)
+
+    def _next_deadline(self) -> float | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        candidates = [d for d, _ in self._sleepers.values()]
+        if self._timers:
+            candidates.append(self._timers[0][0])
+        return min(candidates) if candidates else None
+
+    def _fire(self) -> None:
+        now = self._now
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.cancelled = True
+                timer.callback()
+        for deadline, event in list(self._sleepers.values()):
+            if deadline <= now:
+                event.set()
+
+    async def settle(self) -> None:
+        """Wait until every manager on this clock has nothing left to do now."""
+        for participant in list(self._participants):
+            await participant.wait_settled()
+
+    async def advance(self, delta: timedelta | float) -> None:
+        """Move time forward by ``delta``, running everything that becomes due on the way,
+        in order, and return when all managers on this clock are settled."""
+        step = v.to_timedelta("delta", delta)
+        v.check_non_negative("delta", step)
+        target = self._now + step.total_seconds()
+        await self.settle()
+        while True:
+            deadline = self._next_deadline()
+            if deadline is None or deadline > target:
+                break
+            self._now = max(self._now, deadline)
+            self._fire()
+            await self.settle()
+        self._now = target
+        self._fire()
+        await self.settle()
+
+
+@attrs.define(eq=False)
+class TestDriver:
+    """Short-cuts WorkManager's waiting in tests, as ``androidx.work.testing.TestDriver``.
+
+    :param manager: a started manager
+    """
+
+    __test__ = False  # not a pytest test class
+
+    manager: WorkManager
+
+    async def set_initial_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
+        """Make an ENQUEUED work due now, as if its initial delay (or backoff) passed."""
+        self.manager._require("set_initial_delay_met")
+        return await self.manager._apply_one(
+            work_id, lambda record, now: lc.delay_met(record, now=now)
+        )
