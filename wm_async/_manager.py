@@ -221,13 +221,15 @@ class WorkManager:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self._store)
                 stack.callback(self._events.close)
-                tg = await stack.enter_async_context(anyio.create_task_group())
-                stack.push_async_callback(self._shutdown)
                 await self._recover()
                 await self._prune_once()
                 self._scheduler = self._new_scheduler()
+                # Attached for the whole life of the task group (detached after it
+                # exits), so a virtual clock also waits for the shutdown.
                 self._clock.attach(self._scheduler)
                 stack.callback(self._clock.detach, self._scheduler)
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                stack.push_async_callback(self._shutdown)
                 await tg.start(self._scheduler.run, name="wm_async scheduler")
                 self._stop_pruner = anyio.Event()
                 await tg.start(self._prune_loop, name="wm_async pruner")

@@ -75,6 +75,9 @@ class Scheduler:
     _deadline_at: float = attrs.field(init=False, default=math.inf)
     # Settling (virtual clocks): the dispatcher is asleep and no store call is in flight.
     _asleep: bool = attrs.field(init=False, default=True)
+    # True while shutdown works (not while it waits out the grace period).
+    _shutdown_busy: bool = attrs.field(init=False, default=False)
+    _stopped: bool = attrs.field(init=False, default=False)
     _in_flight: int = attrs.field(init=False, default=0)
     _activity: int = attrs.field(init=False, default=0)
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
@@ -127,7 +130,12 @@ class Scheduler:
             self._touch()
 
     def _is_quiet(self) -> bool:
-        return self._asleep and self._in_flight == 0 and not self._wakeup.is_set()
+        return self._stopped or (
+            self._asleep
+            and self._in_flight == 0
+            and not self._wakeup.is_set()
+            and not self._shutdown_busy
+        )
 
     async def wait_settled(self) -> None:
         """Return once the dispatcher sleeps, no store call is in flight, and that held
@@ -174,21 +182,32 @@ class Scheduler:
             await self._stop_requested.wait()
             if self._dispatch_scope is not None:
                 self._dispatch_scope.cancel()
-            await self._drain()
+            try:
+                await self._drain()
+            finally:
+                self._shutdown_busy = False
+                self._touch()
             work_tg.cancel_scope.cancel()
         self._work_tg = None
+        self._stopped = True
+        self._touch()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
 
     def request_stop(self, grace: float) -> None:
         """Begin the shutdown :meth:`run` performs."""
         self._grace = grace
+        self._shutdown_busy = True
+        self._touch()
         self._stop_requested.set()
 
     async def _drain(self) -> None:
         if self._running:
             logger.info("shutting down: %d running, grace %.1fs", len(self._running), self._grace)
+            self._shutdown_busy = False  # a virtual clock may move through the grace
+            self._touch()
             await self.clock.sleep_until(self.clock.now() + self._grace, self._all_idle)
+            self._shutdown_busy = True
         if not self._running:
             return
         for handle in list(self._running.values()):

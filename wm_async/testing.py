@@ -67,7 +67,7 @@ class VirtualClock(Clock):
         self._now = start.timestamp()
         self._seq = itertools.count()
         self._timers: list[tuple[float, int, _VirtualTimer]] = []
-        self._sleepers: dict[int, tuple[float, anyio.Event]] = {}
+        self._sleepers: dict[int, tuple[float, anyio.CancelScope]] = {}
         self._participants: list[Participant] = []
 
     def __repr__(self) -> str:
@@ -86,12 +86,15 @@ class VirtualClock(Clock):
         if deadline is not None and deadline <= self._now:
             return
         key = next(self._seq)
-        if deadline is not None:
-            self._sleepers[key] = (deadline, wakeup)
-        try:
-            await wakeup.wait()
-        finally:
-            self._sleepers.pop(key, None)
+        # The deadline cancels this scope rather than setting ``wakeup``, which other
+        # code may share and must not see set by a timer.
+        with anyio.CancelScope() as scope:
+            if deadline is not None:
+                self._sleepers[key] = (deadline, scope)
+            try:
+                await wakeup.wait()
+            finally:
+                self._sleepers.pop(key, None)
 
     def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
         """Run ``callback`` when :meth:`advance` reaches ``when``."""
@@ -123,9 +126,9 @@ class VirtualClock(Clock):
             if not timer.cancelled:
                 timer.cancelled = True
                 timer.callback()
-        for deadline, event in list(self._sleepers.values()):
+        for deadline, scope in list(self._sleepers.values()):
             if deadline <= now:
-                event.set()
+                scope.cancel()
 
     async def settle(self) -> None:
         """Wait until every manager on this clock has nothing left to do now."""
