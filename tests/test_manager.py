@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -77,7 +78,8 @@ async def test_work_runs_once_and_succeeds_with_output(
     assert got.state is wm.WorkState.SUCCEEDED
     assert got.output == {"doubled": 42}
     assert got.run_attempt_count == 1
-    assert got.finished_at is not None and got.started_at is not None
+    assert got.finished_at is not None
+    assert got.started_at is not None
     assert got.next_schedule_time is None
     assert got.progress == {}
 
@@ -98,7 +100,8 @@ async def test_none_is_success_and_exception_is_failure_with_error(
         await manager.enqueue(a, b)
         await clock.advance(0)
         ia, ib = await info(manager, a), await info(manager, b)
-    assert ia.state is wm.WorkState.SUCCEEDED and ia.error is None
+    assert ia.state is wm.WorkState.SUCCEEDED
+    assert ia.error is None
     assert ib.state is wm.WorkState.FAILED
     assert ib.error == wm.WorkError(type="KeyError", message="'missing thing'")
     assert ib.run_attempt_count == 1
@@ -122,9 +125,10 @@ async def test_result_failure_keeps_output(manager: wm.WorkManager, clock: Virtu
 async def test_wrong_return_type_fails_with_clear_error(
     manager: wm.WorkManager, clock: VirtualClock
 ) -> None:
-    @manager.worker("w")
     async def work(ctx: wm.WorkContext) -> object:
         return 42
+
+    manager.register_worker("w", work)  # type: ignore[arg-type]  # deliberately wrong
 
     req = request()
     async with manager:
@@ -132,7 +136,8 @@ async def test_wrong_return_type_fails_with_clear_error(
         await clock.advance(0)
         got = await info(manager, req)
     assert got.state is wm.WorkState.FAILED
-    assert got.error is not None and got.error.type == "TypeError"
+    assert got.error is not None
+    assert got.error.type == "TypeError"
     assert "returned int" in got.error.message
 
 
@@ -151,7 +156,8 @@ async def test_oversized_output_fails_the_work(
         await clock.advance(0)
         got = await info(manager, req)
     assert got.state is wm.WorkState.FAILED
-    assert got.error is not None and got.error.type == "wm_async._errors.DataTooLargeError"
+    assert got.error is not None
+    assert got.error.type == "wm_async._errors.DataTooLargeError"
     assert got.output == {}
 
 
@@ -169,7 +175,8 @@ async def test_sync_worker_runs_in_a_thread(manager: wm.WorkManager, clock: Virt
         with anyio.fail_after(5):
             got = await manager.wait(req.id)
     assert got.output == {"sync": True}
-    assert threads and threads[0] != threading.get_ident()
+    assert threads
+    assert threads[0] != threading.get_ident()
 
 
 # -- delays and backoff (SEMANTICS 10, 11)
@@ -227,7 +234,7 @@ async def test_retry_backoff_timings_and_cap(
         assert got.output == {}
         await clock.advance(timedelta(hours=1))
         got = await info(manager, req)
-    gaps = [round(b - a) for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [round(b - a) for a, b in itertools.pairwise(runs)]
     assert gaps == expected_gaps
     assert got.state is wm.WorkState.SUCCEEDED
     assert got.run_attempt_count == 6
@@ -246,7 +253,7 @@ async def test_default_backoff_is_exponential_30s(
     async with manager:
         await manager.enqueue(request(max_attempts=3))
         await clock.advance(timedelta(minutes=10))
-    assert [round(b - a) for a, b in zip(runs, runs[1:], strict=False)] == [30, 60]
+    assert [round(b - a) for a, b in itertools.pairwise(runs)] == [30, 60]
 
 
 async def test_max_attempts_turns_retry_into_failure(
@@ -263,7 +270,8 @@ async def test_max_attempts_turns_retry_into_failure(
         got = await info(manager, req)
     assert got.state is wm.WorkState.FAILED
     assert got.run_attempt_count == 3
-    assert got.error is not None and got.error.type == "wm_async.MaxAttemptsReached"
+    assert got.error is not None
+    assert got.error.type == "wm_async.MaxAttemptsReached"
 
 
 # -- timeouts (SEMANTICS 12)
@@ -441,13 +449,12 @@ async def test_shutdown_interrupts_after_grace_and_reenqueues(
         assert stopped == []  # still inside the grace period
         await clock.advance(1)
 
-    async with anyio.create_task_group() as tg:
-        async with manager:
-            t0 = clock.now()
-            await manager.enqueue(req)
-            await clock.advance(0)
-            # Leaving `async with` waits the grace period on the manager's clock.
-            tg.start_soon(move_time)
+    async with anyio.create_task_group() as tg, manager:
+        t0 = clock.now()
+        await manager.enqueue(req)
+        await clock.advance(0)
+        # Leaving `async with` waits the grace period on the manager's clock.
+        tg.start_soon(move_time)
     assert states == [wm.RunState.STOPPING]
     assert stopped == [wm.StopReason.SHUTDOWN]
     got = await info_after_restart(manager, req)
@@ -635,7 +642,8 @@ async def test_set_progress_rejects_bad_data(manager: wm.WorkManager, clock: Vir
     async with manager:
         await manager.enqueue(request())
         await clock.advance(0)
-    assert len(errors) == 1 and "progress" in str(errors[0])
+    assert len(errors) == 1
+    assert "progress" in str(errors[0])
 
 
 async def test_wait_returns_final_info(manager: wm.WorkManager, clock: VirtualClock) -> None:
@@ -666,7 +674,7 @@ async def test_wait_returns_final_info(manager: wm.WorkManager, clock: VirtualCl
 
 async def collect(watcher: wm.WorkWatcher, into: list[wm.WorkInfo]) -> None:
     async for got in watcher:
-        into.append(got)
+        into.append(got)  # noqa: PERF401  # each snapshot must be visible as it arrives
 
 
 async def test_watch_yields_every_state_change_once(
@@ -695,7 +703,7 @@ async def test_watch_yields_every_state_change_once(
         (wm.WorkState.SUCCEEDED, 2),
     ]
     assert all(i.id == req.id for i in seen)
-    assert all(a != b for a, b in zip(seen, seen[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(seen))
 
 
 async def test_watch_starts_with_current_state_and_ends_on_stop(
@@ -707,12 +715,11 @@ async def test_watch_starts_with_current_state_and_ends_on_stop(
 
     req = request(initial_delay=60)
     seen: list[wm.WorkInfo] = []
-    async with anyio.create_task_group() as tg:
-        async with manager:
-            await manager.enqueue(req)
-            watcher = manager.watch(wm.WorkQuery(ids={req.id}))
-            tg.start_soon(collect, watcher, seen)
-            await clock.advance(0)
+    async with anyio.create_task_group() as tg, manager:
+        await manager.enqueue(req)
+        watcher = manager.watch(wm.WorkQuery(ids={req.id}))
+        tg.start_soon(collect, watcher, seen)
+        await clock.advance(0)
         # Leaving the manager ended the iteration, so the task group can finish.
     assert [i.state for i in seen] == [wm.WorkState.ENQUEUED]
 
