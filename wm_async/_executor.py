@@ -45,12 +45,13 @@ class Worker:
 class RunHandle:
     """One run in progress: its record, its cancel scope and why it was stopped."""
 
-    __slots__ = ("record", "scope", "stop_reason")
+    __slots__ = ("finished", "record", "scope", "stop_reason")
 
     def __init__(self, record: WorkRecord, scope: anyio.CancelScope) -> None:
         self.record = record
         self.scope = scope
         self.stop_reason: StopReason | None = None
+        self.finished = False
 
     def __repr__(self) -> str:
         return f"<run {self.record.id} ({self.record.worker!r})>"

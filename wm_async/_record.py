@@ -86,34 +86,17 @@ class WorkRecord:
     ) -> WorkRecord:
         """A new ENQUEUED record, due ``initial_delay`` from ``now``."""
         delay = request.initial_delay.total_seconds()
-        return cls(
-            id=str(request.id),
-            worker=request.worker,
-            input=request.input,
-            tags=request.tags,
-            constraints=request.constraints,
-            initial_delay=delay,
-            backoff=request.backoff,
-            timeout=None if request.timeout is None else request.timeout.total_seconds(),
-            max_attempts=request.max_attempts,
-            expedited=request.expedited,
-            input_merger=request.input_merger.name,
-            unique_name=unique_name,
-            generation=0,
-            enqueued_at=now,
-            state=WorkState.ENQUEUED,
-            run_attempt_count=0,
-            next_run_at=now + delay,
-            last_enqueue_time=now,
-            started_at=None,
-            finished_at=None,
-            output=_EMPTY,
-            progress=_EMPTY,
-            stop_reason=StopReason.NOT_STOPPED,
-            error=None,
-            period_count=0,
-            owner=None,
-        )
+        timeout = request.timeout
+        # Positional, in field order (see _make_new): this runs once per enqueued work.
+        return _new(
+            str(request.id), request.worker, request.input, request.tags,
+            request.constraints, delay, request.backoff,
+            None if timeout is None else timeout.total_seconds(),
+            request.max_attempts, request.expedited, request.input_merger.name, unique_name,
+            0, now,
+            WorkState.ENQUEUED, 0, now + delay, now, None, None, _EMPTY, _EMPTY,
+            StopReason.NOT_STOPPED, None, 0, None,
+        )  # fmt: skip
 
     @property
     def signal_names(self) -> frozenset[str]:
@@ -183,9 +166,19 @@ def _make_evolve() -> Callable[..., WorkRecord]:
     )
 
 
+def _make_new() -> Callable[..., WorkRecord]:
+    # A positional constructor writing slots directly (see _make_evolve for why).
+    names = [a.name for a in attrs.fields(WorkRecord)]
+    body = "".join(f"    _set_{n}(new, {n})\n" for n in names)
+    return _generate(
+        "new", f"def new({', '.join(names)}):\n    new = _new(_Record)\n{body}    return new\n"
+    )
+
+
 _KEEP: Final = object()
 #: ``evolve(record, state=..., ...)``: a copy of ``record`` with some fields replaced.
 evolve: Final = _make_evolve()
+_new: Final = _make_new()
 
 
 def _dt(ts: float) -> datetime:

@@ -43,6 +43,68 @@ STUCK_WORKER_TIMEOUT = 5.0
 _SETTLE_CHECKPOINTS = 10
 
 
+class _Deadlines:
+    """Run deadlines, one FIFO queue per timeout length, behind a single clock timer.
+
+    Runs with the same timeout start in order, so their deadlines are already sorted:
+    adding is an append, a finished run is dropped lazily when it reaches the head of its
+    queue, and only the earliest head has a timer. (A heap or a timer per run costs more
+    on the hot path, and almost every run shares the manager's default timeout.)
+    """
+
+    def __init__(self, clock: Clock, on_expired: Callable[[], None]) -> None:
+        self._clock = clock
+        self._on_expired = on_expired
+        self._queues: dict[float, deque[tuple[float, RunHandle]]] = {}
+        self._timer: Timer | None = None
+        self._timer_at = math.inf
+
+    def add(self, handle: RunHandle, timeout: float, now: float) -> None:
+        """Watch ``handle`` until ``now + timeout``."""
+        queue = self._queues.get(timeout)
+        if queue is None:
+            queue = self._queues[timeout] = deque()
+        while queue and queue[0][1].finished:
+            queue.popleft()
+        deadline = now + timeout
+        queue.append((deadline, handle))
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._clock.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        self._on_expired()
+
+    def expired(self, now: float) -> list[RunHandle]:
+        """Remove and return the unfinished runs whose deadline has passed; re-arm."""
+        out: list[RunHandle] = []
+        earliest = math.inf
+        for timeout, queue in list(self._queues.items()):
+            while queue and (queue[0][1].finished or queue[0][0] <= now):
+                _, handle = queue.popleft()
+                if not handle.finished:
+                    out.append(handle)
+            if queue:
+                earliest = min(earliest, queue[0][0])
+            else:
+                del self._queues[timeout]
+        if earliest < math.inf:
+            self._arm(earliest)
+        return out
+
+    def close(self) -> None:
+        """Cancel the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._queues.clear()
+
+
 @attrs.define(eq=False, repr=False)
 class Scheduler:
     """Dispatches due work from a store to registered workers."""
@@ -70,9 +132,7 @@ class Scheduler:
     _ready: deque[RunHandle] = attrs.field(init=False, factory=deque)
     _runners: int = attrs.field(init=False, default=0)
     _idle_runners: deque[anyio.Event] = attrs.field(init=False, factory=deque)
-    _deadlines: DueHeap[RunHandle] = attrs.field(init=False, factory=DueHeap)
-    _deadline_timer: Timer | None = attrs.field(init=False, default=None)
-    _deadline_at: float = attrs.field(init=False, default=math.inf)
+    _deadlines: _Deadlines = attrs.field(init=False)
     # Settling (virtual clocks): the dispatcher is asleep and no store call is in flight.
     _asleep: bool = attrs.field(init=False, default=True)
     # True while shutdown works (not while it waits out the grace period).
@@ -83,6 +143,7 @@ class Scheduler:
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
+        self._deadlines = _Deadlines(self.clock, self._deadlines_due)
         self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._sync_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._all_idle.set()
@@ -191,8 +252,7 @@ class Scheduler:
         self._work_tg = None
         self._stopped = True
         self._touch()
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
+        self._deadlines.close()
 
     def request_stop(self, grace: float) -> None:
         """Begin the shutdown :meth:`run` performs."""
@@ -307,33 +367,15 @@ class Scheduler:
             self._idle_runners.append(wakeup)
             await wakeup.wait()
 
-    def _watch_deadline(self, handle: RunHandle, deadline: float) -> None:
-        # One timer for all run deadlines: pushing onto a heap is cheaper than a loop
-        # timer per run, and deadlines mostly arrive in increasing order.
-        self._deadlines.push(handle, deadline)
-        if self._deadline_timer is None or deadline < self._deadline_at:
-            self._arm_deadline_timer(deadline)
-
-    def _arm_deadline_timer(self, when: float) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-        self._deadline_at = when
-        self._deadline_timer = self.clock.call_at(when, self._deadlines_due)
-
     def _deadlines_due(self) -> None:
-        self._deadline_timer = None
-        now = self.clock.now()
-        heap = self._deadlines
-        while (top := heap.peek()) is not None and top[0] <= now:
-            heap.pop()[1].stop(StopReason.TIMEOUT)
-        if top is not None:
-            self._arm_deadline_timer(top[0])
+        for handle in self._deadlines.expired(self.clock.now()):
+            handle.stop(StopReason.TIMEOUT)
 
     async def _run(self, handle: RunHandle) -> None:
         record = handle.record
         timeout = record.timeout if record.timeout is not None else self.default_timeout
         if timeout is not None:
-            self._watch_deadline(handle, self.clock.now() + timeout)
+            self._deadlines.add(handle, timeout, self.clock.now())
         try:
             try:
                 outcome = await execute(
@@ -356,7 +398,7 @@ class Scheduler:
                 raise
             await self._record(handle, outcome)
         finally:
-            self._deadlines.discard(handle)
+            handle.finished = True
             del self._running[record.id]
             self._limiter.release_on_behalf_of(handle)
             if not self._running:

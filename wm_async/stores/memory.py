@@ -92,7 +92,7 @@ class MemoryStore(Store):
                 running = claim(record, now=now, owner=params.owner)
                 self._records[rid] = running
                 claimed.append(running)
-        return Claimed(records=claimed, next_due=self._next_due())
+        return Claimed(records=claimed, next_due=self._next_due(blocked))
 
     def _unpark(self, blocked: frozenset[str]) -> None:
         self._last_blocked = blocked
@@ -100,8 +100,18 @@ class MemoryStore(Store):
             if needs.isdisjoint(blocked):
                 self._index(self._records[rid])
 
-    def _next_due(self) -> float | None:
-        tops = [t[0] for t in (self._due_expedited.peek(), self._due.peek()) if t is not None]
+    def _next_due(self, blocked: frozenset[str]) -> float | None:
+        # Parked works are not claimable, so they must not count: park those on top first
+        # (a work not yet due would otherwise set a wake-up that claims nothing).
+        tops = []
+        for heap in (self._due_expedited, self._due):
+            while (top := heap.peek()) is not None:
+                needs = self._records[top[1]].signal_names if blocked else frozenset()
+                if not needs or needs.isdisjoint(blocked):
+                    tops.append(top[0])
+                    break
+                heap.pop()
+                self._parked[top[1]] = needs
         return min(tops) if tops else None
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
@@ -122,8 +132,11 @@ class MemoryStore(Store):
                 # The spec was updated meanwhile (update_work): keep it, take the runtime.
                 after = attrs.evolve(current, **{f: getattr(after, f) for f in RUNTIME_FIELDS})
             records[after.id] = after
-            if after.state is not current.state or after.next_run_at != current.next_run_at:
-                self._index(after)
+            if after.state is WorkState.ENQUEUED:
+                if after.next_run_at != current.next_run_at or current.state is not after.state:
+                    self._index(after)
+            elif current.state is WorkState.ENQUEUED:
+                self._unindex(after.id)  # RUNNING works are in no index: nothing to drop
             written.append(after)
         return written
 
