@@ -1,6 +1,6 @@
 """Resident memory per pending delayed work in the memory store.
 
-    python benchmarks/memory.py [--n 100000]
+python -m benchmarks.memory [--n 100000]
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 from datetime import timedelta
 
 import wm_async as wm
-from _common import settle_memory, table
+from benchmarks._common import settle_memory, table
 
 
 async def main() -> None:
@@ -36,8 +36,12 @@ async def main() -> None:
         after = settle_memory()
     per_work = (after - before) / args.n
     print(f"memory: {args.n:,} pending delayed works in the memory store")
-    print(table(["RSS before MB", "RSS after MB", "bytes per pending work"],
-                [[before / 2**20, after / 2**20, per_work]]))
+    print(
+        table(
+            ["RSS before MB", "RSS after MB", "bytes per pending work"],
+            [[before / 2**20, after / 2**20, per_work]],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Compares the memory and SQLite stores with a raw-asyncio baseline (the same no-o
 coroutine via create_task + gather), in interleaved rounds, and prints jobs/s (median of
 the rounds, with the range) and the ratio to the baseline.
 
-    python benchmarks/throughput.py [--n 20000] [--rounds 3] [--concurrency 500]
+    python -m benchmarks.throughput [--n 20000] [--rounds 3] [--concurrency 500]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import anyio
 
 import wm_async as wm
-from _common import summary, table, temp_sqlite_url
+from benchmarks._common import summary, table, temp_sqlite_url
 
 
 async def noop(ctx: wm.WorkContext | None = None) -> None:
@@ -68,7 +68,9 @@ async def main() -> None:
     results: dict[str, list[float]] = {"raw asyncio": [], "memory": [], "sqlite": []}
     for _ in range(args.rounds):  # interleaved: A B C A B C ...
         results["raw asyncio"].append(await raw_asyncio(args.n))
-        results["memory"].append(await run_manager("memory://", args.n, args.concurrency, args.batch))
+        results["memory"].append(
+            await run_manager("memory://", args.n, args.concurrency, args.batch)
+        )
         url, directory = temp_sqlite_url("throughput")
         try:
             results["sqlite"].append(await run_manager(url, args.n, args.concurrency, args.batch))
@@ -80,8 +82,10 @@ async def main() -> None:
     for name, values in results.items():
         med, lo, hi = summary(values)
         rows.append([name, med, lo, hi, f"{med / baseline:.1%}"])
-    print(f"throughput: {args.n:,} trivial works, max_concurrency={args.concurrency}, "
-          f"enqueue batches of {args.batch}, {args.rounds} interleaved rounds")
+    print(
+        f"throughput: {args.n:,} trivial works, max_concurrency={args.concurrency}, "
+        f"enqueue batches of {args.batch}, {args.rounds} interleaved rounds"
+    )
     print(table(["store", "jobs/s (median)", "min", "max", "vs raw asyncio"], rows))
 
 

@@ -2,7 +2,7 @@
 
 Lateness = actual start (wall clock) - due time (enqueue time + initial delay).
 
-    python benchmarks/timers.py [--n 10000] [--spread 2.0] [--store memory://]
+    python -m benchmarks.timers [--n 10000] [--spread 2.0] [--store memory://]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datetime import timedelta
 import anyio
 
 import wm_async as wm
-from _common import table, temp_sqlite_url
+from benchmarks._common import table, temp_sqlite_url
 
 
 async def measure(store: str, n: int, spread: float) -> list[float]:
@@ -35,7 +35,9 @@ async def measure(store: str, n: int, spread: float) -> list[float]:
     async with manager:
         requests = [
             # +0.5 s so that enqueueing finishes before the first work is due
-            wm.OneTimeWorkRequest("timer", initial_delay=timedelta(seconds=0.5 + random.random() * spread))
+            wm.OneTimeWorkRequest(
+                "timer", initial_delay=timedelta(seconds=0.5 + random.random() * spread)
+            )
             for _ in range(n)
         ]
         await manager.enqueue(*requests)

@@ -22,7 +22,6 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from . import _lifecycle as lc
 from ._executor import RunHandle, Worker, execute
-from ._heap import DueHeap
 from ._model import Data, StopReason
 from .stores._base import ClaimParams
 
