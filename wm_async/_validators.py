@@ -101,7 +101,10 @@ def to_names(field: str, value: object) -> frozenset[str]:
     elif isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidRequestError(field, value, "expected a collection of strings")
     else:
-        names = frozenset(value)
+        items = list(value)
+        for name in items:
+            check_name(field, name)  # before hashing: an unhashable item is a bad name too
+        names = frozenset(items)
     for name in names:
         check_name(field, name)
     return names
