@@ -65,12 +65,14 @@ def build(worker: object, kwargs: dict[str, Any]) -> wm.OneTimeWorkRequest | Non
             kwargs["backoff"] = wm.Backoff(backoff[0], backoff[1])
         except wm.WorkManagerError:
             return None
+    error: wm.WorkManagerError
     try:
         return wm.OneTimeWorkRequest(worker, **kwargs)  # type: ignore[arg-type]
-    except wm.WorkManagerError as exc:
-        assert isinstance(exc, wm.InvalidRequestError)
-        assert exc.field  # names the field
-        return None
+    except wm.WorkManagerError as exc:  # anything else (TypeError, ...) fails the test
+        error = exc
+    assert isinstance(error, wm.InvalidRequestError)
+    assert error.field  # names the field
+    return None
 
 
 async def enqueue_checked(manager: wm.WorkManager, req: wm.OneTimeWorkRequest) -> None:
