@@ -305,7 +305,7 @@ async def test_timeout_cancels_and_reenqueues_without_backoff(
     assert [t for t, _ in runs] == [t0, t0 + 30]
     assert got.state is wm.WorkState.SUCCEEDED
     assert got.run_attempt_count == 2
-    assert got.stop_reason is wm.StopReason.TIMEOUT
+    assert got.stop_reason is wm.StopReason.NOT_STOPPED  # the last run was not stopped
 
 
 async def test_manager_default_timeout_applies(
@@ -792,3 +792,17 @@ async def test_set_initial_delay_met(manager: wm.WorkManager, clock: VirtualCloc
         got = await info(manager, req)
     assert got.state is wm.WorkState.SUCCEEDED
     assert len(ran) == 1
+
+
+async def test_errors_inside_async_with_propagate_unwrapped(manager: wm.WorkManager) -> None:
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        return None
+
+    with pytest.raises(wm.UnknownWorkerError):
+        async with manager:
+            await manager.enqueue(request("missing"))
+    assert manager.state is wm.RunState.STOPPED
+    with pytest.raises(ZeroDivisionError):
+        async with manager:
+            _ = 1 / 0

@@ -15,8 +15,9 @@ import attrs
 
 from ._model import Data, StopReason, WorkError, WorkState
 from ._record import WorkRecord, evolve
+from ._validators import EMPTY_DATA
 
-_EMPTY: Final[Data] = {}
+_EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
 #: Error type recorded when ``max_attempts`` ends a work.
 MAX_ATTEMPTS_ERROR: Final = "wm_async.MaxAttemptsReached"
@@ -74,6 +75,7 @@ def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
         next_run_at=None,
         started_at=now,
         progress=_EMPTY,
+        stop_reason=StopReason.NOT_STOPPED,  # describes this run from now on (as WM does)
         owner=owner,
     )
 
@@ -131,7 +133,7 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
             after = _failed(record, now, _EMPTY, _max_attempts_error(record, "a retry"))
         else:
             delay = record.backoff.delay_for(record.run_attempt_count)
-            after = _reenqueue(record, now, now + delay, record.stop_reason)
+            after = _reenqueue(record, now, now + delay, StopReason.NOT_STOPPED)
     else:
         if _max_attempts_reached(record):
             what = f"an interruption ({outcome.reason.value})"

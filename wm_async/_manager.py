@@ -252,7 +252,11 @@ class WorkManager:
             return  # never started, or already stopped: stopping is idempotent
         self._state = RunState.STOPPING
         try:
-            await stack.__aexit__(exc_type, exc, tb)
+            # The body's own exception is not passed into the task group: that would
+            # cancel the running work instead of stopping gracefully, and anyio would
+            # re-raise it wrapped in an ExceptionGroup, so `except WorkManagerError`
+            # around `async with manager:` would miss it. It propagates unchanged.
+            await stack.__aexit__(None, None, None)
         finally:
             self._state = RunState.STOPPED
             logger.info("WorkManager stopped")

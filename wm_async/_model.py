@@ -212,7 +212,13 @@ class Constraints:
         """Rebuild from :meth:`to_json` output."""
         if not data:
             return NO_CONSTRAINTS
-        return cls(**data)  # type: ignore[arg-type]  # keys written by to_json
+        known = {a.name for a in attrs.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            from ._errors import StoreCorruptError
+
+            raise StoreCorruptError(f"stored constraints have unknown fields {sorted(unknown)}")
+        return cls(**data)  # type: ignore[arg-type]  # keys checked above
 
 
 NO_CONSTRAINTS: Final = Constraints()
@@ -411,6 +417,10 @@ class ResultKind(enum.Enum):
     RETRY = "RETRY"
 
 
+def _to_kind(value: ResultKind | str) -> ResultKind:
+    return v.to_enum("kind", ResultKind, value)
+
+
 def _to_output(value: Mapping[str, JSONValue] | None) -> Data:
     return v.to_data("output", value)
 
@@ -425,7 +435,7 @@ class Result:
     :ivar output: JSON object stored with a SUCCEEDED or FAILED work
     """
 
-    kind: ResultKind
+    kind: ResultKind = attrs.field(converter=_to_kind)
     output: Data = attrs.field(default=None, converter=_to_output)
 
     @classmethod

@@ -21,8 +21,9 @@ from ._model import (
     WorkInfo,
     WorkState,
 )
+from ._validators import EMPTY_DATA
 
-_EMPTY: Final[Data] = {}
+_EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
 #: Fields that lifecycle transitions change. Everything else is the work's spec, changed
 #: only by ``update_work`` (which bumps ``generation``).

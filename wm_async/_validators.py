@@ -13,7 +13,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from ._errors import DataTooLargeError, InvalidRequestError
 
@@ -29,7 +29,25 @@ MAX_DATA_DEPTH = 64
 #: Longest worker name, tag, unique name or signal name accepted.
 MAX_NAME_LENGTH = 255
 
-_EMPTY: dict[str, object] = {}
+
+class FrozenData(dict[str, Any]):  # values are JSON (see _model.JSONValue)
+    """A read-only JSON object: a dict (so ``json.dumps`` and ``isinstance(x, dict)`` work)
+    whose top level cannot be changed in place. Requests, records and WorkInfos share it."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("wm_async data is read-only; copy it first: dict(data)")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(dump_data(self))
+
+
+#: The one empty data object, shared by every empty input, output and progress.
+EMPTY_DATA: Mapping[str, object] = FrozenData()
 
 
 def to_timedelta(field: str, value: object) -> timedelta:
@@ -175,13 +193,19 @@ def _check_json(field: str, value: object, depth: int) -> None:
 def to_data(field: str, value: object) -> Data:
     """Validate a JSON object and return a private copy (so callers cannot mutate it later)."""
     if value is None:
-        return _EMPTY  # type: ignore[return-value]  # shared, never mutated
+        return EMPTY_DATA  # type: ignore[return-value]  # read-only, shared
     if not isinstance(value, Mapping):
         raise InvalidRequestError(field, value, "expected a mapping of str to JSON values")
     if not value:
-        return _EMPTY  # type: ignore[return-value]  # shared, never mutated
+        return EMPTY_DATA  # type: ignore[return-value]  # read-only, shared
     _check_json(field, value, 0)
-    copied: Data = json.loads(dump_data(value))
+    try:
+        text = dump_data(value)
+    except ValueError as exc:  # e.g. an int longer than Python will format
+        raise InvalidRequestError(field, "<unserialisable data>", str(exc)) from None
+    # A read-only private copy: the caller's dict can change later, and this one is
+    # shared by the request, the stored record and every WorkInfo.
+    copied: Data = FrozenData(json.loads(text))
     return copied
 
 

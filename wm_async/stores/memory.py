@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .._lifecycle import Change
     from .._model import WorkQuery
 
-__all__ = ["MemoryStore"]
+__all__ = ("MemoryStore",)
 
 
 @attrs.define(eq=False, repr=False)

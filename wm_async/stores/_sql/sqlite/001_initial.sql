@@ -41,10 +41,11 @@ CREATE TABLE wm_work (
     signals           TEXT    NOT NULL
 );
 
--- The due index. Claims and next-due lookups read it alone (signals is included so
--- parked works are skipped without visiting the table); queries must spell the literal
+-- The due index. Claims and next-due lookups read it alone: signals is included so
+-- parked works are skipped without visiting the table, and state because SQLite (3.40)
+-- does not count the partial-index condition as covered. Queries must spell the literal
 -- state = 'ENQUEUED' for SQLite to use this partial index.
-CREATE INDEX wm_work_due ON wm_work (expedited, next_run_at, signals)
+CREATE INDEX wm_work_due ON wm_work (expedited, next_run_at, signals, state)
     WHERE state = 'ENQUEUED';
 
 -- RUNNING works by owner: crash recovery and state queries.

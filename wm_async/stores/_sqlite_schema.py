@@ -1,0 +1,322 @@
+"""SQLiteStore's schema side: the SQL it runs, row <-> WorkRecord conversion, migration
+files and the classification of SQLite errors. The transactions live in ``sqlite.py``."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Hashable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from .._errors import StoreCorruptError, StoreError
+from .._model import (
+    DEFAULT_BACKOFF,
+    FINISHED_STATES,
+    NO_CONSTRAINTS,
+    Backoff,
+    BackoffPolicy,
+    Constraints,
+    StopReason,
+    WorkError,
+    WorkState,
+)
+from .._record import WorkRecord
+from .._validators import dump_data
+
+if TYPE_CHECKING:
+    from .._model import Data
+
+#: ``PRAGMA application_id`` of wm_async databases ('wmas').
+APPLICATION_ID: Final = 0x776D6173
+#: The first 16 bytes of every SQLite database file.
+HEADER: Final = b"SQLite format 3\x00"
+#: UPDATE … FROM (3.33) and RETURNING (3.35).
+MIN_SQLITE: Final = (3, 35, 0)
+#: Changes per apply statement: 16 parameters each, far below SQLite's 32766.
+APPLY_MAX_ROWS: Final = 1024
+_CACHE_MAX: Final = 4096
+_EMPTY: Final[Data] = {}
+
+COLUMNS: Final = (
+    "id", "worker", "input", "tags", "constraints", "initial_delay", "backoff_policy",
+    "backoff_delay", "backoff_max_delay", "timeout", "max_attempts", "expedited",
+    "input_merger", "unique_name", "generation", "enqueued_at",
+    # the runtime part (RUNTIME_FIELDS, error split in two), in runtime_params order
+    "state", "run_attempt_count", "next_run_at", "last_enqueue_time", "started_at",
+    "finished_at", "output", "progress", "stop_reason", "error_type", "error_message",
+    "period_count", "owner",
+)  # fmt: skip
+RUNTIME_COLUMNS: Final = COLUMNS[16:]
+#: The select list every read uses; record_from_row takes its rows.
+SELECT: Final = "rowid, " + ", ".join(COLUMNS)
+_STATES: Final = {s.value: s for s in WorkState}
+_STOP_REASONS: Final = {s.value: s for s in StopReason}
+_POLICIES: Final = {p.value: p for p in BackoffPolicy}
+# Enum values are our constants, not user data: literals let the partial indexes apply.
+_FINISHED: Final = ", ".join(sorted(f"'{s.value}'" for s in FINISHED_STATES))
+
+INSERT_WORK: Final = (
+    f"INSERT INTO wm_work ({', '.join(COLUMNS)}, signals) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
+)
+INSERT_TAG: Final = "INSERT INTO wm_work_tag (tag, work_id) VALUES (?, ?)"
+EXISTING_IDS: Final = "SELECT id FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
+GET: Final = f"SELECT {SELECT} FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
+#: Sets exactly what lifecycle.claim sets.
+CLAIM_UPDATE: Final = (
+    "UPDATE wm_work SET state = 'RUNNING', run_attempt_count = run_attempt_count + 1, "
+    "next_run_at = NULL, started_at = ?, progress = '', stop_reason = 'NOT_STOPPED', owner = ? "
+    f"WHERE rowid IN (SELECT value FROM json_each(?)) AND state = 'ENQUEUED' RETURNING {SELECT}"
+)
+PRUNE_TAGS: Final = (
+    "DELETE FROM wm_work_tag WHERE (tag, work_id) IN (SELECT j.value, w.id "
+    "FROM wm_work AS w, json_each(w.tags) AS j "
+    f"WHERE w.finished_at < ? AND w.state IN ({_FINISHED}))"
+)
+PRUNE_WORKS: Final = (
+    f"DELETE FROM wm_work WHERE finished_at < ? AND state IN ({_FINISHED}) RETURNING 1"
+)
+
+
+@functools.lru_cache(maxsize=32)
+def claim_sql(n_blocked: int) -> str:
+    """Everything a claim reads, from the due index alone, in one statement.
+
+    Rows are ``(branch, rowid, due)``: branches 0 and 1 are the expedited and ordinary
+    works due at ``:now`` (at most ``:k`` each), 2 and 3 the first not yet due of each;
+    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped.
+    """
+    unparked = ""
+    if n_blocked:
+        absent = " AND ".join(f"instr(signals, :b{i}) = 0" for i in range(n_blocked))
+        unparked = f" AND (signals = '' OR ({absent}))"
+    branches = ((0, 1, "<=", ":k"), (1, 0, "<=", ":k"), (2, 1, ">", "1"), (3, 0, ">", "1"))
+    return " UNION ALL ".join(
+        f"SELECT * FROM (SELECT {b} AS branch, rowid AS rid, next_run_at AS due FROM wm_work "
+        f"WHERE state = 'ENQUEUED' AND expedited = {e} AND next_run_at {op} :now{unparked} "
+        f"ORDER BY next_run_at LIMIT {limit})"
+        for b, e, op, limit in branches
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def apply_sql(rows: int) -> str:
+    """The compare-and-set of ``rows`` changes in one statement; each row of parameters
+    is ``(id, expected state, expected attempts, *runtime_params(after))``."""
+    names = ("id", "exp_state", "exp_attempts", *RUNTIME_COLUMNS)
+    row = "(" + ", ".join("?" * len(names)) + ")"
+    sets = ", ".join(f"{c} = v.{c}" for c in RUNTIME_COLUMNS)
+    return (
+        f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row] * rows)}) "
+        f"UPDATE wm_work SET {sets} FROM v WHERE wm_work.id = v.id "
+        "AND wm_work.state = v.exp_state AND wm_work.run_attempt_count = v.exp_attempts "
+        "RETURNING wm_work.id, wm_work.generation"
+    )
+
+
+# -- conversions ---------------------------------------------------------------------------
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def _interned(cache: dict[_K, _V], key: _K, make: Callable[[_K], _V]) -> _V:
+    """One shared immutable value per key: most works share tags, constraints, backoff."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        value = cache[key] = make(key)
+    return value
+
+
+def signal_key(name: str) -> str:
+    """How a signal name appears in the ``signals`` column (``,`` and ``%`` escaped)."""
+    return name.replace("%", "%25").replace(",", "%2C")
+
+
+def _constraints_out(c: Constraints) -> tuple[str, str]:
+    if c == NO_CONSTRAINTS:
+        return "", ""
+    names = sorted(signal_key(n) for n in c.signal_names())
+    text = json.dumps(c.to_json(), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return text, (f",{','.join(names)}," if names else "")
+
+
+def _constraints_in(text: str) -> Constraints:
+    c = Constraints.from_json(json.loads(text)) if text else NO_CONSTRAINTS
+    return NO_CONSTRAINTS if c == NO_CONSTRAINTS else c
+
+
+def _backoff_out(b: Backoff) -> tuple[str, float, float]:
+    return b.policy.value, b.delay.total_seconds(), b.max_delay.total_seconds()
+
+
+def _backoff_in(key: tuple[str, float, float]) -> Backoff:
+    policy, delay, max_delay = key
+    b = Backoff(
+        _POLICIES[policy], timedelta(seconds=delay), max_delay=timedelta(seconds=max_delay)
+    )
+    return DEFAULT_BACKOFF if b == DEFAULT_BACKOFF else b
+
+
+def _tags_out(tags: frozenset[str]) -> str:
+    return json.dumps(sorted(tags), separators=(",", ":"), ensure_ascii=False)
+
+
+def _tags_in(text: str) -> frozenset[str]:
+    return frozenset(json.loads(text))
+
+
+_CONSTRAINTS_OUT: dict[Constraints, tuple[str, str]] = {}
+_CONSTRAINTS_IN: dict[str, Constraints] = {}
+_BACKOFF_OUT: dict[Backoff, tuple[str, float, float]] = {}
+_BACKOFF_IN: dict[tuple[str, float, float], Backoff] = {}
+_TAGS_OUT: dict[frozenset[str], str] = {}
+_TAGS_IN: dict[str, frozenset[str]] = {}
+
+
+def _dump(data: Data) -> str:
+    return dump_data(data) if data else ""
+
+
+def _load(text: str) -> Data:
+    return json.loads(text) if text else _EMPTY
+
+
+def runtime_params(r: WorkRecord) -> tuple[object, ...]:
+    """The values of RUNTIME_COLUMNS for ``r``."""
+    e = r.error
+    return (
+        r.state.value, r.run_attempt_count, r.next_run_at, r.last_enqueue_time, r.started_at,
+        r.finished_at, _dump(r.output), _dump(r.progress), r.stop_reason.value,
+        None if e is None else e.type, None if e is None else e.message, r.period_count,
+        r.owner,
+    )  # fmt: skip
+
+
+def insert_params(r: WorkRecord) -> tuple[object, ...]:
+    """The parameters of INSERT_WORK for ``r``."""
+    constraints, signals = _interned(_CONSTRAINTS_OUT, r.constraints, _constraints_out)
+    return (
+        r.id, r.worker, _dump(r.input), _interned(_TAGS_OUT, r.tags, _tags_out), constraints,
+        r.initial_delay, *_interned(_BACKOFF_OUT, r.backoff, _backoff_out), r.timeout,
+        r.max_attempts, 1 if r.expedited else 0, r.input_merger, r.unique_name, r.generation,
+        r.enqueued_at, *runtime_params(r), signals,
+    )  # fmt: skip
+
+
+def record_from_row(row: Sequence[Any]) -> WorkRecord:
+    """The WorkRecord of a row selected with SELECT."""
+    (
+        _, id_, worker, input_, tags, constraints, initial_delay, policy, delay, max_delay,
+        timeout, max_attempts, expedited, merger, unique_name, generation, enqueued_at,
+        state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
+        progress, stop_reason, error_type, error_message, period_count, owner,
+    ) = row  # fmt: skip
+    return WorkRecord(
+        id=id_,
+        worker=sys.intern(worker),
+        input=_load(input_),
+        tags=_interned(_TAGS_IN, tags, _tags_in),
+        constraints=_interned(_CONSTRAINTS_IN, constraints, _constraints_in),
+        initial_delay=initial_delay,
+        backoff=_interned(_BACKOFF_IN, (policy, delay, max_delay), _backoff_in),
+        timeout=timeout,
+        max_attempts=max_attempts,
+        expedited=expedited == 1,
+        input_merger=sys.intern(merger),
+        unique_name=unique_name,
+        generation=generation,
+        enqueued_at=enqueued_at,
+        state=_STATES[state],
+        run_attempt_count=attempts,
+        next_run_at=next_run_at,
+        last_enqueue_time=last_enqueue_time,
+        started_at=started_at,
+        finished_at=finished_at,
+        output=_load(output),
+        progress=_load(progress),
+        stop_reason=_STOP_REASONS[stop_reason],
+        error=None if error_type is None else WorkError(type=error_type, message=error_message),
+        period_count=period_count,
+        owner=None if owner is None else sys.intern(owner),
+    )
+
+
+# -- errors and files ----------------------------------------------------------------------
+
+
+def _code(exc: BaseException) -> int:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else -1
+
+
+def is_transient(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth retrying."""
+    return _code(exc) in (5, 6) or "database is locked" in str(exc)
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """SQLITE_CORRUPT / SQLITE_NOTADB: the file is damaged or not a database."""
+    text = str(exc)
+    return _code(exc) in (11, 26) or "not a database" in text or "malformed" in text
+
+
+def _split(script: str) -> tuple[str, ...]:
+    # Statement by statement: executescript() would COMMIT the migration's transaction.
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if any(ln.strip() and not ln.strip().startswith("--") for ln in buf.splitlines()):
+        raise StoreError(f"a wm_async SQLite migration ends in an incomplete statement: {buf!r}")
+    return tuple(statements)
+
+
+@functools.cache
+def migrations() -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """``(version, statements)`` of every ``_sql/sqlite/NNN_name.sql``, in order.
+
+    Reads package files: call it in a worker thread.
+    """
+    folder = importlib.resources.files("wm_async.stores") / "_sql" / "sqlite"
+    found = sorted(
+        (int(m.group(1)), _split(entry.read_text("utf-8")))
+        for entry in folder.iterdir()
+        if (m := re.fullmatch(r"(\d{3})_\w+\.sql", entry.name))
+    )
+    if [n for n, _ in found] != list(range(1, len(found) + 1)):
+        raise StoreError("wm_async is installed incompletely: SQLite migrations are missing")
+    return tuple(found)
+
+
+def prepare_file(path: str) -> None:
+    """Create the database file private (0600), or check that an existing one is SQLite.
+
+    Blocking: call it in a worker thread. SQLite's -wal and -shm files take the mode of
+    the database file.
+
+    :raises StoreCorruptError: if the file is not empty and not a SQLite database
+    """
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            with open(path, "rb") as f:
+                head = f.read(len(HEADER))
+        else:
+            os.close(fd)
+            return
+    except OSError as exc:
+        raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
+    if head and head != HEADER:
+        raise StoreCorruptError(f"{path} is not a SQLite database; wm_async left it untouched")

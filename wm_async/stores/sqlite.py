@@ -1,0 +1,580 @@
+"""SQLiteStore: works in one SQLite file, through aiosqlite (the default store).
+
+- One writer and one read-only reader connection (``PRAGMA query_only``), WAL journal,
+  ``BEGIN IMMEDIATE`` transactions; the schema is versioned by ``PRAGMA user_version``
+  (migrations in ``_sql/sqlite/NNN_name.sql``) and marked by ``PRAGMA application_id``.
+- Group commit: write operations of concurrent tasks are queued and run together in one
+  transaction by whichever caller found no batch in progress (the leader); every caller
+  returns only after that COMMIT. There is no background task.
+- Claims and next-due lookups read only the partial index ``wm_work_due``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sqlite3
+from collections.abc import Collection, Sequence
+from itertools import count
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import aiosqlite
+import anyio
+import anyio.lowlevel
+import attrs
+
+from .._errors import InvalidRequestError, StoreCorruptError, StoreError
+from . import _sqlite_schema as sql
+from ._base import Claimed, ClaimParams, Store
+
+if TYPE_CHECKING:
+    from .._lifecycle import Change
+    from .._model import WorkQuery
+    from .._record import WorkRecord
+
+__all__ = ["SQLiteStore"]
+
+_BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
+_BUSY_BACKOFF: Final = 0.05
+
+# -- group commit --------------------------------------------------------------------------
+
+
+class _Kind(enum.Enum):
+    INSERT = 1
+    APPLY = 2
+    CLAIM = 3
+    PRUNE = 4
+
+
+@attrs.define(eq=False)
+class _Op:
+    """One caller's write, queued for the next batch."""
+
+    kind: _Kind
+    arg: Any
+    wake: anyio.Event = attrs.field(factory=anyio.Event)  # result ready, or: lead
+    queued: bool = True  # not yet taken into a batch
+    promoted: bool = False  # handed the leadership while queued
+    prepared: Any = None
+    result: Any = None
+    error: BaseException | None = None
+
+
+class _BatchError(Exception):
+    def __init__(self, error: BaseException, *, transient: bool) -> None:
+        self.error = error
+        self.transient = transient
+
+
+_Outcomes = dict[_Op, tuple[Any, BaseException | None]]
+
+
+def _to_path(value: str | os.PathLike[str]) -> str:
+    try:
+        path: object = os.fspath(value)
+    except TypeError:
+        path = None
+    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+        raise InvalidRequestError(
+            "path", value, "expected a file path (use MemoryStore for works in memory)"
+        )
+    return path
+
+
+def _check_synchronous(instance: object, attribute: object, value: object) -> None:
+    if value not in ("NORMAL", "FULL"):
+        raise InvalidRequestError("synchronous", value, "expected 'NORMAL' or 'FULL'")
+
+
+def _check_busy_timeout(instance: object, attribute: object, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+        raise InvalidRequestError("busy_timeout", value, "expected seconds, 0 to 1e6")
+
+
+@attrs.define(eq=False, repr=False)
+class SQLiteStore(Store):
+    """A store in a SQLite database file: works survive restarts of the process.
+
+    ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.
+    A new file is created readable by its owner only. Concurrent writes are committed
+    together (group commit), so throughput comes from batching, not from weaker durability.
+
+    :param path: the database file; created if missing
+    :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
+        (it survives power loss too, at a cost per commit)
+    :param busy_timeout: seconds to wait for another process's lock before retrying
+    :raises InvalidRequestError: for an invalid argument
+    """
+
+    _path: str = attrs.field(converter=_to_path)
+    _synchronous: Literal["NORMAL", "FULL"] = attrs.field(
+        default="NORMAL", kw_only=True, validator=_check_synchronous
+    )
+    _busy_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_check_busy_timeout)
+    _writer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
+    _reader: aiosqlite.Connection | None = attrs.field(init=False, default=None)
+    _lock: anyio.Lock | None = attrs.field(init=False, default=None)
+    _accepting: bool = attrs.field(init=False, default=False)
+    _queue: list[_Op] = attrs.field(init=False, factory=list)
+    _busy: bool = attrs.field(init=False, default=False)  # a leader runs, or is handed over
+    _idle: anyio.Event | None = attrs.field(init=False, default=None)
+    _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file, creating or migrating the schema. Idempotent.
+
+        :raises StoreCorruptError: if the file is not a wm_async database, or was written
+            by a newer wm_async; the file is left untouched
+        :raises StoreError: if the file cannot be opened
+        """
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:
+            if self._writer is not None:
+                return
+            if sqlite3.sqlite_version_info < sql.MIN_SQLITE:
+                raise StoreError(f"SQLiteStore needs SQLite 3.35+, not {sqlite3.sqlite_version}")
+            await anyio.to_thread.run_sync(sql.prepare_file, self._path)
+            migrations = await anyio.to_thread.run_sync(sql.migrations)
+            conns: list[aiosqlite.Connection] = []
+            try:
+                writer = await self._connect(conns)
+                await self._initialise(writer, migrations)
+                reader = await self._connect(conns)
+                await reader.execute_fetchall("PRAGMA query_only = 1")
+            except BaseException as exc:
+                with anyio.CancelScope(shield=True):
+                    for db in conns:
+                        try:
+                            await db.close()
+                        except aiosqlite.Error:
+                            pass  # the error being raised is the one worth reporting
+                if isinstance(exc, aiosqlite.Error):
+                    raise self._error(exc, "opening") from exc
+                raise
+            self._writer, self._reader, self._accepting = writer, reader, True
+
+    async def _connect(self, conns: list[aiosqlite.Connection]) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        conns.append(db)
+        await db.execute_fetchall(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
+        return db
+
+    async def _header(self, db: aiosqlite.Connection) -> tuple[int, int]:
+        """``(schema version, wm_async version)``; raise if the file is not ours to use."""
+        rows = await db.execute_fetchall(
+            "SELECT (SELECT application_id FROM pragma_application_id), "
+            "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)"
+        )
+        app_id, version, objects = next(iter(rows))
+        if app_id != sql.APPLICATION_ID:
+            if app_id != 0 or objects:
+                raise StoreCorruptError(
+                    f"{self._path} is not a wm_async database (application_id {app_id:#x}, "
+                    f"{objects} schema objects); wm_async left it untouched"
+                )
+            version = 0  # an empty database: ours to set up
+        latest = sql.migrations()[-1][0]
+        if version > latest:
+            raise StoreCorruptError(
+                f"{self._path} was written by a newer wm_async (schema version {version}, this "
+                f"version knows up to {latest}); upgrade wm_async. The file was left untouched"
+            )
+        return version, latest
+
+    async def _initialise(
+        self, db: aiosqlite.Connection, migrations: tuple[tuple[int, tuple[str, ...]], ...]
+    ) -> None:
+        version, latest = await self._header(db)  # before anything writes to the file
+        rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        if str(next(iter(rows))[0]).lower() != "wal":
+            raise StoreError(f"cannot use WAL mode for {self._path} (a network filesystem?)")
+        await db.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
+        if version == latest:
+            return
+        # Another process may be migrating too: re-read the version inside the transaction.
+        await db.execute_fetchall("BEGIN IMMEDIATE")
+        try:
+            version, _ = await self._header(db)
+            for number, statements in migrations:
+                if number > version:
+                    for statement in statements:
+                        await db.execute_fetchall(statement)
+                    await db.execute_fetchall(f"PRAGMA user_version = {number}")
+            await db.execute_fetchall(f"PRAGMA application_id = {sql.APPLICATION_ID}")
+            await db.execute_fetchall("COMMIT")
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._rollback(db)
+            raise
+
+    async def close(self) -> None:
+        """Finish queued writes and close both connections. Idempotent."""
+        if self._lock is None:
+            return
+        with anyio.CancelScope(shield=True):  # bounded: waits for one batch at most
+            async with self._lock:
+                writer, reader = self._writer, self._reader
+                if writer is None or reader is None:
+                    return
+                self._accepting = False
+                if self._busy:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+                self._writer = self._reader = None
+                failure: aiosqlite.Error | None = None
+                for db in (reader, writer):
+                    try:
+                        await db.close()
+                    except aiosqlite.Error as exc:
+                        failure = failure or exc
+                if failure is not None:
+                    raise self._error(failure, "closing") from failure
+
+    def _error(self, exc: BaseException, doing: str) -> StoreError:
+        cls = StoreCorruptError if sql.is_corrupt(exc) else StoreError
+        return cls(f"SQLite store {self._path}: {doing} failed: {exc}")
+
+    def _not_open(self) -> StoreError:
+        return StoreError(f"store is not open: {self._path} (use 'async with store:')")
+
+    # -- the Store operations --------------------------------------------------------------
+
+    async def insert(self, records: Sequence[WorkRecord]) -> None:
+        """Insert new works, all or none.
+
+        :raises InvalidRequestError: if a work with one of the ids already exists
+        :raises StoreError: if the database fails
+        """
+        if records:
+            await self._submit(_Kind.INSERT, list(records))
+        elif not self._accepting:
+            raise self._not_open()
+
+    async def claim_due(self, params: ClaimParams) -> Claimed:
+        """Claim due unparked works, expedited first, in one transaction.
+
+        :raises StoreError: if the database fails
+        """
+        claimed: Claimed = await self._submit(_Kind.CLAIM, params)
+        return claimed
+
+    async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
+        """Apply guarded changes; return the records written.
+
+        :raises StoreError: if the database fails
+        """
+        if not changes:
+            if not self._accepting:
+                raise self._not_open()
+            return []
+        written: list[WorkRecord] = await self._submit(_Kind.APPLY, list(changes))
+        return written
+
+    async def prune(self, *, finished_before: float) -> int:
+        """Delete finished works older than the given time; return how many.
+
+        :raises StoreError: if the database fails
+        """
+        deleted: int = await self._submit(_Kind.PRUNE, finished_before)
+        return deleted
+
+    async def get(self, ids: Collection[str]) -> list[WorkRecord]:
+        """Records by id (unknown ids are skipped).
+
+        :raises StoreError: if the database fails
+        """
+        if not ids:
+            if self._reader is None:
+                raise self._not_open()
+            return []
+        return await self._read(sql.GET, (json.dumps(list(ids)),))
+
+    async def query(self, query: WorkQuery) -> list[WorkRecord]:
+        """Records matching the query, oldest enqueue first.
+
+        :raises StoreError: if the database fails
+        """
+        where: list[str] = []
+        args: list[str] = []
+        if query.ids:
+            where.append("id IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(query.id_keys)))
+        if query.tags:
+            where.append(
+                "id IN (SELECT work_id FROM wm_work_tag WHERE tag IN "
+                "(SELECT value FROM json_each(?)))"
+            )
+            args.append(json.dumps(list(query.tags)))
+        if query.unique_names:
+            where.append("unique_name IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(query.unique_names)))
+        if query.states:
+            # One state is written "state = 'X'" so the RUNNING / ENQUEUED indexes apply.
+            states = sorted(f"'{s.value}'" for s in query.states)
+            where.append(
+                f"state IN ({', '.join(states)})" if len(states) > 1 else f"state = {states[0]}"
+            )
+        text = f"SELECT {sql.SELECT} FROM wm_work WHERE {' AND '.join(where)}"
+        return await self._read(text + " ORDER BY enqueued_at, rowid", args)
+
+    async def _read(self, statement: str, args: Sequence[object]) -> list[WorkRecord]:
+        for attempt in count():
+            if self._reader is None:
+                raise self._not_open()
+            try:
+                rows = await self._reader.execute_fetchall(statement, args)
+            except aiosqlite.Error as exc:
+                if not sql.is_transient(exc) or attempt >= _BUSY_RETRIES:
+                    raise self._error(exc, "reading") from exc
+            else:
+                return [sql.record_from_row(row) for row in rows]
+            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # -- group commit: leader / follower ---------------------------------------------------
+
+    async def _submit(self, kind: _Kind, arg: Any) -> Any:
+        if not self._accepting:
+            raise self._not_open()
+        op = _Op(kind, arg)
+        self._queue.append(op)
+        if self._busy:
+            try:
+                await op.wake.wait()
+            except BaseException:
+                if op.queued:  # cancelled before its batch started: it never runs
+                    self._queue.remove(op)
+                    if op.promoted:
+                        self._hand_off()
+                raise
+            if op.queued:  # promoted: lead the batch that holds this op
+                await self._lead()
+        else:
+            self._busy = True
+            await self._lead()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    async def _lead(self) -> None:
+        """Run one batch (every queued op), then hand the lead to the next queued caller,
+        so no caller serves others for longer than one batch."""
+        try:
+            with anyio.CancelScope(shield=True):  # a batch is never left half done
+                await anyio.lowlevel.checkpoint()  # let concurrent callers join this batch
+                batch, self._queue = self._queue, []
+                for op in batch:
+                    op.queued = False
+                try:
+                    await self._run_batch(batch)
+                except BaseException as exc:  # a bug: never leave a follower without an answer
+                    for op in batch:
+                        op.error = op.error or exc
+                    if not isinstance(exc, Exception):
+                        raise
+                finally:
+                    for op in batch:
+                        op.wake.set()
+        finally:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self._queue:
+            self._queue[0].promoted = True
+            self._queue[0].wake.set()
+        else:
+            self._busy = False
+            if self._idle is not None:
+                self._idle.set()
+
+    async def _run_batch(self, batch: list[_Op]) -> None:
+        ready = []
+        for op in batch:
+            try:  # serialising is pure Python: its errors belong to their caller alone
+                op.prepared = self._prepare(op)
+                ready.append(op)
+            except Exception as exc:  # noqa: BLE001  # the caller's own error, raised there
+                op.error = exc
+        try:
+            await self._transact(ready)
+        except _BatchError as exc:
+            if exc.transient or len(ready) == 1:
+                for op in ready:
+                    op.error = exc.error
+                return
+            # Find whose op failed: run each alone, so only its caller sees the error.
+            for op in ready:
+                try:
+                    await self._transact([op])
+                except _BatchError as single:
+                    op.error = single.error
+
+    def _prepare(self, op: _Op) -> Any:
+        if op.kind is _Kind.INSERT:
+            rows = [sql.insert_params(r) for r in op.arg]
+            return rows, [
+                (tag, row[0]) for r, row in zip(op.arg, rows, strict=True) for tag in r.tags
+            ]
+        if op.kind is _Kind.APPLY:
+            return [
+                (c.before.id, c.before.state.value, c.before.run_attempt_count,
+                 *sql.runtime_params(c.after))
+                for c in op.arg
+            ]  # fmt: skip
+        return None
+
+    async def _transact(self, ops: list[_Op]) -> None:
+        """Run ``ops`` in one transaction, retrying while the database is locked."""
+        if not ops:
+            return
+        db = self._writer
+        assert db is not None  # close() waits for the batch in progress
+        for attempt in count():
+            try:
+                await db.execute_fetchall("BEGIN IMMEDIATE")
+                try:
+                    outcomes = await self._execute(db, ops)
+                    await db.execute_fetchall("COMMIT")
+                except BaseException:
+                    await self._rollback(db)
+                    raise
+            except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
+                transient = sql.is_transient(exc)
+                if not transient or attempt >= _BUSY_RETRIES:
+                    error = self._error(exc, "writing")
+                    error.__cause__ = exc
+                    raise _BatchError(error, transient=transient) from exc
+            except Exception as exc:
+                raise _BatchError(exc, transient=False) from exc
+            else:
+                self._commits += 1
+                for op in ops:
+                    op.result, op.error = outcomes[op]
+                return
+            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        try:
+            await db.execute_fetchall("ROLLBACK")
+        except aiosqlite.Error:
+            pass  # BEGIN had failed: there is no transaction to roll back
+
+    async def _execute(self, db: aiosqlite.Connection, ops: list[_Op]) -> _Outcomes:
+        # Ops of one batch are concurrent, so any order is a valid serial order: inserts
+        # first (their works can be claimed at once), all applies merged, then the rest.
+        out: _Outcomes = {}
+        inserts = [op for op in ops if op.kind is _Kind.INSERT]
+        if inserts:
+            await self._insert(db, inserts, out)
+        applies = [op for op in ops if op.kind is _Kind.APPLY]
+        if applies:
+            await self._apply(db, applies, out)
+        for op in ops:
+            if op.kind is _Kind.CLAIM:
+                out[op] = (await self._claim(db, op.arg), None)
+            elif op.kind is _Kind.PRUNE:
+                await db.execute_fetchall(sql.PRUNE_TAGS, (op.arg,))
+                deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
+                out[op] = (len(list(deleted)), None)
+        return out
+
+    async def _insert(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
+        ids = [row[0] for op in ops for row in op.prepared[0]]
+        taken = {r[0] for r in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(ids),))}
+        works: list[tuple[object, ...]] = []
+        tags: list[tuple[str, object]] = []
+        for op in ops:
+            rows, op_tags = op.prepared
+            mine: set[object] = set()
+            for record, row in zip(op.arg, rows, strict=True):
+                if row[0] in taken or row[0] in mine:
+                    error = InvalidRequestError(
+                        "id", record.id, "a work with this id already exists"
+                    )
+                    out[op] = (None, error)
+                    break
+                mine.add(row[0])
+            else:
+                taken |= mine
+                works += rows
+                tags += op_tags
+                out[op] = (None, None)
+        if works:
+            await (await db.executemany(sql.INSERT_WORK, works)).close()
+        if tags:
+            await (await db.executemany(sql.INSERT_TAG, tags)).close()
+
+    async def _apply(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
+        # A work changed twice in one batch goes into successive statements, so the second
+        # change is checked against the first one's write, as if applied one by one.
+        slots: list[list[WorkRecord | None]] = []
+        rounds: list[list[tuple[list[WorkRecord | None], int, Change, tuple[Any, ...]]]] = []
+        seen: dict[str, int] = {}
+        for op in ops:
+            slot: list[WorkRecord | None] = [None] * len(op.arg)
+            slots.append(slot)
+            for i, (change, params) in enumerate(zip(op.arg, op.prepared, strict=True)):
+                n = seen[params[0]] = seen.get(params[0], -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append((slot, i, change, params))
+        for entries in rounds:
+            for start in range(0, len(entries), sql.APPLY_MAX_ROWS):
+                chunk = entries[start : start + sql.APPLY_MAX_ROWS]
+                # Padded to a power of two with rows that match nothing (id NULL), so a
+                # few prepared statements serve every batch size.
+                size = min(1 << (len(chunk) - 1).bit_length(), sql.APPLY_MAX_ROWS)
+                flat = [v for entry in chunk for v in entry[3]]
+                flat += [None] * (len(chunk[0][3]) * (size - len(chunk)))
+                by_id = {entry[3][0]: entry for entry in chunk}
+                stale = []
+                for work_id, generation in await db.execute_fetchall(sql.apply_sql(size), flat):
+                    slot, i, change, _ = by_id[work_id]
+                    if generation == change.after.generation:
+                        slot[i] = change.after
+                    else:  # the spec was updated meanwhile: it was kept, so read it back
+                        stale.append(work_id)
+                if stale:
+                    for row in await db.execute_fetchall(sql.GET, (json.dumps(stale),)):
+                        slot, i, _, _ = by_id[row[1]]
+                        slot[i] = sql.record_from_row(row)
+        for op, slot in zip(ops, slots, strict=True):
+            out[op] = ([r for r in slot if r is not None], None)
+
+    async def _claim(self, db: aiosqlite.Connection, params: ClaimParams) -> Claimed:
+        limit = max(params.limit, 0)
+        blocked = sorted(params.blocked_signals)
+        args: dict[str, object] = {"now": params.now, "k": limit + 1}
+        args.update((f"b{i}", f",{sql.signal_key(name)},") for i, name in enumerate(blocked))
+        branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
+        for branch, rowid, due in await db.execute_fetchall(sql.claim_sql(len(blocked)), args):
+            branches[branch].append((due, rowid))
+        chosen: list[int] = []
+        next_due: float | None = None
+        for due_now, future in ((branches[0], branches[2]), (branches[1], branches[3])):
+            due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
+            take = min(len(due_now), limit - len(chosen))
+            chosen += [rowid for _, rowid in due_now[:take]]
+            rest = due_now[take:] or future
+            if rest and (next_due is None or rest[0][0] < next_due):
+                next_due = rest[0][0]
+        if not chosen:
+            return Claimed(records=[], next_due=next_due)
+        rows = list(
+            await db.execute_fetchall(
+                sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen))
+            )
+        )
+        order = {rowid: i for i, rowid in enumerate(chosen)}
+        rows.sort(key=lambda row: order[row[0]])
+        return Claimed(records=[sql.record_from_row(row) for row in rows], next_due=next_due)
