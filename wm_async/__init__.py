@@ -37,6 +37,7 @@ from ._model import ResultKind as ResultKind
 from ._model import StopReason as StopReason
 from ._model import UpdateResult as UpdateResult
 from ._model import WorkError as WorkError
+from ._model import WorkExplanation as WorkExplanation
 from ._model import WorkInfo as WorkInfo
 from ._model import WorkQuery as WorkQuery
 from ._model import WorkState as WorkState
@@ -68,6 +69,7 @@ __all__ = (
     "WorkState",
     "StopReason",
     "WorkError",
+    "WorkExplanation",
     "Periodicity",
     "WorkWatcher",
     # clocks

@@ -21,18 +21,21 @@ from anyio.abc import TaskStatus
 from . import _lifecycle as lc
 from . import _validators as v
 from ._clock import Clock, SystemClock
+from ._constraints import SignalBoard, stop_reason_for
 from ._errors import InvalidRequestError, NotRunningError, UnknownWorkerError
 from ._events import EventHub, WorkWatcher
 from ._executor import Worker, WorkerFn
 from ._model import (
     UNFINISHED_STATES,
     OneTimeWorkRequest,
+    WorkExplanation,
     WorkInfo,
     WorkQuery,
     WorkState,
 )
 from ._record import WorkRecord
 from ._scheduler import Scheduler
+from .signals import Signal, default_signals
 from .stores import Store, open_store
 
 logger = logging.getLogger("wm_async")
@@ -125,6 +128,11 @@ class WorkManager:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._workers: dict[str, Worker] = {}
         self._events = EventHub()
+        self._signals = SignalBoard(self._clock, self._signal_changed)
+        for name, signal in default_signals(getattr(self._store, "path", None)).items():
+            self._signals.register(name, signal)
+        # Works whose constraints TestDriver.set_all_constraints_met declared met.
+        self._constraints_met: set[str] = set()
         self._scheduler = self._new_scheduler()
         self._state = RunState.STOPPED
         self._exit_stack: AsyncExitStack | None = None
@@ -143,6 +151,8 @@ class WorkManager:
             owner=self.owner,
             max_data_bytes=self.max_data_bytes,
             publish=self._publish,
+            blocked_signals=lambda: self._signals.blocked,
+            constraints_met=self._constraints_met,
         )
 
     # -- properties
@@ -223,6 +233,7 @@ class WorkManager:
                 stack.callback(self._events.close)
                 await self._recover()
                 await self._prune_once()
+                self._signals.require(await self._store.signals_in_use())
                 self._scheduler = self._new_scheduler()
                 # Attached for the whole life of the task group (detached after it
                 # exits), so a virtual clock also waits for the shutdown.
@@ -230,6 +241,7 @@ class WorkManager:
                 stack.callback(self._clock.detach, self._scheduler)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
+                await tg.start(self._signals.run, name="wm_async signals")
                 await tg.start(self._scheduler.run, name="wm_async scheduler")
                 self._stop_pruner = anyio.Event()
                 await tg.start(self._prune_loop, name="wm_async pruner")
@@ -265,6 +277,7 @@ class WorkManager:
         # Runs first as the exit stack unwinds; the task group's exit then waits for the
         # scheduler's two-phase stop (bounded by shutdown_grace plus the stuck bound).
         self._stop_pruner.set()
+        self._signals.stop()
         self._scheduler.request_stop(self.shutdown_grace)
 
     async def _recover(self) -> None:
@@ -321,12 +334,15 @@ class WorkManager:
         if request.worker not in self._workers:
             raise UnknownWorkerError(request.worker)
         v.check_data_size("input", request.input, self.max_data_bytes)
-        signals = request.constraints.signal_names()
-        if signals:
+        missing = sorted(
+            n for n in request.constraints.signal_names() if not self._signals.is_registered(n)
+        )
+        if missing:
             raise InvalidRequestError(
                 "constraints",
                 request.constraints,
-                f"no signal is registered for {sorted(signals)}",
+                f"no signal is registered as {', '.join(map(repr, missing))}; register one "
+                "with manager.register_signal(name, signal)",
             )
         return request
 
@@ -343,9 +359,62 @@ class WorkManager:
         checked = [self._check_request(r) for r in requests]
         now = self._clock.now()
         records = [WorkRecord.from_request(r, now=now) for r in checked]
+        self._signals.require({n for r in checked for n in r.constraints.signal_names()})
         await self._store.insert(records)
         self._publish(records)
         self._scheduler.wake()
+
+    # -- signals
+
+    def register_signal(self, name: str, signal: Signal) -> None:
+        """Register (or replace) the signal that constraints call ``name``.
+
+        The built-in constraints use the names ``network``, ``charging``,
+        ``battery_not_low``, ``storage_not_low`` and ``device_idle``; registering one of
+        them replaces the built-in (for example with an app-specific network probe).
+
+        :raises InvalidRequestError: for an invalid name or an object that is not a Signal
+        """
+        v.check_name("signal", name)
+        if not isinstance(signal, Signal):
+            raise InvalidRequestError(
+                "signal", signal, "expected a Signal (a `value` property and `wait_changed()`)"
+            )
+        self._signals.register(name, signal)
+
+    def _signal_changed(self, name: str, value: bool) -> None:
+        if value:
+            self._scheduler.wake()
+        else:
+            self._scheduler.stop_runs_needing(name, stop_reason_for(name))
+
+    async def explain(self, work_id: uuid.UUID | str) -> WorkExplanation | None:
+        """Why a work is not running (or what it is doing), or ``None`` for an unknown id.
+
+        It names the delay it waits out, each needed signal that does not hold now and
+        why, and whether the concurrency limit is reached.
+        """
+        self._require("explain")
+        found = await self._store.get([_key(work_id)])
+        if not found:
+            return None
+        record = found[0]
+        now = self._clock.now()
+        unmet: dict[str, str] = {}
+        if record.id not in self._constraints_met:
+            for name in sorted(record.signal_names):
+                if name in self._signals.blocked or not self._signals.is_registered(name):
+                    unmet[name] = self._signals.describe(name)
+        due = record.next_run_at if record.state is WorkState.ENQUEUED else None
+        stats = self._scheduler.statistics()
+        capacity_full = stats["running"] == self.max_concurrency
+        return WorkExplanation.build(
+            record.to_info(),
+            now=now,
+            due=due,
+            unmet_signals=unmet,
+            capacity_full=capacity_full,
+        )
 
     # -- queries
 

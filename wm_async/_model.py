@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 import attrs
@@ -175,6 +176,9 @@ class Constraints:
 
     def signal_names(self) -> frozenset[str]:
         """Every signal name this work waits on, built-in and app-defined."""
+        return _signal_names(self)
+
+    def _compute_signal_names(self) -> frozenset[str]:
         names = set(self.signals)
         if self.required_network is NetworkType.CONNECTED:
             names.add(SIGNAL_NETWORK)
@@ -222,6 +226,12 @@ class Constraints:
 
 
 NO_CONSTRAINTS: Final = Constraints()
+
+
+@functools.lru_cache(maxsize=4096)
+def _signal_names(constraints: Constraints) -> frozenset[str]:
+    # Constraints are frozen and few distinct ones exist: the claim path asks per work.
+    return constraints._compute_signal_names()
 
 
 def _duration(field: str, value: timedelta | float) -> timedelta:
@@ -544,6 +554,65 @@ class _Selectable(Protocol):
     def unique_name(self) -> str | None: ...
     @property
     def state(self) -> WorkState: ...
+
+
+@attrs.frozen(kw_only=True)
+class WorkExplanation:
+    """Why a work is (not) running, from ``manager.explain(id)``.
+
+    :ivar info: the work's WorkInfo
+    :ivar due_at: when an ENQUEUED work's delay or backoff ends (UTC), if in the future
+    :ivar unmet_signals: each needed signal that does not hold now, with the reason
+    :ivar capacity_full: every ``max_concurrency`` slot is taken
+    :ivar reasons: the above in words, most important first
+    """
+
+    info: WorkInfo
+    due_at: datetime | None
+    unmet_signals: Mapping[str, str]
+    capacity_full: bool
+    reasons: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        info: WorkInfo,
+        *,
+        now: float,
+        due: float | None,
+        unmet_signals: Mapping[str, str],
+        capacity_full: bool,
+    ) -> WorkExplanation:
+        """Assemble the explanation and its sentences."""
+        reasons: list[str] = []
+        due_at = None
+        state = info.state
+        if state.is_finished:
+            reasons.append(f"finished: {state.value}")
+        elif state is WorkState.RUNNING:
+            reasons.append("running")
+        elif state is WorkState.BLOCKED:
+            reasons.append("waiting for its prerequisites to succeed")
+        else:
+            if due is not None and due > now:
+                due_at = datetime.fromtimestamp(due, UTC)
+                reasons.append(f"delayed until {due_at.isoformat()} ({due - now:.1f}s from now)")
+            for name, why in unmet_signals.items():
+                reasons.append(f"waiting for signal {name!r}: {why}")
+            if capacity_full and due_at is None and not unmet_signals:
+                reasons.append("due, but every max_concurrency slot is taken")
+            if not reasons:
+                reasons.append("due now; it starts at the next dispatch")
+        return cls(
+            info=info,
+            due_at=due_at,
+            unmet_signals=dict(unmet_signals) if state is WorkState.ENQUEUED else {},
+            capacity_full=capacity_full,
+            reasons=tuple(reasons),
+        )
+
+    def __str__(self) -> str:
+        return f"work {self.info.id} ({self.info.worker}): " + "; ".join(self.reasons)
 
 
 def _to_ids(value: Iterable[uuid.UUID | str]) -> frozenset[uuid.UUID]:

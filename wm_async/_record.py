@@ -102,7 +102,7 @@ class WorkRecord:
     @property
     def signal_names(self) -> frozenset[str]:
         """The signal names this work's constraints wait on."""
-        return self.constraints.signal_names()
+        return self.constraints.signal_names()  # cached per distinct Constraints
 
     def to_info(self) -> WorkInfo:
         """The public snapshot of this record (SEMANTICS 16 and 31 applied)."""

@@ -117,6 +117,7 @@ class Scheduler:
     max_data_bytes: int
     publish: Callable[[Sequence[WorkRecord]], None]
     blocked_signals: Callable[[], frozenset[str]] = frozenset
+    constraints_met: set[str] = attrs.field(factory=set)
 
     _scope_type: type[anyio.CancelScope] = attrs.field(init=False, default=anyio.CancelScope)
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
@@ -221,6 +222,14 @@ class Scheduler:
         handle.stop(reason)
         return True
 
+    def stop_runs_needing(self, signal: str, reason: StopReason) -> None:
+        """Stop the runs whose constraints need ``signal`` (it just turned false)."""
+        for handle in list(self._running.values()):
+            record = handle.record
+            if record.id not in self.constraints_met and signal in record.signal_names:
+                logger.info("stopping %r: signal %s turned false", handle, signal)
+                handle.stop(reason)
+
     def running_records(self) -> list[WorkRecord]:
         """The records of the runs in progress."""
         return [h.record for h in self._running.values()]
@@ -311,6 +320,7 @@ class Scheduler:
                     limit=free,
                     owner=self.owner,
                     blocked_signals=self.blocked_signals(),
+                    constraints_met=frozenset(self.constraints_met),
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.

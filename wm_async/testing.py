@@ -171,3 +171,16 @@ class TestDriver:
         return await self.manager._apply_one(
             work_id, lambda record, now: lc.delay_met(record, now=now)
         )
+
+    async def set_all_constraints_met(self, work_id: uuid.UUID | str) -> WorkInfo:
+        """Treat every constraint of the work as met from now on: it may start whatever
+        its signals say, and losing a signal no longer stops it."""
+        manager = self.manager
+        manager._require("set_all_constraints_met")
+        key = str(v.to_uuid("id", work_id))
+        found = await manager.store.get([key])
+        if not found:
+            raise InvalidRequestError("id", work_id, "no such work")
+        manager._constraints_met.add(key)
+        manager._scheduler.wake()
+        return found[0].to_info()

@@ -30,6 +30,8 @@ class ClaimParams:
     :ivar blocked_signals: signal names that are false now; works needing any of them stay
         ENQUEUED (parked) and are not counted in ``next_due``
     :ivar lease_until: lease expiry for stores shared by several processes
+    :ivar constraints_met: ids of works to claim whatever their signals
+        (``TestDriver.set_all_constraints_met``)
     """
 
     now: float
@@ -37,6 +39,7 @@ class ClaimParams:
     owner: str
     blocked_signals: frozenset[str] = frozenset()
     lease_until: float | None = None
+    constraints_met: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +107,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def query(self, query: WorkQuery) -> list[WorkRecord]:
         """The records matching ``query``, oldest enqueue first."""
+
+    async def signals_in_use(self) -> frozenset[str]:
+        """The signal names that unfinished works' constraints need.
+
+        The default reads every unfinished record; stores override it with a query.
+        """
+        from .._model import UNFINISHED_STATES, WorkQuery
+
+        records = await self.query(WorkQuery(states=UNFINISHED_STATES))
+        return frozenset(n for r in records for n in r.signal_names)
 
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:

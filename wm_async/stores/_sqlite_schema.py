@@ -27,7 +27,7 @@ from .._model import (
     WorkState,
 )
 from .._record import WorkRecord
-from .._validators import dump_data
+from .._validators import EMPTY_DATA, FrozenData, dump_data
 
 if TYPE_CHECKING:
     from .._model import Data
@@ -41,7 +41,7 @@ MIN_SQLITE: Final = (3, 35, 0)
 #: Changes per apply statement: 16 parameters each, far below SQLite's 32766.
 APPLY_MAX_ROWS: Final = 1024
 _CACHE_MAX: Final = 4096
-_EMPTY: Final[Data] = {}
+_EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
 COLUMNS: Final = (
     "id", "worker", "input", "tags", "constraints", "initial_delay", "backoff_policy",
@@ -84,18 +84,26 @@ PRUNE_WORKS: Final = (
 )
 
 
+SIGNALS_IN_USE: Final = (
+    "SELECT DISTINCT constraints FROM wm_work "
+    "WHERE signals != '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
+)
+
+
 @functools.lru_cache(maxsize=32)
-def claim_sql(n_blocked: int) -> str:
+def claim_sql(n_blocked: int, with_met: bool = False) -> str:
     """Everything a claim reads, from the due index alone, in one statement.
 
     Rows are ``(branch, rowid, due)``: branches 0 and 1 are the expedited and ordinary
     works due at ``:now`` (at most ``:k`` each), 2 and 3 the first not yet due of each;
-    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped.
+    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped
+    unless their id is in the JSON array ``:met`` (constraints declared met).
     """
     unparked = ""
     if n_blocked:
         absent = " AND ".join(f"instr(signals, :b{i}) = 0" for i in range(n_blocked))
-        unparked = f" AND (signals = '' OR ({absent}))"
+        met = " OR id IN (SELECT value FROM json_each(:met))" if with_met else ""
+        unparked = f" AND (signals = '' OR ({absent}){met})"
     branches = ((0, 1, "<=", ":k"), (1, 0, "<=", ":k"), (2, 1, ">", "1"), (3, 0, ">", "1"))
     return " UNION ALL ".join(
         f"SELECT * FROM (SELECT {b} AS branch, rowid AS rid, next_run_at AS due FROM wm_work "
@@ -187,7 +195,7 @@ def _dump(data: Data) -> str:
 
 
 def _load(text: str) -> Data:
-    return json.loads(text) if text else _EMPTY
+    return FrozenData(json.loads(text)) if text else _EMPTY
 
 
 def runtime_params(r: WorkRecord) -> tuple[object, ...]:

@@ -72,9 +72,9 @@ class MemoryStore(Store):
 
     async def claim_due(self, params: ClaimParams) -> Claimed:
         """Claim due works, expedited first."""
-        blocked = params.blocked_signals
-        if blocked != self._last_blocked:
-            self._unpark(blocked)
+        blocked, met = params.blocked_signals, params.constraints_met
+        if blocked != self._last_blocked or (met and self._parked):
+            self._unpark(blocked, met)
         claimed: list[WorkRecord] = []
         now, limit = params.now, params.limit
         for heap in (self._due_expedited, self._due):
@@ -86,7 +86,7 @@ class MemoryStore(Store):
                 record = self._records[rid]
                 if blocked:
                     needs = record.signal_names
-                    if needs and not needs.isdisjoint(blocked):
+                    if needs and not needs.isdisjoint(blocked) and rid not in met:
                         self._parked[rid] = needs
                         continue
                 running = claim(record, now=now, owner=params.owner)
@@ -94,10 +94,10 @@ class MemoryStore(Store):
                 claimed.append(running)
         return Claimed(records=claimed, next_due=self._next_due(blocked))
 
-    def _unpark(self, blocked: frozenset[str]) -> None:
+    def _unpark(self, blocked: frozenset[str], met: frozenset[str]) -> None:
         self._last_blocked = blocked
         for rid, needs in list(self._parked.items()):
-            if needs.isdisjoint(blocked):
+            if needs.isdisjoint(blocked) or rid in met:
                 self._index(self._records[rid])
 
     def _next_due(self, blocked: frozenset[str]) -> float | None:

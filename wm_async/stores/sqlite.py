@@ -26,6 +26,7 @@ import anyio.lowlevel
 import attrs
 
 from .._errors import InvalidRequestError, StoreCorruptError, StoreError
+from .._model import Constraints
 from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store
 
@@ -326,6 +327,22 @@ class SQLiteStore(Store):
         text = f"SELECT {sql.SELECT} FROM wm_work WHERE {' AND '.join(where)}"
         return await self._read(text + " ORDER BY enqueued_at, rowid", args)
 
+    async def signals_in_use(self) -> frozenset[str]:
+        """The signal names unfinished works need (one DISTINCT query).
+
+        :raises StoreError: if the database fails
+        """
+        if self._reader is None:
+            raise self._not_open()
+        try:
+            rows = await self._reader.execute_fetchall(sql.SIGNALS_IN_USE, ())
+        except aiosqlite.Error as exc:
+            raise self._error(exc, "reading") from exc
+        names: set[str] = set()
+        for (text,) in rows:
+            names |= Constraints.from_json(json.loads(text)).signal_names()
+        return frozenset(names)
+
     async def _read(self, statement: str, args: Sequence[object]) -> list[WorkRecord]:
         for attempt in count():
             if self._reader is None:
@@ -557,7 +574,11 @@ class SQLiteStore(Store):
         args: dict[str, object] = {"now": params.now, "k": limit + 1}
         args.update((f"b{i}", f",{sql.signal_key(name)},") for i, name in enumerate(blocked))
         branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-        for branch, rowid, due in await db.execute_fetchall(sql.claim_sql(len(blocked)), args):
+        with_met = bool(blocked and params.constraints_met)
+        if with_met:
+            args["met"] = json.dumps(sorted(params.constraints_met))
+        statement = sql.claim_sql(len(blocked), with_met)
+        for branch, rowid, due in await db.execute_fetchall(statement, args):
             branches[branch].append((due, rowid))
         chosen: list[int] = []
         next_due: float | None = None
