@@ -40,6 +40,18 @@ class DueHeap(Generic[K]):
         heapq.heappush(self._heap, (due, self._seq, key))
         self._maybe_rebuild()
 
+    def push_many(self, items: list[tuple[K, float]]) -> None:
+        """Add many ``(key, due)`` at once: one O(n) heapify instead of n pushes."""
+        current, heap = self._current, self._heap
+        seq = self._seq
+        for key, due in items:
+            seq += 1
+            current[key] = seq
+            heap.append((due, seq, key))
+        self._seq = seq
+        heapq.heapify(heap)
+        self._maybe_rebuild()
+
     def discard(self, key: K) -> None:
         """Remove ``key`` if present."""
         if self._current.pop(key, None) is not None:

@@ -37,6 +37,9 @@ BOOKKEEPING_TIMEOUT = 5.0
 #: After shutdown cancels the workers, how long (real seconds) to wait for workers that
 #: ignore cancellation before leaving them behind.
 STUCK_WORKER_TIMEOUT = 5.0
+#: Most works claimed per dispatcher turn. Between turns the loop runs the works just
+#: claimed, so the first of a large backlog starts after one batch, not after all of it.
+CLAIM_BATCH = 128
 #: Loop iterations a virtual clock lets pass with no scheduler activity before it
 #: considers the scheduler settled (workers awaiting nothing wm_async knows about).
 _SETTLE_CHECKPOINTS = 10
@@ -317,7 +320,7 @@ class Scheduler:
                     continue
                 params = ClaimParams(
                     now=clock.now(),
-                    limit=free,
+                    limit=min(free, CLAIM_BATCH),
                     owner=self.owner,
                     blocked_signals=self.blocked_signals(),
                     constraints_met=frozenset(self.constraints_met),
@@ -328,7 +331,7 @@ class Scheduler:
                     claimed = await store.claim_due(params)
                     if claimed.records:
                         self._start(claimed.records)
-                if claimed.records and len(claimed.records) >= free:
+                if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
                     await anyio.lowlevel.checkpoint()
                     continue  # capacity is full; a finishing run wakes us
                 self._asleep = True
@@ -348,16 +351,22 @@ class Scheduler:
             limiter.acquire_on_behalf_of_nowait(handle)
             running[record.id] = handle
             ready.append(handle)
-        # Hand the runs to idle runners, growing the pool up to max_concurrency.
+        # Hand the runs to idle runners; if none is idle, start one. Each runner that
+        # takes a run while more wait starts the next (see _runner), so the pool grows
+        # one task at a time: the first run starts at once instead of after a burst of
+        # task creations, and the pool still reaches the peak concurrency.
         wanted = len(records)
         idle = self._idle_runners
         while wanted and idle:
             idle.popleft().set()
             wanted -= 1
-        while wanted and self._runners < self.max_concurrency:
+        if wanted:
+            self._grow()
+
+    def _grow(self) -> None:
+        if self._runners < self.max_concurrency and self._work_tg is not None:
             self._runners += 1
-            tg.start_soon(self._runner, name=f"wm_async runner {self._runners}")
-            wanted -= 1
+            self._work_tg.start_soon(self._runner, name=f"wm_async runner {self._runners}")
 
     async def _runner(self) -> None:
         # Runners outlive runs: starting an anyio task costs several times what a run of
@@ -368,6 +377,8 @@ class Scheduler:
         while True:
             while ready:
                 handle = ready.popleft()
+                if ready and not self._idle_runners:
+                    self._grow()
                 if task is not None:
                     record = handle.record
                     task.set_name(f"wm_async work {record.id} ({record.worker!r})")
