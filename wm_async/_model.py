@@ -149,7 +149,7 @@ SIGNAL_STORAGE_NOT_LOW: Final = "storage_not_low"
 SIGNAL_DEVICE_IDLE: Final = "device_idle"
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, cache_hash=True)
 class Constraints:
     """Conditions that must hold for a work to start, and keep holding while it runs.
 
@@ -176,6 +176,8 @@ class Constraints:
 
     def signal_names(self) -> frozenset[str]:
         """Every signal name this work waits on, built-in and app-defined."""
+        if self is NO_CONSTRAINTS:  # the common case, asked several times per run
+            return _NO_SIGNALS
         return _signal_names(self)
 
     def _compute_signal_names(self) -> frozenset[str]:
@@ -226,6 +228,7 @@ class Constraints:
 
 
 NO_CONSTRAINTS: Final = Constraints()
+_NO_SIGNALS: Final[frozenset[str]] = frozenset()
 
 
 @functools.lru_cache(maxsize=4096)

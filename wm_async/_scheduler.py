@@ -123,6 +123,7 @@ class Scheduler:
     constraints_met: set[str] = attrs.field(factory=set)
 
     _scope_type: type[anyio.CancelScope] = attrs.field(init=False, default=anyio.CancelScope)
+    _event_type: type[anyio.Event] = attrs.field(init=False, default=anyio.Event)
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _sync_limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _wakeup: anyio.Event = attrs.field(init=False, factory=anyio.Event)
@@ -247,6 +248,7 @@ class Scheduler:
         # returns is the running backend's, and instantiating that directly skips the
         # lookup (a measurable share of a trivial run).
         self._scope_type = type(anyio.CancelScope())
+        self._event_type = type(anyio.Event())
         async with anyio.create_task_group() as work_tg:
             self._work_tg = work_tg
             await work_tg.start(self._dispatch, name="wm_async dispatcher")
@@ -383,7 +385,7 @@ class Scheduler:
                     record = handle.record
                     task.set_name(f"wm_async work {record.id} ({record.worker!r})")
                 await self._run(handle)
-            wakeup = anyio.Event()
+            wakeup = self._event_type()
             self._idle_runners.append(wakeup)
             await wakeup.wait()
 
