@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -186,6 +187,8 @@ class Predicate(_ClockBound):
                     result = await self._fn()  # type: ignore[misc]  # is_async checked
                 else:
                     result = await anyio.to_thread.run_sync(self._fn, abandon_on_cancel=True)
+                    if inspect.isawaitable(result):
+                        result = await result
             except Exception as exc:  # noqa: BLE001  # any failing check means "not met"
                 error = f"{type(exc).__name__}: {exc}"
         if scope.cancelled_caught:
@@ -249,12 +252,37 @@ class TimeWindow(_ClockBound):
     def __repr__(self) -> str:
         return f"TimeWindow({self.start}, {self.end}, timezone={self.timezone!r})"
 
+    def _instant(self, day: date, at: time) -> float:
+        """UTC epoch of local ``at`` on ``day``: its first occurrence if the clocks go back,
+        the first valid instant after the gap if they jump past it."""
+        naive = datetime.combine(day, at)
+        ts = naive.replace(tzinfo=self._tz).timestamp()  # fold=0
+        if datetime.fromtimestamp(ts, self._tz).replace(tzinfo=None) == naive:
+            return ts
+        # In a gap: fold=1 lands before the transition and fold=0 after it; the
+        # transition is the first instant whose local time is past ``at``.
+        lo = naive.replace(tzinfo=self._tz, fold=1).timestamp()
+        hi = ts
+        while hi - lo > 1e-3:
+            mid = (lo + hi) / 2
+            if datetime.fromtimestamp(mid, self._tz).replace(tzinfo=None) > naive:
+                hi = mid
+            else:
+                lo = mid
+        return float(math.ceil(hi))
+
+    def _boundaries(self, ts: float) -> list[tuple[float, time]]:
+        day = datetime.fromtimestamp(ts, self._tz).date()
+        return sorted(
+            (self._instant(day + timedelta(days=offset), at), at)
+            for offset in range(-2, 3)
+            for at in (self.start, self.end)
+        )
+
     def value_at(self, ts: float) -> bool:
         """Whether the window is open at UTC epoch ``ts``."""
-        local = datetime.fromtimestamp(ts, self._tz).time().replace(fold=0)
-        if self.start < self.end:
-            return self.start <= local < self.end
-        return local >= self.start or local < self.end
+        last = [at for instant, at in self._boundaries(ts) if instant <= ts][-1]
+        return last == self.start
 
     @property
     def value(self) -> bool:
@@ -264,17 +292,9 @@ class TimeWindow(_ClockBound):
     def next_change(self, ts: float) -> float:
         """The first UTC epoch second after ``ts`` at which the value flips."""
         current = self.value_at(ts)
-        day = datetime.fromtimestamp(ts, self._tz).date()
-        candidates: list[float] = []
-        for offset in range(-1, 3):
-            d = day + timedelta(days=offset)
-            for boundary in (self.start, self.end):
-                local = datetime.combine(d, boundary, tzinfo=self._tz)
-                candidates.append(local.astimezone(UTC).timestamp())
-        for candidate in sorted(c for c in candidates if c > ts):
-            # A boundary inside a DST gap maps to the instant just after the gap.
-            if self.value_at(candidate) != current:
-                return candidate
+        for instant, _ in self._boundaries(ts):
+            if instant > ts and self.value_at(instant) != current:
+                return instant
         return ts + 86_400.0  # unreachable for start != end; a bounded fallback
 
     async def wait_changed(self) -> None:
@@ -285,6 +305,8 @@ class TimeWindow(_ClockBound):
 
 class _Combined(_ClockBound):
     def __init__(self, signals: Sequence[Signal], combine: Callable[[list[bool]], bool]) -> None:
+        if not signals:
+            raise InvalidRequestError("signals", (), "combine at least one signal")
         for s in signals:
             if not isinstance(s, Signal):
                 raise InvalidRequestError("signals", s, "expected Signal objects")
@@ -392,11 +414,16 @@ def _supplies(root: Path) -> list[Path]:
         return []
 
 
+def _is_system_battery(supply: Path) -> bool:
+    # HID peripherals (mice, headsets) report their batteries with scope "Device".
+    return _read(supply / "type") == "Battery" and _read(supply / "scope") != "Device"
+
+
 def on_mains_power(root: str | os.PathLike[str] = "/sys/class/power_supply") -> bool:
     """True if an external supply is online, a battery charges or is full, or there is no
     battery at all (a server on mains power)."""
     supplies = _supplies(Path(root))
-    batteries = [p for p in supplies if _read(p / "type") == "Battery"]
+    batteries = [p for p in supplies if _is_system_battery(p)]
     for p in supplies:
         if _read(p / "type") in ("Mains", "USB", "USB_C", "USB_PD") and _read(p / "online") == "1":
             return True
@@ -409,7 +436,7 @@ def battery_level(root: str | os.PathLike[str] = "/sys/class/power_supply") -> f
     """The lowest battery capacity in percent, or None without a battery."""
     levels = []
     for p in _supplies(Path(root)):
-        if _read(p / "type") == "Battery":
+        if _is_system_battery(p):
             raw = _read(p / "capacity")
             if raw.isdigit():
                 levels.append(float(raw))

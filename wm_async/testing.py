@@ -126,8 +126,9 @@ class VirtualClock(Clock):
             if not timer.cancelled:
                 timer.cancelled = True
                 timer.callback()
-        for deadline, scope in list(self._sleepers.values()):
+        for key, (deadline, scope) in list(self._sleepers.items()):
             if deadline <= now:
+                del self._sleepers[key]
                 scope.cancel()
 
     async def settle(self) -> None:
