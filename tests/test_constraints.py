@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -16,28 +15,6 @@ from wm_async.stores.memory import MemoryStore
 from wm_async.testing import TestDriver, VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/wm.db"
-    return "memory://"
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def make_manager(store_url: str, clock: VirtualClock) -> MakeManager:
-    def make(**overrides: object) -> wm.WorkManager:
-        options: dict[str, object] = {"store": store_url, "clock": clock}
-        options.update(overrides)
-        return wm.WorkManager(**options)  # type: ignore[arg-type]
-
-    return make
 
 
 def needs(*signals: str, **kwargs: object) -> wm.OneTimeWorkRequest:

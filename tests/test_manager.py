@@ -16,31 +16,6 @@ from wm_async.testing import TestDriver, VirtualClock
 MakeManager = Callable[..., wm.WorkManager]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    if request.param == "sqlite":
-        pytest.importorskip("wm_async.stores.sqlite")
-        return f"sqlite:///{tmp_path}/wm.db"
-    return "memory://"
-
-
-@pytest.fixture
-def clock() -> VirtualClock:
-    return VirtualClock()
-
-
-@pytest.fixture
-def make_manager(store_url: str, clock: VirtualClock) -> MakeManager:
-    """A factory for managers on the test's store and virtual clock."""
-
-    def make(**overrides: object) -> wm.WorkManager:
-        options: dict[str, object] = {"store": store_url, "clock": clock}
-        options.update(overrides)
-        return wm.WorkManager(**options)  # type: ignore[arg-type]
-
-    return make
-
-
 @pytest.fixture
 def manager(make_manager: MakeManager) -> wm.WorkManager:
     return make_manager()
