@@ -20,6 +20,7 @@ from wm_async._errors import InvalidRequestError, StoreCorruptError, StoreError
 from wm_async._lifecycle import (
     Change,
     Failed,
+    Interrupted,
     Retry,
     Succeeded,
     cancel,
@@ -323,6 +324,18 @@ async def test_reenqueued_work_is_due_again(store: Store) -> None:
     assert again.records == [claim(retry.after, now=NOW + 11, owner="me")]
 
 
+async def test_claiming_interrupted_work_matches_the_lifecycle(store: Store) -> None:
+    work = await running(store, record(max_attempts=5))
+    interrupted = finish(work, Interrupted(StopReason.TIMEOUT), now=NOW + 1)
+    assert await store.apply([interrupted]) == [interrupted.after]
+    assert interrupted.after.stop_reason is StopReason.TIMEOUT
+
+    again = await claim_due(store, now=NOW + 2)
+
+    assert again.records == [claim(interrupted.after, now=NOW + 2, owner="me")]
+    assert await store.get([work.id]) == again.records
+
+
 async def test_apply_two_changes_to_one_work_in_one_call(store: Store) -> None:
     work = await running(store, record())
     progress = set_progress(work, {"step": 1})
@@ -503,9 +516,12 @@ async def test_sqlite_rejects_a_newer_schema(db_path: Path) -> None:
 async def test_sqlite_schema_is_versioned(db_path: Path) -> None:
     versions = [n for n, _ in schema.migrations()]
     assert versions == list(range(1, len(versions) + 1))
+    racers = [SQLiteStore(db_path), SQLiteStore(db_path)]
     async with anyio.create_task_group() as tg:  # two openers race to migrate
-        for _ in range(2):
-            tg.start_soon(SQLiteStore(db_path).open)
+        for racer in racers:
+            tg.start_soon(racer.open)
+    for racer in racers:
+        await racer.close()
     async with SQLiteStore(db_path) as store:
         assert store._writer is not None
         rows = await store._writer.execute_fetchall(

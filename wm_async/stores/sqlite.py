@@ -170,7 +170,8 @@ class SQLiteStore(Store):
         return db
 
     async def _header(self, db: aiosqlite.Connection) -> tuple[int, int]:
-        """``(schema version, wm_async version)``; raise if the file is not ours to use."""
+        """``(schema version of the file, latest version known)``; raise if the file is
+        not ours to use."""
         rows = await db.execute_fetchall(
             "SELECT (SELECT application_id FROM pragma_application_id), "
             "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)"
@@ -195,7 +196,16 @@ class SQLiteStore(Store):
         self, db: aiosqlite.Connection, migrations: tuple[tuple[int, tuple[str, ...]], ...]
     ) -> None:
         version, latest = await self._header(db)  # before anything writes to the file
-        rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+        for attempt in count():
+            # Switching to WAL returns SQLITE_BUSY at once, without waiting for the lock,
+            # while another process sets up the same new file: retry for busy_timeout.
+            try:
+                rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+                break
+            except aiosqlite.Error as exc:
+                if not sql.is_transient(exc) or attempt * 0.02 >= self._busy_timeout:
+                    raise
+            await anyio.sleep(0.02)
         if str(next(iter(rows))[0]).lower() != "wal":
             raise StoreError(f"cannot use WAL mode for {self._path} (a network filesystem?)")
         await db.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
