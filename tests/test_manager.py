@@ -781,3 +781,14 @@ async def test_errors_inside_async_with_propagate_unwrapped(manager: wm.WorkMana
     with pytest.raises(ZeroDivisionError):
         async with manager:
             _ = 1 / 0
+
+
+async def test_second_manager_on_one_sqlite_file_is_refused(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    first, second = wm.WorkManager(url), wm.WorkManager(url)
+    async with first:
+        with pytest.raises(wm.StoreError, match="one manager per SQLite file"):
+            await second.__aenter__()
+        assert second.state is wm.RunState.STOPPED
+    async with second:  # the lock went with the first manager
+        assert second.state.value == "started"  # (mypy narrowed it above)

@@ -714,3 +714,16 @@ async def test_sqlite_hot_statements_use_indexes(db_path: Path) -> None:
         for name, plan in plans.items():
             assert _no_table_scan(plan), (name, plan)
             assert any(expected[name] in s for s in plan), (name, plan)
+
+
+async def test_sqlite_allows_one_scheduling_manager_per_file(tmp_path: Path) -> None:
+    from wm_async.stores.sqlite import SQLiteStore
+
+    path = tmp_path / "one.db"
+    async with SQLiteStore(path) as first, SQLiteStore(path) as second:
+        await first.lock_for_scheduler("first-owner")
+        with pytest.raises(StoreError, match="first-owner"):
+            await second.lock_for_scheduler("second-owner")
+        await second.get([])  # reading the file is still fine (the CLI does)
+    async with SQLiteStore(path) as third:
+        await third.lock_for_scheduler("third-owner")  # released when first closed

@@ -231,6 +231,7 @@ class WorkManager:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self._store)
                 stack.callback(self._events.close)
+                await self._store.lock_for_scheduler(self.owner)
                 await self._recover()
                 await self._prune_once()
                 self._signals.require(await self._store.signals_in_use())

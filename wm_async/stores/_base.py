@@ -108,6 +108,16 @@ class Store(abc.ABC):
     async def query(self, query: WorkQuery) -> list[WorkRecord]:
         """The records matching ``query``, oldest enqueue first."""
 
+    async def lock_for_scheduler(self, owner: str) -> None:
+        """Called by a starting manager before it recovers RUNNING works.
+
+        A store that only one scheduling process may use at a time (SQLite: recovery
+        treats every RUNNING work as orphaned) refuses a second one here with
+        :class:`StoreError`; the lock ends with :meth:`close`. The default allows any
+        number (stores with leases).
+        """
+        return  # deliberately a no-op default, not an abstract method
+
     async def signals_in_use(self) -> frozenset[str]:
         """The signal names that unfinished works' constraints need.
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 import os
 import sqlite3
@@ -123,6 +124,7 @@ class SQLiteStore(Store):
     _busy: bool = attrs.field(init=False, default=False)  # a leader runs, or is handed over
     _idle: anyio.Event | None = attrs.field(init=False, default=None)
     _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
+    _scheduler_lock: int | None = attrs.field(init=False, default=None)  # flock'd descriptor
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -227,8 +229,44 @@ class SQLiteStore(Store):
                 await self._rollback(db)
             raise
 
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    async def lock_for_scheduler(self, owner: str) -> None:
+        """Take the one-manager-per-file lock (an flock on ``<path>.lock``).
+
+        The OS drops it when the process dies, so a crash never leaves it stale.
+
+        :raises StoreError: if another process's manager holds it
+        """
+        if self._scheduler_lock is not None:
+            return
+        lock_path = self._path + ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(
+                f"another WorkManager already runs on {self._path} (lock {lock_path} held "
+                f"by {holder}); run one manager per SQLite file, or use PostgreSQL for "
+                "several processes"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, owner.encode())
+        self._scheduler_lock = fd
+
+    def _unlock_scheduler(self) -> None:
+        if self._scheduler_lock is not None:
+            os.close(self._scheduler_lock)  # closing the descriptor releases the flock
+            self._scheduler_lock = None
+
     async def close(self) -> None:
         """Finish queued writes and close both connections. Idempotent."""
+        self._unlock_scheduler()
         if self._lock is None:
             return
         with anyio.CancelScope(shield=True):  # bounded: waits for one batch at most
