@@ -7,7 +7,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import anyio
 import attrs
@@ -171,9 +171,12 @@ async def execute(
     return _outcome_of(record, result, max_data_bytes)
 
 
+_SUCCEEDED: Final = Succeeded()
+
+
 def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outcome:
     if result is None:
-        return Succeeded()
+        return _SUCCEEDED
     if not isinstance(result, Result):
         message = (
             f"worker {record.worker!r} returned {type(result).__name__}; expected "
