@@ -145,7 +145,6 @@ def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
         f"_set_{a.name}": getattr(WorkRecord, a.name).__set__ for a in attrs.fields(WorkRecord)
     }
     namespace: dict[str, object] = {
-        "_KEEP": _KEEP,
         "_new": object.__new__,
         "_Record": WorkRecord,
         **slots,
@@ -154,17 +153,31 @@ def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
     return namespace[name]  # type: ignore[return-value]
 
 
-def _make_evolve() -> Callable[..., WorkRecord]:
+def _copier(changed: tuple[str, ...]) -> Callable[[WorkRecord, dict[str, object]], WorkRecord]:
     # The lifecycle copies records on every transition, several per run. attrs.evolve
     # introspects the class and a frozen __init__ goes through object.__setattr__ per
-    # field; writing the slots through their descriptors, in code generated once, is
-    # several times faster and keeps the class frozen for everyone else.
-    names = [a.name for a in attrs.fields(WorkRecord)]
-    args = ", ".join(f"{n}=_KEEP" for n in names)
-    body = "".join(f"    _set_{n}(new, r.{n} if {n} is _KEEP else {n})\n" for n in names)
-    return _generate(
-        "evolve", f"def evolve(r, *, {args}):\n    new = _new(_Record)\n{body}    return new\n"
+    # field; writing the slots through their descriptors, in code generated once per set
+    # of changed fields, is several times faster and keeps the class frozen for others.
+    body = "".join(
+        f"    _set_{n}(new, c[{n!r}])\n" if n in changed else f"    _set_{n}(new, r.{n})\n"
+        for n in _FIELDS
     )
+    return _generate("copy", f"def copy(r, c):\n    new = _new(_Record)\n{body}    return new\n")
+
+
+_COPIERS: dict[tuple[str, ...], Callable[[WorkRecord, dict[str, object]], WorkRecord]] = {}
+
+
+def evolve(record: WorkRecord, **changes: object) -> WorkRecord:
+    """A copy of ``record`` with some fields replaced (what ``attrs.evolve`` does)."""
+    key = tuple(changes)
+    copier = _COPIERS.get(key)
+    if copier is None:
+        unknown = set(key) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"WorkRecord has no field(s) {sorted(unknown)}")
+        copier = _COPIERS[key] = _copier(key)
+    return copier(record, changes)
 
 
 def _make_new() -> Callable[..., WorkRecord]:
@@ -176,9 +189,7 @@ def _make_new() -> Callable[..., WorkRecord]:
     )
 
 
-_KEEP: Final = object()
-#: ``evolve(record, state=..., ...)``: a copy of ``record`` with some fields replaced.
-evolve: Final = _make_evolve()
+_FIELDS: Final = tuple(a.name for a in attrs.fields(WorkRecord))
 _new: Final = _make_new()
 
 
