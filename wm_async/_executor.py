@@ -43,24 +43,38 @@ class Worker:
 
 
 class RunHandle:
-    """One run in progress: its record, its cancel scope and why it was stopped."""
+    """One run in progress: its record, the cancel scope its worker runs in, and why it
+    was stopped.
 
-    __slots__ = ("finished", "record", "scope", "stop_reason")
+    The scope is the runner's: runs share it until one of them is cancelled (a scope per
+    run costs as much as the rest of a trivial run), so stopping a run is allowed only
+    while its worker is being called.
+    """
 
-    def __init__(self, record: WorkRecord, scope: anyio.CancelScope) -> None:
+    __slots__ = ("finished", "in_worker", "record", "scope", "stop_reason")
+
+    def __init__(self, record: WorkRecord) -> None:
         self.record = record
-        self.scope = scope
+        self.scope: anyio.CancelScope | None = None
         self.stop_reason: StopReason | None = None
+        self.in_worker = False
         self.finished = False
 
     def __repr__(self) -> str:
         return f"<run {self.record.id} ({self.record.worker!r})>"
 
+    def reason(self) -> StopReason:
+        """Why the run was stopped (CANCELLED_BY_APP if no reason was given)."""
+        return self.stop_reason or StopReason.CANCELLED_BY_APP
+
     def stop(self, reason: StopReason) -> None:
-        """Cancel the run; the first reason given is the one recorded."""
+        """Cancel the run; the first reason given is the one recorded. A run not started
+        yet is skipped when its turn comes; one whose worker has returned is left to
+        record its result (the store's compare-and-set settles any race)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        self.scope.cancel()
+        if self.in_worker and self.scope is not None:
+            self.scope.cancel()
 
 
 class WorkContext:
@@ -135,9 +149,14 @@ async def execute(
 
     Cancellation of ``handle.scope`` (app cancel, timeout, lost constraint, shutdown)
     becomes :class:`Interrupted`; a result returned after that is ignored (SEMANTICS 13,
-    30). Cancellation from outside propagates. Worker exceptions become :class:`Failed`.
+    30). The scope is then spent: the caller must shield its bookkeeping and the runner
+    must leave the scope. Cancellation from outside propagates. Worker exceptions become
+    :class:`Failed`.
     """
     record = handle.record
+    scope = handle.scope
+    if handle.stop_reason is not None:
+        return Interrupted(handle.stop_reason)  # stopped before its worker was called
     if worker is None:
         err = UnknownWorkerError(record.worker)
         logger.warning("work %s failed: %s", record.id, err)
@@ -145,27 +164,31 @@ async def execute(
     ctx = WorkContext(handle, progress)
     result: object = None
     outcome: Outcome | None = None
-    with handle.scope:
-        try:
-            if worker.is_async:
-                result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
-            else:
-                result = await anyio.to_thread.run_sync(
-                    worker.fn, ctx, limiter=sync_limiter, abandon_on_cancel=True
-                )
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:
-            logger.warning(
-                "work %s (%r) failed with %s",
-                record.id,
-                record.worker,
-                _error(exc).type,
-                exc_info=exc,
+    handle.in_worker = True
+    try:
+        if worker.is_async:
+            result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
+        else:
+            result = await anyio.to_thread.run_sync(
+                worker.fn, ctx, limiter=sync_limiter, abandon_on_cancel=True
             )
-            outcome = Failed(error=_error(exc))
-    if handle.scope.cancel_called:
-        return Interrupted(handle.stop_reason or StopReason.CANCELLED_BY_APP)
+    except anyio.get_cancelled_exc_class():
+        if scope is None or not scope.cancel_called:
+            raise  # not ours: shutdown's last resort, or the host
+        outcome = Interrupted(handle.reason())
+    except Exception as exc:
+        logger.warning(
+            "work %s (%r) failed with %s",
+            record.id,
+            record.worker,
+            _error(exc).type,
+            exc_info=exc,
+        )
+        outcome = Failed(error=_error(exc))
+    finally:
+        handle.in_worker = False
+    if scope is not None and scope.cancel_called:
+        return Interrupted(handle.reason())
     if outcome is not None:
         return outcome
     return _outcome_of(record, result, max_data_bytes)

@@ -345,9 +345,8 @@ class Scheduler:
         if self._all_idle.is_set():
             self._all_idle = anyio.Event()
         ready, running, limiter = self._ready, self._running, self._limiter
-        new_scope = self._scope_type
         for record in records:
-            handle = RunHandle(record, new_scope())
+            handle = RunHandle(record)
             limiter.acquire_on_behalf_of_nowait(handle)
             running[record.id] = handle
             ready.append(handle)
@@ -374,24 +373,31 @@ class Scheduler:
         # Runners outlive runs: starting an anyio task costs several times what a run of
         # a trivial worker does, so the pool grows to the peak concurrency and stays, and
         # a runner that finishes a run takes the next ready one without a context switch.
+        # Runs share the runner's cancel scope until one is stopped; then the spent scope
+        # is left (it swallows the cancellation) and the next runs get a fresh one.
         ready = self._ready
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
+        new_scope = self._scope_type
         while True:
-            while ready:
-                handle = ready.popleft()
-                if ready and not self._idle_runners:
-                    self._grow()
-                if task is not None:
-                    record = handle.record
-                    task.set_name(f"wm_async work {record.id} ({record.worker!r})")
-                await self._run(handle)
-            # A bare future, not an anyio Event: a runner parks here after almost every
-            # run of a busy backlog, and this is several times cheaper. Cancellation
-            # (shutdown) still reaches it: anyio cancels by cancelling the task.
-            wakeup = loop.create_future()
-            self._idle_runners.append(wakeup)
-            await wakeup
+            with new_scope() as scope:
+                while not scope.cancel_called:
+                    if not ready:
+                        # A bare future, not an anyio Event: a runner parks here after
+                        # almost every run of a busy backlog, and this is several times
+                        # cheaper. Shutdown still reaches it by cancelling the task.
+                        wakeup = loop.create_future()
+                        self._idle_runners.append(wakeup)
+                        await wakeup
+                        continue
+                    handle = ready.popleft()
+                    if ready and not self._idle_runners:
+                        self._grow()
+                    if task is not None:
+                        record = handle.record
+                        task.set_name(f"wm_async work {record.id} ({record.worker!r})")
+                    handle.scope = scope
+                    await self._run(handle)
 
     def _deadlines_due(self) -> None:
         for handle in self._deadlines.expired(self.clock.now()):
