@@ -35,22 +35,13 @@ class DueHeap(Generic[K]):
 
     def push(self, key: K, due: float) -> None:
         """Add ``key`` due at ``due``, replacing any earlier entry for it."""
-        self._seq += 1
-        self._current[key] = self._seq
-        heapq.heappush(self._heap, (due, self._seq, key))
-        self._maybe_rebuild()
-
-    def push_many(self, items: list[tuple[K, float]]) -> None:
-        """Add many ``(key, due)`` at once: one O(n) heapify instead of n pushes."""
-        current, heap = self._current, self._heap
-        seq = self._seq
-        for key, due in items:
-            seq += 1
-            current[key] = seq
-            heap.append((due, seq, key))
-        self._seq = seq
-        heapq.heapify(heap)
-        self._maybe_rebuild()
+        seq = self._seq = self._seq + 1
+        current = self._current
+        replacing = key in current
+        current[key] = seq
+        heapq.heappush(self._heap, (due, seq, key))
+        if replacing:  # only a replaced entry turns stale; a new key keeps the ratio
+            self._maybe_rebuild()
 
     def discard(self, key: K) -> None:
         """Remove ``key`` if present."""
@@ -72,10 +63,12 @@ class DueHeap(Generic[K]):
 
     def pop(self) -> tuple[float, K]:
         """Remove and return the earliest ``(due, key)``; raises IndexError if empty."""
-        self._drop_stale_top()
-        due, _, key = heapq.heappop(self._heap)
-        del self._current[key]
-        return due, key
+        heap, current = self._heap, self._current
+        while True:
+            due, seq, key = heapq.heappop(heap)
+            if current.get(key) == seq:
+                del current[key]
+                return due, key
 
     def _maybe_rebuild(self) -> None:
         live = len(self._current)

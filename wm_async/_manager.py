@@ -26,6 +26,7 @@ from ._errors import InvalidRequestError, NotRunningError, UnknownWorkerError
 from ._events import EventHub, WorkWatcher
 from ._executor import Worker, WorkerFn
 from ._model import (
+    NO_CONSTRAINTS,
     UNFINISHED_STATES,
     OneTimeWorkRequest,
     WorkExplanation,
@@ -334,7 +335,10 @@ class WorkManager:
             raise InvalidRequestError("request", request, "expected a OneTimeWorkRequest")
         if request.worker not in self._workers:
             raise UnknownWorkerError(request.worker)
-        v.check_data_size("input", request.input, self.max_data_bytes)
+        if request.input:
+            v.check_data_size("input", request.input, self.max_data_bytes)
+        if request.constraints is NO_CONSTRAINTS:
+            return request
         missing = sorted(
             n for n in request.constraints.signal_names() if not self._signals.is_registered(n)
         )
