@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -21,8 +20,6 @@ _ROW = re.compile(
     r"(?:\s+(?P<details>.*))?$"
 )
 _DEMO_WORKERS = {"progress", "delayed", "flaky"}
-# The SQLite store is the demo's default; until it lands, run the demo on the memory store.
-_HAS_SQLITE = importlib.util.find_spec("wm_async.stores.sqlite") is not None
 
 
 @attrs.frozen
@@ -65,10 +62,7 @@ def _run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_runs_every_work_to_success(tmp_path: Path) -> None:
-    args = ["demo", "--duration", "30"]
-    if not _HAS_SQLITE:
-        args += ["--store", "memory://"]
-    proc = _run_cli(tmp_path, *args)
+    proc = _run_cli(tmp_path, "demo", "--duration", "30")  # on the default SQLite store
 
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -104,9 +98,8 @@ def test_demo_runs_every_work_to_success(tmp_path: Path) -> None:
 
     assert "all finished in" in proc.stdout
     assert "3 succeeded, 0 failed, 0 cancelled, 0 unfinished" in proc.stdout
-    if _HAS_SQLITE:
-        [db] = tmp_path.glob("wm-async-demo-*/demo.db")
-        assert f"store sqlite:///{db}" in proc.stdout
+    [db] = tmp_path.glob("wm-async-demo-*/demo.db")
+    assert f"store sqlite:///{db}" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -316,7 +316,7 @@ def test_messages_say_why() -> None:
         (lambda: request(initial_delay=-1), "must not be negative"),
         (lambda: request(initial_delay=NAN), "finite"),
         (lambda: request(timeout=0), "must be positive"),
-        (lambda: request(max_attempts=0), ">= 1"),
+        (lambda: request(max_attempts=0), "integer 1 to"),
         (lambda: request(expedited=True, initial_delay=1), "cannot be delayed"),
         (
             lambda: request(expedited=True, constraints=wm.Constraints(requires_charging=True)),
@@ -797,3 +797,9 @@ def test_json_input_round_trips(data: dict[str, Any]) -> None:
 def test_any_finite_non_negative_seconds_is_a_valid_delay(seconds: float) -> None:
     req = wm.OneTimeWorkRequest("w", initial_delay=seconds)
     assert math.isclose(req.initial_delay.total_seconds(), seconds, abs_tol=1e-6)
+
+
+def test_max_attempts_has_an_upper_bound_stores_can_keep() -> None:
+    with pytest.raises(wm.InvalidRequestError, match="max_attempts"):
+        wm.OneTimeWorkRequest("w", max_attempts=2**70)
+    assert wm.OneTimeWorkRequest("w", max_attempts=2**31 - 1).max_attempts == 2**31 - 1

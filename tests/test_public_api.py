@@ -57,12 +57,18 @@ DESIGN_NAMES = (
 
 
 def _public_modules() -> list[types.ModuleType]:
-    modules = [wm_async, wm_async.testing, wm_async.stores, wm_async.stores.memory]
-    # Another engineer is writing the SQLite store; check it once it exists. A module that
-    # exists but fails to import must fail here, so look for it rather than try/except.
-    if importlib.util.find_spec("wm_async.stores.sqlite") is not None:
-        modules.append(importlib.import_module("wm_async.stores.sqlite"))
-    return modules
+    return [
+        importlib.import_module(name)
+        for name in (
+            "wm_async",
+            "wm_async.testing",
+            "wm_async.signals",
+            "wm_async.stores",
+            "wm_async.stores.memory",
+            "wm_async.stores.sqlite",
+            "wm_async.cli",
+        )
+    ]
 
 
 PUBLIC_MODULES = _public_modules()

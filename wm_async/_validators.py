@@ -147,12 +147,16 @@ def check_int(field: str, value: object, minimum: int) -> int:
     return value
 
 
+#: Largest count accepted (stores keep counts as 64-bit integers).
+MAX_COUNT = 2**31 - 1
+
+
 def check_optional_positive_int(field: str, value: object) -> None:
-    """``None`` or an int >= 1."""
+    """``None`` or an int from 1 to :data:`MAX_COUNT`."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequestError(field, value, "expected None or an integer >= 1")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
+        raise InvalidRequestError(field, value, f"expected None or an integer 1 to {MAX_COUNT}")
 
 
 def _check_json(field: str, value: object, depth: int) -> None:
