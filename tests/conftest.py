@@ -58,7 +58,9 @@ def make_manager(store_url: str, clock: VirtualClock) -> MakeManager:
     """Builds managers on the test's store and virtual clock; keyword overrides apply."""
 
     def make(**overrides: object) -> wm.WorkManager:
-        options: dict[str, object] = {"store": store_url, "clock": clock}
+        # shutdown_grace=0: leaving `async with` waits the grace on the virtual clock,
+        # which only the test moves; tests of the grace period set it themselves.
+        options: dict[str, object] = {"store": store_url, "clock": clock, "shutdown_grace": 0}
         options.update(overrides)
         return wm.WorkManager(**options)  # type: ignore[arg-type]
 

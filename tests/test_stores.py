@@ -36,6 +36,7 @@ from wm_async._model import (
     Constraints,
     NetworkType,
     OneTimeWorkRequest,
+    Periodicity,
     StopReason,
     WorkError,
     WorkQuery,
@@ -121,6 +122,7 @@ async def test_insert_get_round_trips_every_field(store: Store) -> None:
         error=WorkError(type="builtins.ValueError", message="bad ☃"),
         period_count=2,
         owner="host-1",
+        periodic=Periodicity(interval=timedelta(hours=1), flex=timedelta(minutes=5)),
     )
     plain = WorkRecord.from_request(OneTimeWorkRequest("w"), now=0)
     same = [
@@ -133,6 +135,13 @@ async def test_insert_get_round_trips_every_field(store: Store) -> None:
 
     assert got == {rich.id: rich, plain.id: plain}
     assert got[plain.id].constraints is NO_CONSTRAINTS
+    cron = attrs.evolve(
+        plain,
+        id=str(uuid.uuid4()),
+        periodic=Periodicity(cron="0 3 * * *", timezone="Europe/Berlin"),
+    )
+    await store.insert([cron])
+    assert await store.get([cron.id]) == [cron]
     assert got[plain.id].backoff is DEFAULT_BACKOFF
     assert got[plain.id].timeout is None
     assert got[plain.id].error is None

@@ -32,6 +32,7 @@ from ._model import JSONValue as JSONValue
 from ._model import NetworkType as NetworkType
 from ._model import OneTimeWorkRequest as OneTimeWorkRequest
 from ._model import Periodicity as Periodicity
+from ._model import PeriodicWorkRequest as PeriodicWorkRequest
 from ._model import Result as Result
 from ._model import ResultKind as ResultKind
 from ._model import StopReason as StopReason
@@ -51,6 +52,7 @@ __all__ = (
     "ResultKind",
     # requests
     "OneTimeWorkRequest",
+    "PeriodicWorkRequest",
     "Constraints",
     "NetworkType",
     "Backoff",

@@ -14,7 +14,7 @@ from typing import Final
 import attrs
 
 from ._model import Data, StopReason, WorkError, WorkState
-from ._record import WorkRecord, evolve
+from ._record import WorkRecord, evolve, next_period_due
 from ._validators import EMPTY_DATA
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
@@ -142,7 +142,26 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
         else:
             # Interrupted runs go straight back: the attempt counts, no backoff (12-15).
             after = _reenqueue(record, now, now, outcome.reason)
+    if record.periodic is not None and after.state.is_finished:
+        after = _next_period(record, after, now)
     return Change(record, after)
+
+
+def _next_period(record: WorkRecord, ended: WorkRecord, now: float) -> WorkRecord:
+    """SEMANTICS 3: whatever its result, a period's end re-enqueues periodic work for the
+    next period; it stores no output, keeps the error of a failed period, and only
+    cancellation finishes it."""
+    assert record.periodic is not None
+    return evolve(
+        ended,
+        state=WorkState.ENQUEUED,
+        next_run_at=next_period_due(record.periodic, now),
+        last_enqueue_time=now,
+        finished_at=None,
+        output=_EMPTY,
+        run_attempt_count=0,
+        period_count=record.period_count + 1,
+    )
 
 
 def _max_attempts_error(record: WorkRecord, what: str) -> WorkError:

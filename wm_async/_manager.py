@@ -29,6 +29,7 @@ from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
     OneTimeWorkRequest,
+    PeriodicWorkRequest,
     WorkExplanation,
     WorkInfo,
     WorkQuery,
@@ -330,9 +331,11 @@ class WorkManager:
 
     # -- enqueue
 
-    def _check_request(self, request: object) -> OneTimeWorkRequest:
-        if not isinstance(request, OneTimeWorkRequest):
-            raise InvalidRequestError("request", request, "expected a OneTimeWorkRequest")
+    def _check_request(self, request: object) -> OneTimeWorkRequest | PeriodicWorkRequest:
+        if not isinstance(request, OneTimeWorkRequest | PeriodicWorkRequest):
+            raise InvalidRequestError(
+                "request", request, "expected a OneTimeWorkRequest or PeriodicWorkRequest"
+            )
         if request.worker not in self._workers:
             raise UnknownWorkerError(request.worker)
         if request.input:
@@ -351,7 +354,7 @@ class WorkManager:
             )
         return request
 
-    async def enqueue(self, *requests: OneTimeWorkRequest) -> None:
+    async def enqueue(self, *requests: OneTimeWorkRequest | PeriodicWorkRequest) -> None:
         """Store the requests atomically (all or none); returns once they are durable.
 
         :raises InvalidRequestError: for an invalid request (nothing is stored)
@@ -363,7 +366,12 @@ class WorkManager:
             return
         checked = [self._check_request(r) for r in requests]
         now = self._clock.now()
-        records = [WorkRecord.from_request(r, now=now) for r in checked]
+        records = [
+            WorkRecord.from_request(r, now=now)
+            if type(r) is OneTimeWorkRequest
+            else WorkRecord.from_periodic_request(r, now=now)  # type: ignore[arg-type]
+            for r in checked
+        ]
         self._signals.require({n for r in checked for n in r.constraints.signal_names()})
         await self._store.insert(records)
         self._publish(records)

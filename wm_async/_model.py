@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
@@ -422,6 +422,132 @@ class OneTimeWorkRequest(_WorkRequest):
                 )
 
 
+def _optional_interval(field: str) -> Callable[[timedelta | float | None], timedelta | None]:
+    def convert(value: timedelta | float | None) -> timedelta | None:
+        if value is None:
+            return None
+        out = v.to_timedelta(field, value)
+        v.check_positive(field, out)  # SEMANTICS 2: zero or negative is an error, not coerced
+        return out
+
+    return convert
+
+
+def _to_repeat_interval(value: timedelta | float | None) -> timedelta | None:
+    return _optional_interval("repeat_interval")(value)
+
+
+def _to_flex_interval(value: timedelta | float | None) -> timedelta | None:
+    return _optional_interval("flex_interval")(value)
+
+
+def _to_cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError("cron", value, "expected a cron expression string")
+    return " ".join(value.split())
+
+
+@attrs.frozen(kw_only=True)
+class PeriodicWorkRequest(_WorkRequest):
+    """A work that repeats until cancelled: every ``repeat_interval`` (optionally within
+    a ``flex_interval`` window at the end of each interval), or at the times a 5-field
+    ``cron`` expression names in ``timezone``.
+
+    ``PeriodicWorkRequest("sync", repeat_interval=timedelta(hours=1),
+    flex_interval=timedelta(minutes=15))`` or ``PeriodicWorkRequest("report",
+    cron="0 3 * * *", timezone="Europe/Berlin")``
+
+    Each period's run ends the period whatever its result (success or failure); retries
+    within a period use the backoff. Periodic work stores no output and cannot be chained
+    or expedited.
+
+    :ivar repeat_interval: the period (no minimum, unlike Android's 15 minutes)
+    :ivar flex_interval: the window at the end of the first period in which it runs
+        (defaults to the whole interval)
+    :ivar cron: a 5-field cron expression (instead of ``repeat_interval``)
+    :ivar timezone: the IANA timezone the cron expression is read in (default UTC)
+    """
+
+    repeat_interval: timedelta | None = attrs.field(default=None, converter=_to_repeat_interval)
+    flex_interval: timedelta | None = attrs.field(default=None, converter=_to_flex_interval)
+    cron: str | None = attrs.field(default=None, converter=_to_cron)
+    timezone: str = attrs.field(default="UTC")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if (self.repeat_interval is None) == (self.cron is None):
+            raise InvalidRequestError(
+                "repeat_interval",
+                self.repeat_interval,
+                "give exactly one of repeat_interval and cron",
+            )
+        if self.cron is not None:
+            if self.flex_interval is not None:
+                raise InvalidRequestError(
+                    "flex_interval", self.flex_interval, "cron schedules take no flex window"
+                )
+            from ._cron import CronSchedule
+
+            CronSchedule.parse(self.cron, self.timezone)  # raises InvalidRequestError
+            return
+        if self.timezone != "UTC":
+            raise InvalidRequestError(
+                "timezone", self.timezone, "only cron schedules are read in a timezone"
+            )
+        assert self.repeat_interval is not None
+        if self.flex_interval is None:
+            object.__setattr__(self, "flex_interval", self.repeat_interval)
+        elif self.flex_interval > self.repeat_interval:
+            raise InvalidRequestError(
+                "flex_interval",
+                self.flex_interval,
+                f"must not exceed repeat_interval ({self.repeat_interval})",
+            )
+
+    @property
+    def periodicity(self) -> Periodicity:
+        """How this request repeats."""
+        if self.cron is not None:
+            return Periodicity(cron=self.cron, timezone=self.timezone)
+        return Periodicity(interval=self.repeat_interval, flex=self.flex_interval)
+
+
+@attrs.frozen(kw_only=True)
+class Periodicity:
+    """How a periodic work repeats: an interval (with a flex window) or a cron schedule.
+
+    :ivar interval: the repeat interval (``None`` for cron schedules)
+    :ivar flex: the flex window at the end of each interval
+    :ivar cron: a 5-field cron expression, if scheduled by cron
+    :ivar timezone: the IANA timezone the cron expression is read in
+    """
+
+    interval: timedelta | None = None
+    flex: timedelta | None = None
+    cron: str | None = None
+    timezone: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The persisted form."""
+        if self.cron is not None:
+            return {"cron": self.cron, "timezone": self.timezone or "UTC"}
+        assert self.interval is not None
+        assert self.flex is not None
+        return {"interval": self.interval.total_seconds(), "flex": self.flex.total_seconds()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Periodicity:
+        """Rebuild from :meth:`to_json` output."""
+        if "cron" in data:
+            return cls(cron=str(data["cron"]), timezone=str(data.get("timezone", "UTC")))
+        return cls(
+            interval=timedelta(seconds=float(data["interval"])),  # type: ignore[arg-type]
+            flex=timedelta(seconds=float(data["flex"])),  # type: ignore[arg-type]
+        )
+
+
 class ResultKind(enum.Enum):
     """What a worker's :class:`Result` asks for."""
 
@@ -477,22 +603,6 @@ class WorkError:
 
     type: str
     message: str
-
-
-@attrs.frozen(kw_only=True)
-class Periodicity:
-    """How a periodic work repeats.
-
-    :ivar interval: the repeat interval (``None`` for cron schedules)
-    :ivar flex: the flex window at the end of each interval
-    :ivar cron: a 5-field cron expression, if scheduled by cron
-    :ivar timezone: the IANA timezone the cron expression is read in
-    """
-
-    interval: timedelta | None = None
-    flex: timedelta | None = None
-    cron: str | None = None
-    timezone: str | None = None
 
 
 @attrs.frozen(kw_only=True)

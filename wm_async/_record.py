@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -16,12 +17,16 @@ from ._model import (
     Data,
     OneTimeWorkRequest,
     Periodicity,
+    PeriodicWorkRequest,
     StopReason,
     WorkError,
     WorkInfo,
     WorkState,
 )
 from ._validators import EMPTY_DATA
+
+if TYPE_CHECKING:
+    from ._cron import CronSchedule
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
@@ -80,6 +85,8 @@ class WorkRecord:
     error: WorkError | None
     period_count: int
     owner: str | None
+    # -- spec, periodic work only (last, so one-time records need not mention it)
+    periodic: Periodicity | None = None
 
     @classmethod
     def from_request(
@@ -96,7 +103,26 @@ class WorkRecord:
             request.max_attempts, request.expedited, request.input_merger.name, unique_name,
             0, now,
             WorkState.ENQUEUED, 0, now + delay, now, None, None, _EMPTY, _EMPTY,
-            StopReason.NOT_STOPPED, None, 0, None,
+            StopReason.NOT_STOPPED, None, 0, None, None,
+        )  # fmt: skip
+
+    @classmethod
+    def from_periodic_request(
+        cls, request: PeriodicWorkRequest, *, now: float, unique_name: str | None = None
+    ) -> WorkRecord:
+        """A new ENQUEUED periodic record, due as SEMANTICS 3 and 4 say: ``initial_delay``
+        plus ``interval - flex`` from now, or the first cron time after the delay."""
+        periodic = request.periodicity
+        delay = request.initial_delay.total_seconds()
+        timeout = request.timeout
+        return _new(
+            str(request.id), request.worker, request.input, request.tags,
+            request.constraints, delay, request.backoff,
+            None if timeout is None else timeout.total_seconds(),
+            request.max_attempts, False, "overwriting", unique_name,
+            0, now,
+            WorkState.ENQUEUED, 0, first_period_due(periodic, now + delay), now, None, None,
+            _EMPTY, _EMPTY, StopReason.NOT_STOPPED, None, 0, None, periodic,
         )  # fmt: skip
 
     @property
@@ -137,7 +163,7 @@ class WorkRecord:
     @property
     def periodicity(self) -> Periodicity | None:
         """How this work repeats (``None``: one-time)."""
-        return None
+        return self.periodic
 
 
 def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
@@ -191,6 +217,31 @@ def _make_new() -> Callable[..., WorkRecord]:
 
 _FIELDS: Final = tuple(a.name for a in attrs.fields(WorkRecord))
 _new: Final = _make_new()
+
+
+def first_period_due(periodic: Periodicity, start: float) -> float:
+    """When the first period's run is due, counting from ``start`` (enqueue + delay)."""
+    if periodic.cron is not None:
+        return _cron(periodic).next_after(start)
+    assert periodic.interval is not None
+    assert periodic.flex is not None
+    return start + max(0.0, (periodic.interval - periodic.flex).total_seconds())
+
+
+def next_period_due(periodic: Periodicity, finished: float) -> float:
+    """When the next period's run is due after a period ended at ``finished``
+    (SEMANTICS 3: ``finish + interval``, flex ignored; cron: the next time after it)."""
+    if periodic.cron is not None:
+        return _cron(periodic).next_after(finished)
+    assert periodic.interval is not None
+    return finished + periodic.interval.total_seconds()
+
+
+@functools.lru_cache(maxsize=256)
+def _cron(periodic: Periodicity) -> CronSchedule:
+    from ._cron import CronSchedule
+
+    return CronSchedule.parse(periodic.cron or "", periodic.timezone or "UTC")
 
 
 def _dt(ts: float) -> datetime:

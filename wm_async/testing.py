@@ -14,6 +14,10 @@ and, after each step, waits until every manager on the clock is settled: the dis
 sleeps, no store call is in flight, and that stays so for a few loop iterations. A worker
 awaiting something other than wm_async (a real socket, ``anyio.sleep``) counts as
 blocked, not busy.
+
+Leaving ``async with manager:`` waits up to ``shutdown_grace`` *on the manager's clock*
+for running work: with a virtual clock, either advance it from another task while the
+manager stops, or give managers whose workers may still be running ``shutdown_grace=0``.
 """
 
 from __future__ import annotations
@@ -169,6 +173,13 @@ class TestDriver:
     async def set_initial_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
         """Make an ENQUEUED work due now, as if its initial delay (or backoff) passed."""
         self.manager._require("set_initial_delay_met")
+        return await self.manager._apply_one(
+            work_id, lambda record, now: lc.delay_met(record, now=now)
+        )
+
+    async def set_period_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
+        """Make a periodic work's current period due now, as if its interval passed."""
+        self.manager._require("set_period_delay_met")
         return await self.manager._apply_one(
             work_id, lambda record, now: lc.delay_met(record, now=now)
         )

@@ -22,6 +22,7 @@ from .._model import (
     Backoff,
     BackoffPolicy,
     Constraints,
+    Periodicity,
     StopReason,
     WorkError,
     WorkState,
@@ -46,13 +47,13 @@ _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, share
 COLUMNS: Final = (
     "id", "worker", "input", "tags", "constraints", "initial_delay", "backoff_policy",
     "backoff_delay", "backoff_max_delay", "timeout", "max_attempts", "expedited",
-    "input_merger", "unique_name", "generation", "enqueued_at",
+    "input_merger", "unique_name", "generation", "enqueued_at", "periodic",
     # the runtime part (RUNTIME_FIELDS, error split in two), in runtime_params order
     "state", "run_attempt_count", "next_run_at", "last_enqueue_time", "started_at",
     "finished_at", "output", "progress", "stop_reason", "error_type", "error_message",
     "period_count", "owner",
 )  # fmt: skip
-RUNTIME_COLUMNS: Final = COLUMNS[16:]
+RUNTIME_COLUMNS: Final = COLUMNS[17:]
 #: The select list every read uses; record_from_row takes its rows.
 SELECT: Final = "rowid, " + ", ".join(COLUMNS)
 _STATES: Final = {s.value: s for s in WorkState}
@@ -216,7 +217,7 @@ def insert_params(r: WorkRecord) -> tuple[object, ...]:
         r.id, r.worker, _dump(r.input), _interned(_TAGS_OUT, r.tags, _tags_out), constraints,
         r.initial_delay, *_interned(_BACKOFF_OUT, r.backoff, _backoff_out), r.timeout,
         r.max_attempts, 1 if r.expedited else 0, r.input_merger, r.unique_name, r.generation,
-        r.enqueued_at, *runtime_params(r), signals,
+        r.enqueued_at, _periodic_out(r.periodic), *runtime_params(r), signals,
     )  # fmt: skip
 
 
@@ -225,7 +226,7 @@ def record_from_row(row: Sequence[Any]) -> WorkRecord:
     (
         _, id_, worker, input_, tags, constraints, initial_delay, policy, delay, max_delay,
         timeout, max_attempts, expedited, merger, unique_name, generation, enqueued_at,
-        state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
+        periodic, state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
         progress, stop_reason, error_type, error_message, period_count, owner,
     ) = row  # fmt: skip
     return WorkRecord(
@@ -255,7 +256,21 @@ def record_from_row(row: Sequence[Any]) -> WorkRecord:
         error=None if error_type is None else WorkError(type=error_type, message=error_message),
         period_count=period_count,
         owner=None if owner is None else sys.intern(owner),
+        periodic=_interned(_PERIODIC_IN, periodic, _periodic_in) if periodic else None,
     )
+
+
+_PERIODIC_IN: dict[str, Periodicity] = {}
+
+
+def _periodic_in(text: str) -> Periodicity:
+    return Periodicity.from_json(json.loads(text))
+
+
+def _periodic_out(p: Periodicity | None) -> str:
+    if p is None:
+        return ""
+    return json.dumps(p.to_json(), separators=(",", ":"), sort_keys=True)
 
 
 # -- errors and files ----------------------------------------------------------------------
