@@ -156,11 +156,6 @@ class Scheduler:
 
     # -- statistics and wake-ups
 
-    @property
-    def running_count(self) -> int:
-        """How many works run now."""
-        return len(self._running)
-
     def statistics(self) -> dict[str, object]:
         """Capacity figures for the manager's stats."""
         stats = self._limiter.statistics()
@@ -232,10 +227,6 @@ class Scheduler:
             if record.id not in self.constraints_met and signal in record.signal_names:
                 logger.info("stopping %r: signal %s turned false", handle, signal)
                 handle.stop(reason)
-
-    def running_records(self) -> list[WorkRecord]:
-        """The records of the runs in progress."""
-        return [h.record for h in self._running.values()]
 
     # -- the dispatcher
 
