@@ -234,3 +234,61 @@ async def test_periodic_work_survives_a_restart(
         info = await info_of(second, req.id)
     assert runs == [t0, t0 + HOUR, t0 + 6 * HOUR, t0 + 7 * HOUR]
     assert info.period_count == 4
+
+
+def _utc(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [
+        (  # spring forward: 02:30 does not exist on 03-29, it runs once at the gap's end
+            "2026-03-27T00:00:00+00:00",
+            ["2026-03-27T01:30Z", "2026-03-28T01:30Z", "2026-03-29T01:00Z", "2026-03-30T00:30Z"],
+        ),
+        (  # fall back: 02:30 happens twice on 10-25, it runs once, at the first
+            "2026-10-24T00:00:00+00:00",
+            ["2026-10-24T00:30Z", "2026-10-25T00:30Z", "2026-10-26T01:30Z", "2026-10-27T01:30Z"],
+        ),
+    ],
+)
+async def test_cron_periodic_work_across_dst(
+    store_url: str, start: str, expected: list[str]
+) -> None:
+    from datetime import datetime
+
+    clock = VirtualClock(datetime.fromisoformat(start))
+    manager = wm.WorkManager(store_url, clock=clock, shutdown_grace=0)
+    runs: list[float] = []
+
+    @manager.worker("report")
+    async def report(ctx: wm.WorkContext) -> None:
+        runs.append(clock.now())
+
+    req = wm.PeriodicWorkRequest("report", cron="30 2 * * *", timezone="Europe/Berlin")
+    async with manager:
+        await manager.enqueue(req)
+        info = await info_of(manager, req.id)
+        assert info.periodicity == wm.Periodicity(cron="30 2 * * *", timezone="Europe/Berlin")
+        await clock.advance(timedelta(days=4))
+    assert runs == [_utc(t.replace("Z", ":00+00:00")) for t in expected]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "* * *"}, "cron"),
+        ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": "0 3 * * *", "repeat_interval": 60}, "repeat_interval"),
+        ({"cron": "0 3 * * *", "flex_interval": 60}, "flex_interval"),
+    ],
+)
+def test_invalid_cron_requests_raise_at_construction(
+    kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(wm.InvalidRequestError, match=field):
+        wm.PeriodicWorkRequest("report", **kwargs)  # type: ignore[arg-type]
