@@ -42,6 +42,10 @@ from ._model import WorkExplanation as WorkExplanation
 from ._model import WorkInfo as WorkInfo
 from ._model import WorkQuery as WorkQuery
 from ._model import WorkState as WorkState
+from .signals import Flag as Flag
+from .signals import Predicate as Predicate
+from .signals import Signal as Signal
+from .signals import TimeWindow as TimeWindow
 
 __all__ = (
     # the manager and what workers see
@@ -74,6 +78,11 @@ __all__ = (
     "WorkExplanation",
     "Periodicity",
     "WorkWatcher",
+    # signals (also in wm_async.signals, with the built-ins and combinators)
+    "Signal",
+    "Flag",
+    "Predicate",
+    "TimeWindow",
     # clocks
     "Clock",
     "SystemClock",
