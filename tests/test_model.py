@@ -546,9 +546,10 @@ def test_backoff_delay_for_huge_attempts_is_capped_not_overflowing(
     policy: wm.BackoffPolicy, attempts: int
 ) -> None:
     assert wm.Backoff(policy, 30).delay_for(attempts) == 5 * 3600.0
-    # the largest timedelta as base and cap: the product overflows a float, the cap holds
-    biggest = wm.Backoff(policy, timedelta.max, max_delay=timedelta.max)
-    assert biggest.delay_for(attempts) == timedelta.max.total_seconds()
+    # the largest duration accepted as base and cap: the product overflows, the cap holds
+    longest = timedelta(days=365 * 100)
+    biggest = wm.Backoff(policy, longest, max_delay=longest)
+    assert biggest.delay_for(attempts) == longest.total_seconds()
 
 
 # -- Result
@@ -803,3 +804,9 @@ def test_max_attempts_has_an_upper_bound_stores_can_keep() -> None:
     with pytest.raises(wm.InvalidRequestError, match="max_attempts"):
         wm.OneTimeWorkRequest("w", max_attempts=2**70)
     assert wm.OneTimeWorkRequest("w", max_attempts=2**31 - 1).max_attempts == 2**31 - 1
+
+
+@pytest.mark.parametrize("delay", [timedelta.max, timedelta(days=365 * 101), 1e12, -1e12])
+def test_durations_are_bounded_so_stored_times_stay_valid(delay: object) -> None:
+    with pytest.raises(wm.InvalidRequestError, match="initial_delay"):
+        wm.OneTimeWorkRequest("w", initial_delay=delay)  # type: ignore[arg-type]

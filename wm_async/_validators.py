@@ -50,18 +50,25 @@ class FrozenData(dict[str, Any]):  # values are JSON (see _model.JSONValue)
 EMPTY_DATA: Mapping[str, object] = FrozenData()
 
 
+#: Longest duration accepted: far beyond any schedule, and short enough that every
+#: stored time (now + duration) stays a valid datetime.
+MAX_DURATION = timedelta(days=365 * 100)
+
+
 def to_timedelta(field: str, value: object) -> timedelta:
-    """Convert seconds or a timedelta to a timedelta, rejecting NaN, infinity and bools."""
+    """Convert seconds or a timedelta to a timedelta, rejecting NaN, infinity, bools and
+    magnitudes over :data:`MAX_DURATION`."""
     if isinstance(value, timedelta):
+        if abs(value) > MAX_DURATION:
+            raise InvalidRequestError(field, value, "must be at most 100 years")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequestError(field, value, "expected a timedelta or a number of seconds")
     if not math.isfinite(value):
         raise InvalidRequestError(field, value, "must be a finite number of seconds")
-    try:
-        return timedelta(seconds=value)
-    except OverflowError:
-        raise InvalidRequestError(field, value, "is too large") from None
+    if abs(value) > MAX_DURATION.total_seconds():
+        raise InvalidRequestError(field, value, "must be at most 100 years")
+    return timedelta(seconds=value)
 
 
 def to_optional_timedelta(field: str, value: object) -> timedelta | None:
