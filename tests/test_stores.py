@@ -35,7 +35,6 @@ from wm_async._model import (
     BackoffPolicy,
     Constraints,
     NetworkType,
-    OneTimeWorkRequest,
     Periodicity,
     StopReason,
     WorkError,
@@ -43,6 +42,7 @@ from wm_async._model import (
     WorkState,
 )
 from wm_async._record import RUNTIME_FIELDS, WorkRecord
+from wm_async._requests import OneTimeWorkRequest
 from wm_async.stores import Claimed, ClaimParams, Store
 from wm_async.stores import _sqlite_schema as schema
 from wm_async.stores.sqlite import SQLiteStore

@@ -30,9 +30,7 @@ from ._model import ExistingPeriodicWorkPolicy as ExistingPeriodicWorkPolicy
 from ._model import ExistingWorkPolicy as ExistingWorkPolicy
 from ._model import JSONValue as JSONValue
 from ._model import NetworkType as NetworkType
-from ._model import OneTimeWorkRequest as OneTimeWorkRequest
 from ._model import Periodicity as Periodicity
-from ._model import PeriodicWorkRequest as PeriodicWorkRequest
 from ._model import Result as Result
 from ._model import ResultKind as ResultKind
 from ._model import StopReason as StopReason
@@ -42,6 +40,8 @@ from ._model import WorkExplanation as WorkExplanation
 from ._model import WorkInfo as WorkInfo
 from ._model import WorkQuery as WorkQuery
 from ._model import WorkState as WorkState
+from ._requests import OneTimeWorkRequest as OneTimeWorkRequest
+from ._requests import PeriodicWorkRequest as PeriodicWorkRequest
 from .signals import Flag as Flag
 from .signals import Predicate as Predicate
 from .signals import Signal as Signal

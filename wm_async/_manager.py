@@ -28,14 +28,13 @@ from ._executor import Worker, WorkerFn
 from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
-    OneTimeWorkRequest,
-    PeriodicWorkRequest,
     WorkExplanation,
     WorkInfo,
     WorkQuery,
     WorkState,
 )
 from ._record import WorkRecord
+from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._scheduler import Scheduler
 from .signals import Signal, default_signals
 from .stores import Store, open_store

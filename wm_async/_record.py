@@ -15,14 +15,13 @@ from ._model import (
     Backoff,
     Constraints,
     Data,
-    OneTimeWorkRequest,
     Periodicity,
-    PeriodicWorkRequest,
     StopReason,
     WorkError,
     WorkInfo,
     WorkState,
 )
+from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._validators import EMPTY_DATA
 
 if TYPE_CHECKING:

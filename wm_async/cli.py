@@ -28,13 +28,13 @@ from ._manager import WorkManager
 from ._model import (
     Backoff,
     BackoffPolicy,
-    OneTimeWorkRequest,
     Result,
     StopReason,
     WorkInfo,
     WorkQuery,
     WorkState,
 )
+from ._requests import OneTimeWorkRequest
 
 __all__ = ("build_parser", "main")
 

@@ -1,0 +1,242 @@
+"""Work requests: what an app enqueues (one-time and periodic)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import attrs
+
+from . import _validators as v
+from ._errors import InvalidRequestError
+from ._model import (
+    DEFAULT_BACKOFF,
+    NO_CONSTRAINTS,
+    Backoff,
+    Constraints,
+    Data,
+    JSONValue,
+    Periodicity,
+    _check_bool,
+    _duration,
+    _to_tags,
+)
+
+if TYPE_CHECKING:
+    from ._chain import InputMerger
+
+
+def _initial_delay(value: timedelta | float) -> timedelta:
+    return _duration("initial_delay", value)
+
+
+def _timeout(value: timedelta | float | None) -> timedelta | None:
+    if value is None:
+        return None
+    out = v.to_timedelta("timeout", value)
+    v.check_positive("timeout", out)
+    return out
+
+
+def _to_input(value: Mapping[str, JSONValue] | None) -> Data:
+    return v.to_data("input", value)
+
+
+def _to_id(value: uuid.UUID | str) -> uuid.UUID:
+    return v.to_uuid("id", value)
+
+
+def _check_worker(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    v.check_name("worker", value)
+
+
+def _check_max_attempts(
+    instance: object, attribute: attrs.Attribute[int | None], value: object
+) -> None:
+    v.check_optional_positive_int("max_attempts", value)
+
+
+def _default_merger() -> type[InputMerger]:
+    from ._chain import OverwritingInputMerger
+
+    return OverwritingInputMerger
+
+
+def _check_merger(
+    instance: object, attribute: attrs.Attribute[type[InputMerger]], value: object
+) -> None:
+    from ._chain import MERGERS
+
+    if value not in MERGERS.values():
+        raise InvalidRequestError(
+            "input_merger", value, "expected OverwritingInputMerger or ArrayCreatingInputMerger"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class _WorkRequest:
+    """Fields shared by one-time and periodic requests."""
+
+    worker: str = attrs.field(validator=_check_worker, kw_only=False)
+    input: Data = attrs.field(default=None, converter=_to_input)
+    constraints: Constraints = attrs.field(default=NO_CONSTRAINTS)
+    initial_delay: timedelta = attrs.field(
+        default=timedelta(0),
+        converter=_initial_delay,
+    )
+    backoff: Backoff = attrs.field(default=DEFAULT_BACKOFF)
+    tags: frozenset[str] = attrs.field(default=frozenset(), converter=_to_tags)
+    timeout: timedelta | None = attrs.field(
+        default=None,
+        converter=_timeout,
+    )
+    max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
+    id: uuid.UUID = attrs.field(factory=uuid.uuid4, converter=_to_id)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.constraints, Constraints):
+            raise InvalidRequestError("constraints", self.constraints, "expected a Constraints")
+        if not isinstance(self.backoff, Backoff):
+            raise InvalidRequestError("backoff", self.backoff, "expected a Backoff")
+        if self.worker not in self.tags:
+            # SEMANTICS 1: the worker name is always among the tags. Normalising here keeps
+            # the invariant true for every instance without a second public field.
+            object.__setattr__(self, "tags", self.tags | {self.worker})
+
+
+@attrs.frozen(kw_only=True)
+class OneTimeWorkRequest(_WorkRequest):
+    """A work that runs once (retrying as its result and backoff say).
+
+    ``OneTimeWorkRequest("sync_feed", input={"url": u}, initial_delay=30)``
+
+    :ivar worker: the registered worker name that runs it
+    :ivar input: JSON object passed to the worker as ``ctx.input``
+    :ivar constraints: conditions that must hold while it runs
+    :ivar initial_delay: how long after enqueue (or after its prerequisites succeed) it
+        becomes due
+    :ivar backoff: retry delay policy
+    :ivar tags: names to query and cancel by; always includes ``worker``
+    :ivar timeout: run time limit; ``None`` uses the manager's ``default_timeout``
+    :ivar max_attempts: fail instead of retrying once this many runs have happened
+        (``None``: unlimited)
+    :ivar expedited: dispatched ahead of ordinary due work; no initial delay, and only
+        network and storage constraints
+    :ivar input_merger: how a chained work merges its prerequisites' outputs into its input
+    :ivar id: the work's UUID (random unless given)
+    """
+
+    expedited: bool = attrs.field(default=False, validator=_check_bool)
+    input_merger: type[InputMerger] = attrs.field(factory=_default_merger, validator=_check_merger)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.expedited:
+            if self.initial_delay > timedelta(0):
+                raise InvalidRequestError(
+                    "initial_delay", self.initial_delay, "expedited work cannot be delayed"
+                )
+            c = self.constraints
+            if (
+                c.requires_charging
+                or c.requires_battery_not_low
+                or c.requires_device_idle
+                or c.signals
+            ):
+                raise InvalidRequestError(
+                    "constraints", c, "expedited work accepts only network and storage constraints"
+                )
+
+
+def _optional_interval(field: str) -> Callable[[timedelta | float | None], timedelta | None]:
+    def convert(value: timedelta | float | None) -> timedelta | None:
+        if value is None:
+            return None
+        out = v.to_timedelta(field, value)
+        v.check_positive(field, out)  # SEMANTICS 2: zero or negative is an error, not coerced
+        return out
+
+    return convert
+
+
+def _to_repeat_interval(value: timedelta | float | None) -> timedelta | None:
+    return _optional_interval("repeat_interval")(value)
+
+
+def _to_flex_interval(value: timedelta | float | None) -> timedelta | None:
+    return _optional_interval("flex_interval")(value)
+
+
+def _to_cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError("cron", value, "expected a cron expression string")
+    return " ".join(value.split())
+
+
+@attrs.frozen(kw_only=True)
+class PeriodicWorkRequest(_WorkRequest):
+    """A work that repeats until cancelled: every ``repeat_interval`` (optionally within
+    a ``flex_interval`` window at the end of each interval), or at the times a 5-field
+    ``cron`` expression names in ``timezone``.
+
+    ``PeriodicWorkRequest("sync", repeat_interval=timedelta(hours=1),
+    flex_interval=timedelta(minutes=15))`` or ``PeriodicWorkRequest("report",
+    cron="0 3 * * *", timezone="Europe/Berlin")``
+
+    Each period's run ends the period whatever its result (success or failure); retries
+    within a period use the backoff. Periodic work stores no output and cannot be chained
+    or expedited.
+
+    :ivar repeat_interval: the period (no minimum, unlike Android's 15 minutes)
+    :ivar flex_interval: the window at the end of the first period in which it runs
+        (defaults to the whole interval)
+    :ivar cron: a 5-field cron expression (instead of ``repeat_interval``)
+    :ivar timezone: the IANA timezone the cron expression is read in (default UTC)
+    """
+
+    repeat_interval: timedelta | None = attrs.field(default=None, converter=_to_repeat_interval)
+    flex_interval: timedelta | None = attrs.field(default=None, converter=_to_flex_interval)
+    cron: str | None = attrs.field(default=None, converter=_to_cron)
+    timezone: str = attrs.field(default="UTC")
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if (self.repeat_interval is None) == (self.cron is None):
+            raise InvalidRequestError(
+                "repeat_interval",
+                self.repeat_interval,
+                "give exactly one of repeat_interval and cron",
+            )
+        if self.cron is not None:
+            if self.flex_interval is not None:
+                raise InvalidRequestError(
+                    "flex_interval", self.flex_interval, "cron schedules take no flex window"
+                )
+            from ._cron import CronSchedule
+
+            CronSchedule.parse(self.cron, self.timezone)  # raises InvalidRequestError
+            return
+        if self.timezone != "UTC":
+            raise InvalidRequestError(
+                "timezone", self.timezone, "only cron schedules are read in a timezone"
+            )
+        assert self.repeat_interval is not None
+        if self.flex_interval is None:
+            object.__setattr__(self, "flex_interval", self.repeat_interval)
+        elif self.flex_interval > self.repeat_interval:
+            raise InvalidRequestError(
+                "flex_interval",
+                self.flex_interval,
+                f"must not exceed repeat_interval ({self.repeat_interval})",
+            )
+
+    @property
+    def periodicity(self) -> Periodicity:
+        """How this request repeats."""
+        if self.cron is not None:
+            return Periodicity(cron=self.cron, timezone=self.timezone)
+        return Periodicity(interval=self.repeat_interval, flex=self.flex_interval)
