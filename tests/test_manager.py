@@ -792,3 +792,23 @@ async def test_second_manager_on_one_sqlite_file_is_refused(tmp_path: object) ->
         assert second.state is wm.RunState.STOPPED
     async with second:  # the lock went with the first manager
         assert second.state.value == "started"  # (mypy narrowed it above)
+
+
+async def test_zero_backoff_retries_are_reclaimed_while_the_last_run_records(
+    manager: wm.WorkManager, clock: VirtualClock
+) -> None:
+    runs: list[int] = []
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> wm.Result:
+        runs.append(ctx.run_attempt_count)
+        return wm.Result.retry() if ctx.run_attempt_count < 20 else wm.Result.success()
+
+    reqs = [request(backoff=wm.Backoff(delay=timedelta(0))) for _ in range(5)]
+    async with manager:
+        await manager.enqueue(*reqs)
+        await clock.advance(0)
+        infos = await manager.get_work_infos(wm.WorkQuery(ids={r.id for r in reqs}))
+    assert {i.state for i in infos} == {wm.WorkState.SUCCEEDED}
+    assert {i.run_attempt_count for i in infos} == {21}
+    assert len(runs) == 5 * 21

@@ -13,8 +13,8 @@ from typing import Final
 
 import attrs
 
-from ._model import Data, StopReason, WorkError, WorkState
-from ._record import WorkRecord, evolve, next_period_due
+from ._model import Data, StopReason, UpdateResult, WorkError, WorkState
+from ._record import RUNTIME_FIELDS, WorkRecord, evolve, first_period_due, next_period_due
 from ._validators import EMPTY_DATA
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
@@ -210,3 +210,39 @@ def set_progress(record: WorkRecord, progress: Data) -> Change | None:
     if record.state is not WorkState.RUNNING:
         return None
     return Change(record, evolve(record, progress=progress))
+
+
+def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | None]:
+    """``update_work`` (SEMANTICS 27): give ``record`` the spec of ``new`` (a record built
+    from the new request), keeping its id, state, attempt count and period clock.
+
+    RUNNING → APPLIED_FOR_NEXT_RUN (the current run keeps the old spec); ENQUEUED and
+    BLOCKED → APPLIED_IMMEDIATELY; finished → NOT_APPLIED. ``generation`` goes up by one.
+    """
+    if record.state.is_finished:
+        return UpdateResult.NOT_APPLIED, None
+    next_run_at = record.next_run_at
+    if record.state is WorkState.ENQUEUED and record.run_attempt_count == 0:
+        # Not yet run in this period: its due time follows the new delay/period.
+        start = record.last_enqueue_time + new.initial_delay
+        if new.periodic is None:
+            next_run_at = start
+        elif record.period_count == 0:
+            next_run_at = first_period_due(new.periodic, start)
+        else:
+            next_run_at = next_period_due(new.periodic, record.last_enqueue_time)
+    after = evolve(
+        new,
+        id=record.id,
+        unique_name=record.unique_name,
+        generation=record.generation + 1,
+        enqueued_at=record.enqueued_at,
+        **{name: getattr(record, name) for name in RUNTIME_FIELDS},
+    )
+    after = evolve(after, next_run_at=next_run_at)
+    result = (
+        UpdateResult.APPLIED_FOR_NEXT_RUN
+        if record.state is WorkState.RUNNING
+        else UpdateResult.APPLIED_IMMEDIATELY
+    )
+    return result, Change(record, after)

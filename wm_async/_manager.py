@@ -28,6 +28,7 @@ from ._executor import Worker, WorkerFn
 from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
+    UpdateResult,
     WorkExplanation,
     WorkInfo,
     WorkQuery,
@@ -427,6 +428,48 @@ class WorkManager:
             unmet_signals=unmet,
             capacity_full=capacity_full,
         )
+
+    async def update_work(self, request: OneTimeWorkRequest | PeriodicWorkRequest) -> UpdateResult:
+        """Give the work with ``request.id`` the spec of ``request`` (SEMANTICS 27).
+
+        The work keeps its id, state, attempt count and period clock; its ``generation``
+        goes up. A running work finishes its current run with the old spec
+        (``APPLIED_FOR_NEXT_RUN``); an ENQUEUED or BLOCKED one changes now
+        (``APPLIED_IMMEDIATELY``); a finished one is left alone (``NOT_APPLIED``).
+
+        :raises InvalidRequestError: for an unknown id, an invalid request, or turning a
+            one-time work into a periodic one or back
+        """
+        self._require("update_work")
+        checked = self._check_request(request)
+        key = str(checked.id)
+        for _ in range(_CAS_ATTEMPTS):
+            found = await self._store.get([key])
+            if not found:
+                raise InvalidRequestError("id", checked.id, "no such work")
+            record = found[0]
+            periodic = isinstance(checked, PeriodicWorkRequest)
+            if periodic != (record.periodic is not None):
+                kinds = ("one-time", "periodic") if periodic else ("periodic", "one-time")
+                raise InvalidRequestError(
+                    "request", checked, f"cannot turn a {kinds[0]} work into a {kinds[1]} one"
+                )
+            now = self._clock.now()
+            new = (
+                WorkRecord.from_periodic_request(checked, now=now)  # type: ignore[arg-type]
+                if periodic
+                else WorkRecord.from_request(checked, now=now)  # type: ignore[arg-type]
+            )
+            result, change = lc.respec(record, new)
+            if change is None:
+                return result
+            written = await self._store.respec(change)
+            if written is not None:
+                self._signals.require(written.signal_names)
+                self._publish([written])
+                self._scheduler.wake()
+                return result
+        raise InvalidRequestError("id", checked.id, "the work kept changing; try again")
 
     # -- queries
 

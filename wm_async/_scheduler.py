@@ -422,7 +422,11 @@ class Scheduler:
             await self._record(handle, outcome)
         finally:
             handle.finished = True
-            del self._running[record.id]
+            # A work re-enqueued with no delay (zero backoff, interruption) may already
+            # have been claimed again while this run recorded its outcome: drop only our
+            # own entry.
+            if self._running.get(record.id) is handle:
+                del self._running[record.id]
             self._limiter.release_on_behalf_of(handle)
             if not self._running:
                 self._all_idle.set()

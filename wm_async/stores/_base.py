@@ -100,6 +100,12 @@ class Store(abc.ABC):
         written (changes whose guard failed are skipped silently)."""
 
     @abc.abstractmethod
+    async def respec(self, change: Change) -> WorkRecord | None:
+        """Write the spec (and due time) of ``change.after`` if the stored work still has
+        ``change.before``'s state, attempt count and generation; return the record
+        written, or ``None`` if it changed meanwhile (``update_work``)."""
+
+    @abc.abstractmethod
     async def get(self, ids: Collection[str]) -> list[WorkRecord]:
         """The records with these ids (``str(UUID)``; unknown ids are skipped), in no set
         order."""

@@ -67,6 +67,12 @@ INSERT_WORK: Final = (
     f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
 )
 INSERT_TAG: Final = "INSERT INTO wm_work_tag (tag, work_id) VALUES (?, ?)"
+DELETE_TAGS: Final = "DELETE FROM wm_work_tag WHERE work_id = ?"
+RESPEC: Final = (
+    f"UPDATE wm_work SET {', '.join(f'{c} = ?' for c in COLUMNS[1:17])}, next_run_at = ?, "
+    "signals = ? WHERE id = ? AND state = ? AND run_attempt_count = ? AND generation = ? "
+    "RETURNING id"
+)
 EXISTING_IDS: Final = "SELECT id FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
 GET: Final = f"SELECT {SELECT} FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
 #: Sets exactly what lifecycle.claim sets.

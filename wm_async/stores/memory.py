@@ -149,6 +149,22 @@ class MemoryStore(Store):
             written.append(after)
         return written
 
+    async def respec(self, change: Change) -> WorkRecord | None:
+        """Replace a work's spec (compare-and-set on state, attempts and generation)."""
+        before, after = change.before, change.after
+        current = self._records.get(before.id)
+        if current is None or (
+            current.state is not before.state
+            or current.run_attempt_count != before.run_attempt_count
+            or current.generation != before.generation
+        ):
+            return None
+        self._heap_of(current).discard(current.id)  # its signal group may change
+        self._records[after.id] = after
+        if after.state is WorkState.ENQUEUED:
+            self._index(after)
+        return after
+
     async def get(self, ids: Collection[str]) -> list[WorkRecord]:
         """Records by id."""
         records = self._records

@@ -49,6 +49,7 @@ class _Kind(enum.Enum):
     APPLY = 2
     CLAIM = 3
     PRUNE = 4
+    RESPEC = 5
 
 
 @attrs.define(eq=False)
@@ -328,6 +329,15 @@ class SQLiteStore(Store):
         written: list[WorkRecord] = await self._submit(_Kind.APPLY, list(changes))
         return written
 
+    async def respec(self, change: Change) -> WorkRecord | None:
+        """Replace a work's spec and due time (compare-and-set on state, attempts and
+        generation), in one transaction with its tags.
+
+        :raises StoreError: if the database fails
+        """
+        result: WorkRecord | None = await self._submit(_Kind.RESPEC, change)
+        return result
+
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished works older than the given time; return how many.
 
@@ -547,11 +557,28 @@ class SQLiteStore(Store):
         for op in ops:
             if op.kind is _Kind.CLAIM:
                 out[op] = (await self._claim(db, op.arg), None)
+            elif op.kind is _Kind.RESPEC:
+                out[op] = (await self._respec(db, op.arg), None)
             elif op.kind is _Kind.PRUNE:
                 await db.execute_fetchall(sql.PRUNE_TAGS, (op.arg,))
                 deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
                 out[op] = (len(list(deleted)), None)
         return out
+
+    @staticmethod
+    async def _respec(db: aiosqlite.Connection, change: Change) -> WorkRecord | None:
+        before, after = change.before, change.after
+        params = sql.insert_params(after)
+        rows = await db.execute_fetchall(
+            sql.RESPEC,
+            (*params[1:17], after.next_run_at, params[-1], before.id, before.state.value,
+             before.run_attempt_count, before.generation),
+        )  # fmt: skip
+        if not list(rows):
+            return None
+        await db.execute_fetchall(sql.DELETE_TAGS, (after.id,))
+        await db.executemany(sql.INSERT_TAG, [(tag, after.id) for tag in after.tags])
+        return after
 
     async def _insert(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
         ids = [row[0] for op in ops for row in op.prepared[0]]
