@@ -246,3 +246,36 @@ def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | 
         else UpdateResult.APPLIED_IMMEDIATELY
     )
     return result, Change(record, after)
+
+
+@attrs.frozen
+class UniquePlan:
+    """What enqueueing under a unique name does to the works already under it.
+
+    :ivar cancels: unfinished works to cancel first (their records are then deleted)
+    :ivar deletes: ids of works to delete from the name
+    :ivar inserts: the new works
+    """
+
+    cancels: tuple[Change, ...] = ()
+    deletes: tuple[str, ...] = ()
+    inserts: tuple[WorkRecord, ...] = ()
+
+
+def plan_unique(
+    policy: str, existing: list[WorkRecord], new: list[WorkRecord], *, now: float
+) -> UniquePlan:
+    """SEMANTICS 22-24 for KEEP and REPLACE (``policy`` is the policy's value; the
+    periodic KEEP and CANCEL_AND_REENQUEUE map to these). With no work under the name,
+    every policy inserts.
+
+    - KEEP: nothing, if any work under the name is unfinished; otherwise the name's works
+      are deleted and the new ones inserted.
+    - REPLACE: unfinished works are cancelled (a running one is stopped), every work
+      under the name is deleted, and the new ones are inserted.
+    """
+    unfinished = [r for r in existing if not r.state.is_finished]
+    if policy == "KEEP" and unfinished:
+        return UniquePlan()
+    cancels = tuple(c for r in unfinished if (c := cancel(r, now=now)) is not None)
+    return UniquePlan(cancels=cancels, deletes=tuple(r.id for r in existing), inserts=tuple(new))

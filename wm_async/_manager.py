@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import anyio
+import attrs
 from anyio.abc import TaskStatus
 
 from . import _lifecycle as lc
@@ -28,6 +29,8 @@ from ._executor import Worker, WorkerFn
 from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
+    ExistingPeriodicWorkPolicy,
+    ExistingWorkPolicy,
     UpdateResult,
     WorkExplanation,
     WorkInfo,
@@ -428,6 +431,98 @@ class WorkManager:
             unmet_signals=unmet,
             capacity_full=capacity_full,
         )
+
+    async def enqueue_unique_work(
+        self, name: str, policy: ExistingWorkPolicy | str, *requests: OneTimeWorkRequest
+    ) -> bool:
+        """Enqueue one-time works under a unique name, as ``policy`` says (SEMANTICS 22-24).
+
+        - KEEP: do nothing if a work under ``name`` is unfinished; otherwise replace the
+          name's finished works with these.
+        - REPLACE: cancel the name's unfinished works (stopping a running one with
+          CANCELLED_BY_APP), remove all of them, and enqueue these.
+
+        The decision and its writes happen in one store transaction, so concurrent calls
+        on one name behave as if they ran one after the other. APPEND and
+        APPEND_OR_REPLACE need chains, which are not built yet.
+
+        :return: whether the requests were enqueued (False: KEEP kept the existing work)
+        :raises InvalidRequestError: for an invalid name, policy or request
+        """
+        self._require("enqueue_unique_work")
+        v.check_name("unique_name", name)
+        chosen = v.to_enum("policy", ExistingWorkPolicy, policy)
+        if chosen in (ExistingWorkPolicy.APPEND, ExistingWorkPolicy.APPEND_OR_REPLACE):
+            raise InvalidRequestError(
+                "policy", chosen, "APPEND policies need chains, which wm_async does not have yet"
+            )
+        for r in requests:
+            if not isinstance(r, OneTimeWorkRequest):
+                raise InvalidRequestError("request", r, "expected OneTimeWorkRequest objects")
+        return await self._enqueue_unique(name, chosen.value, requests)
+
+    async def enqueue_unique_periodic_work(
+        self, name: str, policy: ExistingPeriodicWorkPolicy | str, request: PeriodicWorkRequest
+    ) -> bool:
+        """Enqueue a periodic work under a unique name (SEMANTICS 26).
+
+        - KEEP: do nothing if a work under ``name`` is unfinished.
+        - CANCEL_AND_REENQUEUE: cancel and remove the name's works, enqueue this one.
+        - UPDATE: update the unfinished periodic work under ``name`` in place (its id,
+          state, attempts and period clock are kept; see :meth:`update_work`), or
+          enqueue this one if there is none.
+
+        :return: whether the request was enqueued or applied
+        """
+        self._require("enqueue_unique_periodic_work")
+        v.check_name("unique_name", name)
+        chosen = v.to_enum("policy", ExistingPeriodicWorkPolicy, policy)
+        if not isinstance(request, PeriodicWorkRequest):
+            raise InvalidRequestError("request", request, "expected a PeriodicWorkRequest")
+        if chosen is ExistingPeriodicWorkPolicy.UPDATE:
+            current = [
+                r
+                for r in await self._store.query(WorkQuery(unique_names={name}))
+                if not r.state.is_finished and r.periodic is not None
+            ]
+            if current:
+                moved = attrs.evolve(request, id=uuid.UUID(current[0].id))
+                return await self.update_work(moved) is not UpdateResult.NOT_APPLIED
+        policy_value = "KEEP" if chosen is ExistingPeriodicWorkPolicy.KEEP else "REPLACE"
+        return await self._enqueue_unique(name, policy_value, (request,))
+
+    async def _enqueue_unique(
+        self,
+        name: str,
+        policy: str,
+        requests: Sequence[OneTimeWorkRequest | PeriodicWorkRequest],
+    ) -> bool:
+        checked = [self._check_request(r) for r in requests]
+        now = self._clock.now()
+        records = [
+            WorkRecord.from_request(r, now=now, unique_name=name)
+            if isinstance(r, OneTimeWorkRequest)
+            else WorkRecord.from_periodic_request(r, now=now, unique_name=name)
+            for r in checked
+        ]
+        plan, cancelled = await self._store.enqueue_unique(
+            name, lambda existing: lc.plan_unique(policy, existing, records, now=now)
+        )
+        for record in cancelled:
+            self._scheduler.interrupt(record.id, record.stop_reason)
+        self._publish([*cancelled, *plan.inserts])
+        if plan.inserts:
+            self._signals.require({n for r in plan.inserts for n in r.signal_names})
+            self._scheduler.wake()
+        return bool(plan.inserts)
+
+    async def cancel_unique_work(self, name: str) -> int:
+        """Cancel every unfinished work under the unique name; returns how many."""
+        self._require("cancel_unique_work")
+        query = WorkQuery(
+            unique_names={v.check_name("unique_name", name)}, states=UNFINISHED_STATES
+        )
+        return await self._cancel(await self._store.query(query))
 
     async def update_work(self, request: OneTimeWorkRequest | PeriodicWorkRequest) -> UpdateResult:
         """Give the work with ``request.id`` the spec of ``request`` (SEMANTICS 27).

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Self
 import attrs
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change
+    from collections.abc import Callable
+
+    from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
     from .._record import WorkRecord
 
@@ -98,6 +100,19 @@ class Store(abc.ABC):
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply each change whose guard holds, in one transaction; return the records
         written (changes whose guard failed are skipped silently)."""
+
+    @abc.abstractmethod
+    async def enqueue_unique(
+        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+    ) -> tuple[UniquePlan, list[WorkRecord]]:
+        """In one transaction: read the works under the unique ``name``, let ``plan``
+        (pure) decide, and carry the plan out (cancel, delete, insert). Concurrent calls
+        on one name are serialised by the store, so each sees the others' result.
+
+        Returns the plan and the records of the cancelled works.
+
+        :raises InvalidRequestError: if an inserted id exists outside the name
+        """
 
     @abc.abstractmethod
     async def respec(self, change: Change) -> WorkRecord | None:

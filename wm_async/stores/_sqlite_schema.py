@@ -68,6 +68,9 @@ INSERT_WORK: Final = (
 )
 INSERT_TAG: Final = "INSERT INTO wm_work_tag (tag, work_id) VALUES (?, ?)"
 DELETE_TAGS: Final = "DELETE FROM wm_work_tag WHERE work_id = ?"
+DELETE_TAGS_OF: Final = "DELETE FROM wm_work_tag WHERE work_id IN (SELECT value FROM json_each(?))"
+DELETE_WORKS: Final = "DELETE FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
+BY_UNIQUE_NAME: Final = f"SELECT {SELECT} FROM wm_work WHERE unique_name = ?"
 RESPEC: Final = (
     f"UPDATE wm_work SET {', '.join(f'{c} = ?' for c in COLUMNS[1:17])}, next_run_at = ?, "
     "signals = ? WHERE id = ? AND state = ? AND run_attempt_count = ? AND generation = ? "

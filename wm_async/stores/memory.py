@@ -17,7 +17,9 @@ from .._record import RUNTIME_FIELDS, WorkRecord
 from ._base import Claimed, ClaimParams, Store
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change
+    from collections.abc import Callable
+
+    from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
 
 __all__ = ("MemoryStore",)
@@ -148,6 +150,24 @@ class MemoryStore(Store):
                 self._heap_of(current).discard(after.id)  # RUNNING works are in no heap
             written.append(after)
         return written
+
+    async def enqueue_unique(
+        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+    ) -> tuple[UniquePlan, list[WorkRecord]]:
+        """Read, decide and apply in one step (no await: nothing interleaves)."""
+        existing = [r for r in self._records.values() if r.unique_name == name]
+        decided = plan(existing)
+        gone = set(decided.deletes)
+        for record in decided.inserts:
+            if record.id in self._records and record.id not in gone:
+                raise InvalidRequestError("id", record.id, "a work with this id already exists")
+        cancelled = await self.apply(decided.cancels)
+        for rid in decided.deletes:
+            self._heap_of(self._records.pop(rid)).discard(rid)
+        for record in decided.inserts:
+            self._records[record.id] = record
+            self._index(record)
+        return decided, cancelled
 
     async def respec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec (compare-and-set on state, attempts and generation)."""

@@ -32,7 +32,9 @@ from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change
+    from collections.abc import Callable
+
+    from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
     from .._record import WorkRecord
 
@@ -50,6 +52,7 @@ class _Kind(enum.Enum):
     CLAIM = 3
     PRUNE = 4
     RESPEC = 5
+    UNIQUE = 6
 
 
 @attrs.define(eq=False)
@@ -329,6 +332,19 @@ class SQLiteStore(Store):
         written: list[WorkRecord] = await self._submit(_Kind.APPLY, list(changes))
         return written
 
+    async def enqueue_unique(
+        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+    ) -> tuple[UniquePlan, list[WorkRecord]]:
+        """Read the works under ``name``, decide with ``plan`` and carry it out, in one
+        transaction of the writer (see :meth:`Store.enqueue_unique`).
+
+        :raises StoreError: if the database fails
+        """
+        result: tuple[UniquePlan, list[WorkRecord]] = await self._submit(
+            _Kind.UNIQUE, (name, plan)
+        )
+        return result
+
     async def respec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec and due time (compare-and-set on state, attempts and
         generation), in one transaction with its tags.
@@ -557,6 +573,8 @@ class SQLiteStore(Store):
         for op in ops:
             if op.kind is _Kind.CLAIM:
                 out[op] = (await self._claim(db, op.arg), None)
+            elif op.kind is _Kind.UNIQUE:
+                out[op] = (await self._unique(db, *op.arg), None)
             elif op.kind is _Kind.RESPEC:
                 out[op] = (await self._respec(db, op.arg), None)
             elif op.kind is _Kind.PRUNE:
@@ -564,6 +582,46 @@ class SQLiteStore(Store):
                 deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
                 out[op] = (len(list(deleted)), None)
         return out
+
+    @staticmethod
+    async def _unique(
+        db: aiosqlite.Connection, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+    ) -> tuple[UniquePlan, list[WorkRecord]]:
+        # Inside the writer's transaction: no other write can slip between the read and
+        # the plan's writes, so concurrent enqueues on one name serialise.
+        rows = await db.execute_fetchall(sql.BY_UNIQUE_NAME, (name,))
+        decided = plan([sql.record_from_row(row) for row in rows])
+        gone = set(decided.deletes)
+        fresh = [r.id for r in decided.inserts if r.id not in gone]
+        if fresh:
+            taken = [
+                row[0] for row in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(fresh),))
+            ]
+            if taken:
+                raise InvalidRequestError("id", taken, "a work with this id already exists")
+        cancelled: list[WorkRecord] = []
+        if decided.cancels:
+            flat = [
+                value
+                for c in decided.cancels
+                for value in (c.before.id, c.before.state.value, c.before.run_attempt_count,
+                              *sql.runtime_params(c.after))
+            ]  # fmt: skip
+            done = {
+                row[0]
+                for row in await db.execute_fetchall(sql.apply_sql(len(decided.cancels)), flat)
+            }
+            cancelled = [c.after for c in decided.cancels if c.after.id in done]
+        if decided.deletes:
+            doomed = json.dumps(list(decided.deletes))
+            await db.execute_fetchall(sql.DELETE_TAGS_OF, (doomed,))
+            await db.execute_fetchall(sql.DELETE_WORKS, (doomed,))
+        if decided.inserts:
+            await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in decided.inserts])
+            await db.executemany(
+                sql.INSERT_TAG, [(tag, r.id) for r in decided.inserts for tag in r.tags]
+            )
+        return decided, cancelled
 
     @staticmethod
     async def _respec(db: aiosqlite.Connection, change: Change) -> WorkRecord | None:
