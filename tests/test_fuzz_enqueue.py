@@ -135,6 +135,6 @@ def test_random_requests_sqlite(sqlite_url: str, worker: object, kwargs: dict[st
     async def run() -> None:
         async with make_manager(sqlite_url) as manager:
             await enqueue_checked(manager, req)
-            assert await manager.cancel_all_work() >= 0  # keep the shared file small
+            await manager.cancel_all_work()  # keep the shared file small
 
     asyncio.run(run())

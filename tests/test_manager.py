@@ -812,3 +812,27 @@ async def test_zero_backoff_retries_are_reclaimed_while_the_last_run_records(
     assert {i.state for i in infos} == {wm.WorkState.SUCCEEDED}
     assert {i.run_attempt_count for i in infos} == {21}
     assert len(runs) == 5 * 21
+
+
+async def test_wait_ends_with_not_running_when_the_manager_stops(
+    manager: wm.WorkManager, clock: VirtualClock
+) -> None:
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        return None
+
+    req = request(initial_delay=3600)
+    errors: list[BaseException] = []
+
+    async def waiter() -> None:
+        try:
+            await manager.wait(req.id)
+        except wm.NotRunningError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, manager:
+            await manager.enqueue(req)
+            tg.start_soon(waiter)
+            await clock.advance(0)
+    assert len(errors) == 1

@@ -153,3 +153,19 @@ async def test_cancel_unique_work_and_bad_input(
         with pytest.raises(wm.UnknownWorkerError):
             await manager.enqueue_unique_work("pair", "REPLACE", wm.OneTimeWorkRequest("nope"))
         assert len(await under(manager, "pair")) == 2  # nothing changed by the failures
+
+
+async def test_periodic_update_refuses_a_name_held_by_one_time_work(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    manager = make_manager()
+    register(manager)
+    async with manager:
+        await manager.enqueue_unique_work(
+            "mixed", "KEEP", wm.OneTimeWorkRequest("w", initial_delay=60)
+        )
+        with pytest.raises(wm.InvalidRequestError, match="CANCEL_AND_REENQUEUE"):
+            await manager.enqueue_unique_periodic_work(
+                "mixed", "UPDATE", wm.PeriodicWorkRequest("w", repeat_interval=60)
+            )
+        assert len(await under(manager, "mixed")) == 1

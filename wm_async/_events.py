@@ -104,6 +104,8 @@ class EventHub:
         self._waiters: dict[str, list[anyio.Event]] = {}
         # Weak, so an abandoned watcher is collected rather than buffering forever.
         self._subscriptions: weakref.WeakSet[WorkWatcher] = weakref.WeakSet()
+        #: Set when the manager stops; reopened when it starts again.
+        self.closed = False
 
     def publish(self, records: Sequence[WorkRecord]) -> None:
         """Deliver written records to whoever listens."""
@@ -145,6 +147,7 @@ class EventHub:
         for watcher in list(self._subscriptions):
             watcher._close()
         self._subscriptions.clear()
+        self.closed = True
         for events in self._waiters.values():
             for event in events:
                 event.set()

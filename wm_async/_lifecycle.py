@@ -237,9 +237,9 @@ def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | 
         unique_name=record.unique_name,
         generation=record.generation + 1,
         enqueued_at=record.enqueued_at,
-        **{name: getattr(record, name) for name in RUNTIME_FIELDS},
+        **{name: getattr(record, name) for name in RUNTIME_FIELDS if name != "next_run_at"},
+        next_run_at=next_run_at,
     )
-    after = evolve(after, next_run_at=next_run_at)
     result = (
         UpdateResult.APPLIED_FOR_NEXT_RUN
         if record.state is WorkState.RUNNING

@@ -235,6 +235,7 @@ class WorkManager:
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self._store)
+                self._events.closed = False
                 stack.callback(self._events.close)
                 await self._store.lock_for_scheduler(self.owner)
                 await self._recover()
@@ -479,17 +480,29 @@ class WorkManager:
         chosen = v.to_enum("policy", ExistingPeriodicWorkPolicy, policy)
         if not isinstance(request, PeriodicWorkRequest):
             raise InvalidRequestError("request", request, "expected a PeriodicWorkRequest")
-        if chosen is ExistingPeriodicWorkPolicy.UPDATE:
-            current = [
-                r
-                for r in await self._store.query(WorkQuery(unique_names={name}))
-                if not r.state.is_finished and r.periodic is not None
-            ]
+        if chosen is not ExistingPeriodicWorkPolicy.UPDATE:
+            policy_value = "KEEP" if chosen is ExistingPeriodicWorkPolicy.KEEP else "REPLACE"
+            return await self._enqueue_unique(name, policy_value, (request,))
+        for _ in range(_CAS_ATTEMPTS):
+            unfinished = await self._store.query(
+                WorkQuery(unique_names={name}, states=UNFINISHED_STATES)
+            )
+            current = [r for r in unfinished if r.periodic is not None]
             if current:
                 moved = attrs.evolve(request, id=uuid.UUID(current[0].id))
                 return await self.update_work(moved) is not UpdateResult.NOT_APPLIED
-        policy_value = "KEEP" if chosen is ExistingPeriodicWorkPolicy.KEEP else "REPLACE"
-        return await self._enqueue_unique(name, policy_value, (request,))
+            if unfinished:
+                raise InvalidRequestError(
+                    "unique_name",
+                    name,
+                    "its unfinished work is one-time, so UPDATE cannot apply; use "
+                    "CANCEL_AND_REENQUEUE",
+                )
+            # None yet: insert with KEEP, so that if a concurrent caller inserted first we
+            # update theirs on the next turn instead of replacing it.
+            if await self._enqueue_unique(name, "KEEP", (request,)):
+                return True
+        raise InvalidRequestError("unique_name", name, "its works kept changing; try again")
 
     async def _enqueue_unique(
         self,
@@ -607,7 +620,8 @@ class WorkManager:
                     if found[0].state.is_finished:
                         return found[0].to_info()
                     await event.wait()
-                    self._require("wait")
+                    if self._events.closed:  # woken by the manager stopping
+                        raise NotRunningError("wait", "stopping")
                     event = self._events.add_waiter(wid)
         finally:
             self._events.remove_waiter(wid, event)

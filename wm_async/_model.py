@@ -12,7 +12,7 @@ from typing import Final, Protocol, TypeAlias
 import attrs
 
 from . import _validators as v
-from ._errors import InvalidRequestError
+from ._errors import InvalidRequestError, StoreCorruptError
 
 #: A JSON value as wm_async stores it.
 JSONValue: TypeAlias = (
@@ -218,8 +218,6 @@ class Constraints:
         known = {a.name for a in attrs.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            from ._errors import StoreCorruptError
-
             raise StoreCorruptError(f"stored constraints have unknown fields {sorted(unknown)}")
         return cls(**data)  # type: ignore[arg-type]  # keys checked above
 

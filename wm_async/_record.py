@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
+from ._chain import OverwritingInputMerger
 from ._model import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -118,7 +119,7 @@ class WorkRecord:
             str(request.id), request.worker, request.input, request.tags,
             request.constraints, delay, request.backoff,
             None if timeout is None else timeout.total_seconds(),
-            request.max_attempts, False, "overwriting", unique_name,
+            request.max_attempts, False, OverwritingInputMerger.name, unique_name,
             0, now,
             WorkState.ENQUEUED, 0, first_period_due(periodic, now + delay), now, None, None,
             _EMPTY, _EMPTY, StopReason.NOT_STOPPED, None, 0, None, periodic,

@@ -121,18 +121,12 @@ def check_name(field: str, value: object) -> str:
 
 def to_names(field: str, value: object) -> frozenset[str]:
     """Convert an iterable of names (not a bare string) to a frozenset, checking each."""
-    if isinstance(value, frozenset) and all(type(v) is str for v in value):
-        names: frozenset[str] = value
-    elif isinstance(value, str | bytes) or not isinstance(value, Iterable):
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidRequestError(field, value, "expected a collection of strings")
-    else:
-        items = list(value)
-        for name in items:
-            check_name(field, name)  # before hashing: an unhashable item is a bad name too
-        names = frozenset(items)
-    for name in names:
-        check_name(field, name)
-    return names
+    items = list(value)
+    for name in items:
+        check_name(field, name)  # before hashing: an unhashable item is a bad name too
+    return value if isinstance(value, frozenset) else frozenset(items)
 
 
 def to_uuid(field: str, value: object) -> uuid.UUID:

@@ -37,12 +37,12 @@ def open_store(url: str) -> Store:
 
         return MemoryStore()
     if scheme == "sqlite":
-        from .sqlite import SQLiteStore  # type: ignore[import-not-found, unused-ignore]
+        from .sqlite import SQLiteStore
 
         path = rest.removeprefix("/")
         if not path:
             raise InvalidRequestError("store", url, "sqlite URLs need a path: sqlite:///file.db")
-        return SQLiteStore(path)  # type: ignore[no-any-return, unused-ignore]
+        return SQLiteStore(path)
     if scheme in ("postgresql", "postgres"):
         try:
             from .postgres import PostgresStore  # type: ignore[import-not-found, unused-ignore]
