@@ -146,8 +146,8 @@ async def test_cancel_unique_work_and_bad_input(
         assert states == ["CANCELLED", "SUCCEEDED"]
         with pytest.raises(wm.InvalidRequestError, match="policy"):
             await manager.enqueue_unique_work("pair", "SOMETIMES", a)
-        with pytest.raises(wm.InvalidRequestError, match="APPEND"):
-            await manager.enqueue_unique_work("pair", wm.ExistingWorkPolicy.APPEND, a)
+        with pytest.raises(wm.InvalidRequestError, match="already exists"):
+            await manager.enqueue_unique_work("other", wm.ExistingWorkPolicy.APPEND, a)
         with pytest.raises(wm.InvalidRequestError, match="unique_name"):
             await manager.enqueue_unique_work("", "KEEP", a)
         with pytest.raises(wm.UnknownWorkerError):

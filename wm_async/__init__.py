@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._chain import ArrayCreatingInputMerger as ArrayCreatingInputMerger
 from ._chain import InputMerger as InputMerger
 from ._chain import OverwritingInputMerger as OverwritingInputMerger
+from ._chain import WorkContinuation as WorkContinuation
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
 from ._errors import DataTooLargeError as DataTooLargeError
@@ -67,6 +68,7 @@ __all__ = (
     "InputMerger",
     "OverwritingInputMerger",
     "ArrayCreatingInputMerger",
+    "WorkContinuation",
     "Data",
     "JSONValue",
     # observation

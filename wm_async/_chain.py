@@ -1,14 +1,18 @@
-"""Input mergers: how a chained work's input is built from its prerequisites' outputs."""
+"""Chains: WorkContinuation, and the input mergers that build a chained work's input
+from its prerequisites' outputs."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol
 
 from ._errors import InvalidRequestError
 
 if TYPE_CHECKING:
-    from ._model import Data, JSONValue
+    from ._manager import WorkManager
+    from ._model import Data, ExistingWorkPolicy, JSONValue, WorkInfo
+    from ._requests import OneTimeWorkRequest
 
 
 class InputMerger(Protocol):
@@ -85,3 +89,168 @@ MERGERS: Final[Mapping[str, type[InputMerger]]] = {
     OverwritingInputMerger.name: OverwritingInputMerger,
     ArrayCreatingInputMerger.name: ArrayCreatingInputMerger,
 }
+
+
+# -- continuations -------------------------------------------------------------------------
+
+#: The built-in worker of :meth:`WorkContinuation.combine`'s pass-through step.
+COMBINE_WORKER: Final = "wm_async.combine"
+
+
+class WorkContinuation:
+    """A chain of one-time works under construction: each step depends on every work of
+    the step before it, and the works of one step run in parallel (SEMANTICS 17).
+
+    Made by :meth:`WorkManager.begin_with` or :meth:`WorkManager.begin_unique_work`,
+    grown with :meth:`then` and :meth:`combine`, stored with :meth:`enqueue`::
+
+        await manager.begin_with(download_a, download_b).then(merge).then(upload).enqueue()
+
+    A continuation is immutable: ``then`` returns a new one, so one prefix can fork into
+    several chains. Cycles cannot be built: a request may appear once in a chain.
+    """
+
+    __slots__ = ("_enqueued", "_manager", "_parents", "_policy", "_requests", "_unique_name")
+
+    def __init__(
+        self,
+        manager: WorkManager,
+        requests: Sequence[OneTimeWorkRequest],
+        parents: Sequence[WorkContinuation] = (),
+        *,
+        unique_name: str | None = None,
+        policy: ExistingWorkPolicy | None = None,
+    ) -> None:
+        # Internal: use the manager's begin_with / begin_unique_work.
+        self._manager = manager
+        self._parents = tuple(parents)
+        self._requests = _check_step(requests, self._parents)
+        self._unique_name = unique_name
+        self._policy = policy
+        self._enqueued = False
+
+    def __repr__(self) -> str:
+        workers = ", ".join(r.worker for r in self._requests)
+        return f"<WorkContinuation [{workers}] after {len(self._parents)} step(s)>"
+
+    @property
+    def requests(self) -> tuple[OneTimeWorkRequest, ...]:
+        """The works of this (last) step."""
+        return self._requests
+
+    @property
+    def ids(self) -> tuple[uuid.UUID, ...]:
+        """The ids of every work in the chain, earlier steps first."""
+        return tuple(r.id for node in self._graph() for r in node._requests)
+
+    @property
+    def unique_name(self) -> str | None:
+        """The unique name the chain's works are enqueued under, if any."""
+        return self._unique_name
+
+    def then(self, *requests: OneTimeWorkRequest) -> WorkContinuation:
+        """A continuation whose new step (``requests``, run in parallel) starts once every
+        work of this step has succeeded; their outputs are merged into its inputs.
+
+        :raises InvalidRequestError: for no request, a periodic request, or a request
+            already in the chain
+        """
+        return WorkContinuation(self._manager, requests, (self,), unique_name=self._unique_name)
+
+    @staticmethod
+    def combine(*continuations: WorkContinuation) -> WorkContinuation:
+        """A continuation joining several chains: a pass-through step that waits for the
+        last step of each and outputs their merged outputs (ArrayCreatingInputMerger),
+        so a following :meth:`then` step receives all of them.
+
+        :raises InvalidRequestError: for no continuation, or continuations of different
+            managers
+        """
+        from ._requests import OneTimeWorkRequest
+
+        if not continuations:
+            raise InvalidRequestError("continuations", (), "combine needs at least one")
+        for c in continuations:
+            if not isinstance(c, WorkContinuation):
+                raise InvalidRequestError("continuations", c, "expected WorkContinuation objects")
+        manager = continuations[0]._manager
+        if any(c._manager is not manager for c in continuations):
+            raise InvalidRequestError(
+                "continuations", continuations, "all must belong to the same WorkManager"
+            )
+        step = OneTimeWorkRequest(COMBINE_WORKER, input_merger=ArrayCreatingInputMerger)
+        return WorkContinuation(manager, (step,), continuations)
+
+    async def enqueue(self) -> None:
+        """Store the chain's works that are not stored yet, in one transaction: each one
+        BLOCKED until its prerequisites succeed (or at once ENQUEUED, FAILED or CANCELLED
+        as SEMANTICS 18 says). Enqueueing a continuation again does nothing.
+
+        :raises InvalidRequestError: for an invalid request, or a chain joining two
+            unique chains
+        :raises UnknownWorkerError: if no worker is registered for a request
+        :raises NotRunningError: if the manager is not running
+        """
+        await self._manager._enqueue_chain(self)
+
+    async def get_work_infos(self) -> list[WorkInfo]:
+        """The WorkInfo of every stored work of the chain, earlier steps first."""
+        from ._model import WorkQuery
+
+        ids = self.ids
+        infos = {i.id: i for i in await self._manager.get_work_infos(WorkQuery(ids=ids))}
+        return [infos[i] for i in ids if i in infos]
+
+    def _graph(self) -> list[WorkContinuation]:
+        """Every step of the chain, each after all of its parents (depth-first)."""
+        order: list[WorkContinuation] = []
+        seen: set[int] = set()
+        stack: list[tuple[WorkContinuation, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in reversed(node._parents) if id(p) not in seen)
+        return order
+
+
+def _check_step(
+    requests: Sequence[object], parents: tuple[WorkContinuation, ...]
+) -> tuple[OneTimeWorkRequest, ...]:
+    from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
+
+    if not requests:
+        raise InvalidRequestError("requests", (), "a chain step needs at least one request")
+    ids: set[uuid.UUID] = set()
+    for r in requests:
+        if isinstance(r, PeriodicWorkRequest):
+            raise InvalidRequestError("request", r, "periodic work cannot be chained")
+        if not isinstance(r, OneTimeWorkRequest):
+            raise InvalidRequestError("request", r, "expected OneTimeWorkRequest objects")
+        if r.id in ids:
+            raise InvalidRequestError("request", r, "this request is twice in the step")
+        ids.add(r.id)
+    if parents:
+        for node in _union(parents):
+            for r in node._requests:
+                if r.id in ids:
+                    raise InvalidRequestError(
+                        "request", r, "this request is already in the chain (a cycle)"
+                    )
+    return tuple(requests)  # type: ignore[arg-type]  # checked above
+
+
+def _union(parents: tuple[WorkContinuation, ...]) -> list[WorkContinuation]:
+    seen: set[int] = set()
+    out: list[WorkContinuation] = []
+    for p in parents:
+        for node in p._graph():
+            if id(node) not in seen:
+                seen.add(id(node))
+                out.append(node)
+    return out

@@ -9,18 +9,25 @@ decides when to call what. See SEMANTICS.md for the rules cited below.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
 import attrs
 
+from ._chain import MERGERS
+from ._errors import InvalidRequestError
 from ._model import Data, StopReason, UpdateResult, WorkError, WorkState
 from ._record import RUNTIME_FIELDS, WorkRecord, evolve, first_period_due, next_period_due
-from ._validators import EMPTY_DATA
+from ._validators import EMPTY_DATA, FrozenData
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
 #: Error type recorded when ``max_attempts`` ends a work.
 MAX_ATTEMPTS_ERROR: Final = "wm_async.MaxAttemptsReached"
+#: Error type of a chained work failed because a prerequisite failed (SEMANTICS 19).
+PREREQUISITE_FAILED: Final = "wm_async.PrerequisiteFailed"
+#: Error type of a chained work whose prerequisites' outputs could not be merged (20).
+MERGE_FAILED: Final = "wm_async.InputMergeFailed"
 
 
 @attrs.frozen
@@ -248,34 +255,142 @@ def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | 
     return result, Change(record, after)
 
 
+# -- chains (SEMANTICS 17-21) ----------------------------------------------------------------
+
+
+def blocked(record: WorkRecord) -> WorkRecord:
+    """A new record made to wait for prerequisites (before :func:`resolve` decides)."""
+    return evolve(record, state=WorkState.BLOCKED, next_run_at=None)
+
+
+def resolve(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: float) -> WorkRecord:
+    """The state of a new work whose direct ``prerequisites`` (in order) are as given
+    (SEMANTICS 18, and 25 for APPEND): any FAILED → FAILED; else any CANCELLED →
+    CANCELLED; else any unfinished → BLOCKED; else ENQUEUED with the merged input."""
+    failed = next((p for p in prerequisites if p.state is WorkState.FAILED), None)
+    if failed is not None:
+        return prerequisite_failed(child, failed, now=now)
+    if any(p.state is WorkState.CANCELLED for p in prerequisites):
+        return prerequisite_cancelled(child, now=now)
+    if any(not p.state.is_finished for p in prerequisites):
+        return blocked(child)
+    return unblock(child, prerequisites, now=now)
+
+
+def unblock(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: float) -> WorkRecord:
+    """BLOCKED → ENQUEUED once every prerequisite SUCCEEDED (SEMANTICS 19): the initial
+    delay counts from now, and the input becomes ``merge([own input] + outputs)`` with the
+    work's merger (SEMANTICS 20). A merge that fails (the array merger meeting two JSON
+    types under one key) fails the work instead."""
+    if prerequisites:
+        merger = MERGERS[child.input_merger]
+        try:
+            merged = merger.merge([child.input, *(p.output for p in prerequisites)])
+        except InvalidRequestError as exc:
+            error = WorkError(type=MERGE_FAILED, message=str(exc))
+            return _failed(child, now, _EMPTY, error)
+        data: Data = FrozenData(merged) if merged else _EMPTY
+    else:
+        data = child.input
+    # Merged before the write: the stored input is what the worker will see.
+    return evolve(
+        child,
+        input=data,
+        state=WorkState.ENQUEUED,
+        next_run_at=now + child.initial_delay,
+        last_enqueue_time=now,
+    )
+
+
+def prerequisite_failed(child: WorkRecord, cause: WorkRecord, *, now: float) -> WorkRecord:
+    """A failed prerequisite fails its dependent (and so, in turn, theirs: SEMANTICS 19)."""
+    error = WorkError(type=PREREQUISITE_FAILED, message=f"prerequisite {cause.id} failed")
+    return _failed(child, now, _EMPTY, error)
+
+
+def prerequisite_cancelled(child: WorkRecord, *, now: float) -> WorkRecord:
+    """A cancelled prerequisite cancels its dependent (SEMANTICS 18 and 29)."""
+    return evolve(child, state=WorkState.CANCELLED, next_run_at=None, finished_at=now, owner=None)
+
+
+def prerequisite_ended(done: WorkRecord, child: WorkRecord) -> WorkRecord | None:
+    """What a finished prerequisite ``done`` does to its BLOCKED dependent ``child``
+    (SEMANTICS 19): a failure fails it and a cancellation cancels it (the store then
+    applies the same to the child's own dependents); a success returns ``None``: the
+    store counts it, and calls :func:`unblock` when the last prerequisite succeeds."""
+    assert done.finished_at is not None
+    if done.state is WorkState.SUCCEEDED:
+        return None
+    if done.state is WorkState.FAILED:
+        return prerequisite_failed(child, done, now=done.finished_at)
+    return prerequisite_cancelled(child, now=done.finished_at)
+
+
+# -- unique work (SEMANTICS 22-25) ------------------------------------------------------------
+
+
 @attrs.frozen
 class UniquePlan:
     """What enqueueing under a unique name does to the works already under it.
 
     :ivar cancels: unfinished works to cancel first (their records are then deleted)
     :ivar deletes: ids of works to delete from the name
-    :ivar inserts: the new works
+    :ivar inserts: the new works, prerequisites before their dependents
+    :ivar prerequisites: the direct prerequisites of new works, by new work id, in order
+        (the works of the previous step of a chain; for APPEND, the name's leaves too)
     """
 
     cancels: tuple[Change, ...] = ()
     deletes: tuple[str, ...] = ()
     inserts: tuple[WorkRecord, ...] = ()
+    prerequisites: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
 
 
 def plan_unique(
-    policy: str, existing: list[WorkRecord], new: list[WorkRecord], *, now: float
+    policy: str,
+    existing: Sequence[WorkRecord],
+    leaves: Sequence[WorkRecord],
+    new: Sequence[WorkRecord],
+    *,
+    prerequisites: Mapping[str, tuple[str, ...]] | None = None,
+    roots: Collection[str] | None = None,
+    now: float,
 ) -> UniquePlan:
-    """SEMANTICS 22-24 for KEEP and REPLACE (``policy`` is the policy's value; the
-    periodic KEEP and CANCEL_AND_REENQUEUE map to these). With no work under the name,
-    every policy inserts.
+    """SEMANTICS 22-25: ``policy`` is an :class:`ExistingWorkPolicy` value (the periodic
+    KEEP and CANCEL_AND_REENQUEUE map to KEEP and REPLACE). ``existing`` are the works
+    under the name, ``leaves`` those of them no work depends on, ``new`` the works to
+    enqueue (a chain, with ``prerequisites``), and ``roots`` the ids of its first step
+    under the name (default: the new works without prerequisites). With no work under
+    the name, every policy inserts.
 
     - KEEP: nothing, if any work under the name is unfinished; otherwise the name's works
       are deleted and the new ones inserted.
     - REPLACE: unfinished works are cancelled (a running one is stopped), every work
       under the name is deleted, and the new ones are inserted.
+    - APPEND: the first step of the new works depends on the leaves, so it starts when
+      they all succeed (a failed or cancelled leaf fails or cancels it at once).
+    - APPEND_OR_REPLACE: APPEND, but a failed or cancelled leaf makes it a REPLACE.
     """
+    links = dict(prerequisites or {})
+    if not existing:
+        return UniquePlan(inserts=tuple(new), prerequisites=links)
     unfinished = [r for r in existing if not r.state.is_finished]
     if policy == "KEEP" and unfinished:
         return UniquePlan()
+    if policy == "APPEND_OR_REPLACE":
+        ended = any(r.state in (WorkState.FAILED, WorkState.CANCELLED) for r in leaves)
+        policy = "REPLACE" if ended else "APPEND"
+    if policy == "APPEND":
+        order = tuple(r.id for r in sorted(leaves, key=lambda r: (r.enqueued_at, r.id)))
+        if order:
+            first = roots if roots is not None else [r.id for r in new if r.id not in links]
+            for rid in first:
+                links[rid] = order + tuple(p for p in links.get(rid, ()) if p not in order)
+        return UniquePlan(inserts=tuple(new), prerequisites=links)
     cancels = tuple(c for r in unfinished if (c := cancel(r, now=now)) is not None)
-    return UniquePlan(cancels=cancels, deletes=tuple(r.id for r in existing), inserts=tuple(new))
+    return UniquePlan(
+        cancels=cancels,
+        deletes=tuple(r.id for r in existing),
+        inserts=tuple(new),
+        prerequisites=links,
+    )

@@ -21,16 +21,18 @@ from anyio.abc import TaskStatus
 
 from . import _lifecycle as lc
 from . import _validators as v
+from ._chain import COMBINE_WORKER, WorkContinuation
 from ._clock import Clock, SystemClock
 from ._constraints import SignalBoard, stop_reason_for
 from ._errors import InvalidRequestError, NotRunningError, UnknownWorkerError
 from ._events import EventHub, WorkWatcher
-from ._executor import Worker, WorkerFn
+from ._executor import WorkContext, Worker, WorkerFn
 from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
+    Result,
     UpdateResult,
     WorkExplanation,
     WorkInfo,
@@ -131,7 +133,7 @@ class WorkManager:
         )
         self.prune_interval = _seconds("prune_interval", prune_interval, allow_zero=False)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._workers: dict[str, Worker] = {}
+        self._workers: dict[str, Worker] = {COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, _combine)}
         self._events = EventHub()
         self._signals = SignalBoard(self._clock, self._signal_changed)
         for name, signal in default_signals(getattr(self._store, "path", None)).items():
@@ -181,7 +183,7 @@ class WorkManager:
         """Live figures: running works, capacity in use, registered workers."""
         return {
             "state": self._state.value,
-            "workers": sorted(self._workers),
+            "workers": sorted(n for n in self._workers if n != COMBINE_WORKER),
             **self._scheduler.statistics(),
         }
 
@@ -215,12 +217,15 @@ class WorkManager:
             raise InvalidRequestError("worker", fn, "expected a callable")
         if name in self._workers:
             raise InvalidRequestError("worker", name, "a worker is already registered under it")
+        if name.startswith("wm_async."):
+            raise InvalidRequestError("worker", name, "names starting 'wm_async.' are reserved")
         self._workers[name] = Worker.wrap(name, fn)
 
     def unregister_worker(self, name: str) -> None:
         """Remove a worker. Works enqueued for it fail when they run (with an error that
         says so)."""
-        self._workers.pop(name, None)
+        if name != COMBINE_WORKER:
+            self._workers.pop(name, None)
 
     # -- lifecycle
 
@@ -381,6 +386,89 @@ class WorkManager:
         self._publish(records)
         self._scheduler.wake()
 
+    # -- chains
+
+    def begin_with(self, *requests: OneTimeWorkRequest) -> WorkContinuation:
+        """Start a chain whose first step is ``requests`` (run in parallel); grow it with
+        :meth:`WorkContinuation.then` and store it with :meth:`WorkContinuation.enqueue`.
+
+        :raises InvalidRequestError: for no request or a periodic request
+        """
+        return WorkContinuation(self, requests)
+
+    def begin_unique_work(
+        self, name: str, policy: ExistingWorkPolicy | str, *requests: OneTimeWorkRequest
+    ) -> WorkContinuation:
+        """Start a chain under the unique ``name``: when it is enqueued, ``policy`` decides
+        against the works already under the name (see :meth:`enqueue_unique_work`); every
+        work of the chain is enqueued under the name.
+
+        :raises InvalidRequestError: for an invalid name, policy or request
+        """
+        v.check_name("unique_name", name)
+        chosen = v.to_enum("policy", ExistingWorkPolicy, policy)
+        return WorkContinuation(self, requests, unique_name=name, policy=chosen)
+
+    def combine(self, *continuations: WorkContinuation) -> WorkContinuation:
+        """:meth:`WorkContinuation.combine`: a step that waits for all the continuations
+        and passes their merged outputs on."""
+        combined = WorkContinuation.combine(*continuations)
+        if combined._manager is not self:
+            raise InvalidRequestError(
+                "continuations", continuations, "they belong to another WorkManager"
+            )
+        return combined
+
+    async def _enqueue_chain(self, last: WorkContinuation) -> bool:
+        """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction."""
+        self._require("enqueue")
+        nodes = [n for n in last._graph() if not n._enqueued]
+        if not nodes:
+            return False  # SEMANTICS 21: enqueueing twice is a no-op
+        roots = [n for n in nodes if n._policy is not None]
+        if len(roots) > 1:
+            raise InvalidRequestError(
+                "continuation",
+                last,
+                "it joins several unique chains; enqueue each of them first",
+            )
+        for node in nodes:
+            for request in node._requests:
+                self._check_request(request)
+        now = self._clock.now()
+        records: list[WorkRecord] = []
+        links: dict[str, tuple[str, ...]] = {}
+        for node in nodes:
+            pids = tuple(str(r.id) for p in node._parents for r in p._requests)
+            for request in node._requests:
+                record = WorkRecord.from_request(request, now=now, unique_name=node._unique_name)
+                records.append(record)
+                if pids:
+                    links[record.id] = pids
+        for node in nodes:  # before the await: a concurrent second enqueue is a no-op
+            node._enqueued = True
+        try:
+            if roots:
+                root = roots[0]
+                assert root._unique_name is not None
+                assert root._policy is not None
+                return await self._enqueue_unique(
+                    root._unique_name,
+                    root._policy.value,
+                    records,
+                    links,
+                    roots=[str(r.id) for r in root._requests],
+                )
+            written = await self._store.insert(records, links)
+        except BaseException:
+            for node in nodes:
+                node._enqueued = False
+            raise
+        self._signals.require({n for r in records for n in r.signal_names})
+        self._publish(written)
+        self._scheduler.wake()
+        return True
+
     # -- signals
 
     def register_signal(self, name: str, signal: Signal) -> None:
@@ -443,24 +531,19 @@ class WorkManager:
         - REPLACE: cancel the name's unfinished works (stopping a running one with
           CANCELLED_BY_APP), remove all of them, and enqueue these.
 
+        - APPEND: the new works start when the name's leaves (its works no work depends
+          on) have all succeeded; a failed or cancelled leaf fails or cancels them.
+        - APPEND_OR_REPLACE: APPEND, but a failed or cancelled leaf makes it a REPLACE.
+
         The decision and its writes happen in one store transaction, so concurrent calls
-        on one name behave as if they ran one after the other. APPEND and
-        APPEND_OR_REPLACE need chains, which are not built yet.
+        on one name behave as if they ran one after the other.
 
         :return: whether the requests were enqueued (False: KEEP kept the existing work)
         :raises InvalidRequestError: for an invalid name, policy or request
         """
         self._require("enqueue_unique_work")
-        v.check_name("unique_name", name)
-        chosen = v.to_enum("policy", ExistingWorkPolicy, policy)
-        if chosen in (ExistingWorkPolicy.APPEND, ExistingWorkPolicy.APPEND_OR_REPLACE):
-            raise InvalidRequestError(
-                "policy", chosen, "APPEND policies need chains, which wm_async does not have yet"
-            )
-        for r in requests:
-            if not isinstance(r, OneTimeWorkRequest):
-                raise InvalidRequestError("request", r, "expected OneTimeWorkRequest objects")
-        return await self._enqueue_unique(name, chosen.value, requests)
+        chain = self.begin_unique_work(name, policy, *requests)
+        return await self._enqueue_chain(chain)
 
     async def enqueue_unique_periodic_work(
         self, name: str, policy: ExistingPeriodicWorkPolicy | str, request: PeriodicWorkRequest
@@ -482,7 +565,7 @@ class WorkManager:
             raise InvalidRequestError("request", request, "expected a PeriodicWorkRequest")
         if chosen is not ExistingPeriodicWorkPolicy.UPDATE:
             policy_value = "KEEP" if chosen is ExistingPeriodicWorkPolicy.KEEP else "REPLACE"
-            return await self._enqueue_unique(name, policy_value, (request,))
+            return await self._enqueue_unique(name, policy_value, [self._periodic(name, request)])
         for _ in range(_CAS_ATTEMPTS):
             unfinished = await self._store.query(
                 WorkQuery(unique_names={name}, states=UNFINISHED_STATES)
@@ -500,34 +583,40 @@ class WorkManager:
                 )
             # None yet: insert with KEEP, so that if a concurrent caller inserted first we
             # update theirs on the next turn instead of replacing it.
-            if await self._enqueue_unique(name, "KEEP", (request,)):
+            if await self._enqueue_unique(name, "KEEP", [self._periodic(name, request)]):
                 return True
         raise InvalidRequestError("unique_name", name, "its works kept changing; try again")
+
+    def _periodic(self, name: str, request: PeriodicWorkRequest) -> WorkRecord:
+        checked = self._check_request(request)
+        assert isinstance(checked, PeriodicWorkRequest)
+        return WorkRecord.from_periodic_request(checked, now=self._clock.now(), unique_name=name)
 
     async def _enqueue_unique(
         self,
         name: str,
         policy: str,
-        requests: Sequence[OneTimeWorkRequest | PeriodicWorkRequest],
+        records: Sequence[WorkRecord],
+        links: dict[str, tuple[str, ...]] | None = None,
+        *,
+        roots: Sequence[str] | None = None,
     ) -> bool:
-        checked = [self._check_request(r) for r in requests]
         now = self._clock.now()
-        records = [
-            WorkRecord.from_request(r, now=now, unique_name=name)
-            if isinstance(r, OneTimeWorkRequest)
-            else WorkRecord.from_periodic_request(r, now=now, unique_name=name)
-            for r in checked
-        ]
-        plan, cancelled = await self._store.enqueue_unique(
-            name, lambda existing: lc.plan_unique(policy, existing, records, now=now)
-        )
-        for record in cancelled:
-            self._scheduler.interrupt(record.id, record.stop_reason)
-        self._publish([*cancelled, *plan.inserts])
-        if plan.inserts:
-            self._signals.require({n for r in plan.inserts for n in r.signal_names})
+
+        def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lc.UniquePlan:
+            return lc.plan_unique(
+                policy, existing, leaves, records, prerequisites=links, roots=roots, now=now
+            )
+
+        decided, written = await self._store.enqueue_unique(name, plan)
+        for record in written:
+            if record.state is WorkState.CANCELLED:
+                self._scheduler.interrupt(record.id, record.stop_reason)
+        self._publish(written)
+        if decided.inserts:
+            self._signals.require({n for r in decided.inserts for n in r.signal_names})
             self._scheduler.wake()
-        return bool(plan.inserts)
+        return bool(decided.inserts)
 
     async def cancel_unique_work(self, name: str) -> int:
         """Cancel every unfinished work under the unique name; returns how many."""
@@ -705,3 +794,9 @@ class WorkManager:
                 self._scheduler.wake()
                 return written[0].to_info()
         raise InvalidRequestError("id", wid, "the work kept changing; try again")
+
+
+async def _combine(ctx: WorkContext) -> Result:
+    """The pass-through step of WorkContinuation.combine: its input (the array-merged
+    outputs of the combined chains) becomes its output."""
+    return Result.success(ctx.input)

@@ -8,18 +8,19 @@ atomically, each guarded by the state and attempt count it expects (compare-and-
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeAlias
 
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
     from .._record import WorkRecord
+
+#: Decides a unique enqueue from the works under the name and the leaves among them.
+UniquePlanner: TypeAlias = "Callable[[list[WorkRecord], list[WorkRecord]], UniquePlan]"
 
 
 @attrs.frozen(kw_only=True)
@@ -85,10 +86,21 @@ class Store(abc.ABC):
         """Release connections. Idempotent."""
 
     @abc.abstractmethod
-    async def insert(self, records: Sequence[WorkRecord]) -> None:
-        """Insert new works, all or none.
+    async def insert(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[WorkRecord]:
+        """Insert new works, all or none; return them as stored.
 
-        :raises InvalidRequestError: if a work with one of the ids already exists
+        ``prerequisites`` maps the id of a new work to the ids of its direct
+        prerequisites, in order: works already stored, or earlier in ``records``. Such a
+        work's state is decided in the same transaction by
+        :func:`wm_async._lifecycle.resolve`, and a finished prerequisite later unblocks,
+        fails or cancels it (see :meth:`apply`).
+
+        :raises InvalidRequestError: if a work with one of the ids already exists, or a
+            prerequisite does not
         """
 
     @abc.abstractmethod
@@ -99,19 +111,28 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply each change whose guard holds, in one transaction; return the records
-        written (changes whose guard failed are skipped silently)."""
+        written (changes whose guard failed are skipped silently).
+
+        A change that finishes a work with dependents also resolves them in the same
+        transaction (SEMANTICS 19 and 29): the last prerequisite to succeed unblocks a
+        dependent, with its merged input; a failure or cancellation fails or cancels
+        every transitive BLOCKED dependent. Those records are returned too.
+        """
 
     @abc.abstractmethod
     async def enqueue_unique(
-        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+        self, name: str, plan: UniquePlanner
     ) -> tuple[UniquePlan, list[WorkRecord]]:
-        """In one transaction: read the works under the unique ``name``, let ``plan``
-        (pure) decide, and carry the plan out (cancel, delete, insert). Concurrent calls
-        on one name are serialised by the store, so each sees the others' result.
+        """In one transaction: read the works under the unique ``name`` and which of them
+        are leaves (no work depends on them), let ``plan`` (pure) decide, and carry the
+        plan out (cancel, delete, insert with prerequisites). Concurrent calls on one
+        name are serialised by the store, so each sees the others' result.
 
-        Returns the plan and the records of the cancelled works.
+        Returns the plan and every record written: the cancelled works, their
+        dependents, and the inserted works as stored.
 
-        :raises InvalidRequestError: if an inserted id exists outside the name
+        :raises InvalidRequestError: if an inserted id exists outside the name, or a
+            prerequisite does not exist
         """
 
     @abc.abstractmethod
@@ -151,5 +172,6 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:
-        """Delete finished works whose ``finished_at`` is before the given time; return
-        how many were deleted."""
+        """Delete finished works whose ``finished_at`` is before the given time, except
+        those an unfinished work depends on (SEMANTICS 34); return how many were
+        deleted."""

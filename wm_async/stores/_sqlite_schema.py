@@ -84,13 +84,61 @@ CLAIM_UPDATE: Final = (
     "next_run_at = NULL, started_at = ?, progress = '', stop_reason = 'NOT_STOPPED', owner = ? "
     f"WHERE rowid IN (SELECT value FROM json_each(?)) AND state = 'ENQUEUED' RETURNING {SELECT}"
 )
+
+
+def _prunable(w: str) -> str:
+    # Finished before the cut-off, and no unfinished work depends on it (SEMANTICS 34).
+    return (
+        f"{w}.finished_at < ? AND {w}.state IN ({_FINISHED}) AND NOT EXISTS ("
+        "SELECT 1 FROM wm_dependency AS d JOIN wm_work AS c ON c.id = d.work_id "
+        f"WHERE d.prerequisite_id = {w}.id AND c.state NOT IN ({_FINISHED}))"
+    )
+
+
 PRUNE_TAGS: Final = (
     "DELETE FROM wm_work_tag WHERE (tag, work_id) IN (SELECT j.value, w.id "
-    "FROM wm_work AS w, json_each(w.tags) AS j "
-    f"WHERE w.finished_at < ? AND w.state IN ({_FINISHED}))"
+    f"FROM wm_work AS w, json_each(w.tags) AS j WHERE {_prunable('w')})"
 )
-PRUNE_WORKS: Final = (
-    f"DELETE FROM wm_work WHERE finished_at < ? AND state IN ({_FINISHED}) RETURNING 1"
+#: The edges to a pruned work's prerequisites. Edges from its dependents (finished, or it
+#: would not be pruned) go when they are pruned.
+PRUNE_EDGES: Final = (
+    "DELETE FROM wm_dependency WHERE work_id IN "
+    f"(SELECT w.id FROM wm_work AS w WHERE {_prunable('w')})"
+)
+PRUNE_WORKS: Final = f"DELETE FROM wm_work WHERE {_prunable('wm_work')} RETURNING 1"
+
+# -- chains
+SELECT_W: Final = "w.rowid, " + ", ".join(f"w.{c}" for c in COLUMNS)
+#: The BLOCKED dependents of some works: (prerequisite id, waiting, *SELECT_W).
+DEPENDENTS: Final = (
+    f"SELECT d.prerequisite_id, w.waiting, {SELECT_W} FROM wm_dependency AS d "
+    "JOIN wm_work AS w ON w.id = d.work_id "
+    "WHERE d.prerequisite_id IN (SELECT value FROM json_each(?)) AND w.state = 'BLOCKED'"
+)
+#: The direct prerequisites of some works, in order: (work id, *SELECT_W).
+PREREQUISITES: Final = (
+    f"SELECT d.work_id, {SELECT_W} FROM wm_dependency AS d "
+    "JOIN wm_work AS w ON w.id = d.prerequisite_id "
+    "WHERE d.work_id IN (SELECT value FROM json_each(?)) ORDER BY d.work_id, d.position"
+)
+#: Which of some works have dependents.
+HAVE_DEPENDENTS: Final = (
+    "SELECT DISTINCT prerequisite_id FROM wm_dependency "
+    "WHERE prerequisite_id IN (SELECT value FROM json_each(?))"
+)
+INSERT_DEPENDENCY: Final = (
+    "INSERT INTO wm_dependency (prerequisite_id, work_id, position) VALUES (?, ?, ?)"
+)
+DELETE_EDGES_OF: Final = (
+    "DELETE FROM wm_dependency WHERE work_id IN (SELECT value FROM json_each(?1)) "
+    "OR prerequisite_id IN (SELECT value FROM json_each(?1))"
+)
+SET_WAITING: Final = "UPDATE wm_work SET waiting = ? WHERE id = ?"
+#: A dependent resolved by propagation: its (merged) input, waiting, runtime columns.
+WRITE_RESOLVED: Final = (
+    "UPDATE wm_work SET input = ?, waiting = ?, "
+    + ", ".join(f"{c} = ?" for c in RUNTIME_COLUMNS)
+    + " WHERE id = ?"
 )
 
 
@@ -126,7 +174,8 @@ def claim_sql(n_blocked: int, with_met: bool = False) -> str:
 @functools.lru_cache(maxsize=16)
 def apply_sql(rows: int) -> str:
     """The compare-and-set of ``rows`` changes in one statement; each row of parameters
-    is ``(id, expected state, expected attempts, *runtime_params(after))``."""
+    is ``(id, expected state, expected attempts, *runtime_params(after))``. It returns
+    ``(id, generation, ended with dependents)`` for each row written."""
     names = ("id", "exp_state", "exp_attempts", *RUNTIME_COLUMNS)
     row = "(" + ", ".join("?" * len(names)) + ")"
     sets = ", ".join(f"{c} = v.{c}" for c in RUNTIME_COLUMNS)
@@ -134,7 +183,10 @@ def apply_sql(rows: int) -> str:
         f"WITH v({', '.join(names)}) AS (VALUES {', '.join([row] * rows)}) "
         f"UPDATE wm_work SET {sets} FROM v WHERE wm_work.id = v.id "
         "AND wm_work.state = v.exp_state AND wm_work.run_attempt_count = v.exp_attempts "
-        "RETURNING wm_work.id, wm_work.generation"
+        # Whether a work that this change finished has dependents to resolve.
+        "RETURNING wm_work.id, wm_work.generation, "
+        f"wm_work.state IN ({_FINISHED}) AND EXISTS "
+        "(SELECT 1 FROM wm_dependency WHERE prerequisite_id = wm_work.id)"
     )
 
 
@@ -217,6 +269,11 @@ def runtime_params(r: WorkRecord) -> tuple[object, ...]:
         None if e is None else e.type, None if e is None else e.message, r.period_count,
         r.owner,
     )  # fmt: skip
+
+
+def resolved_params(r: WorkRecord) -> tuple[object, ...]:
+    """The parameters of WRITE_RESOLVED for a dependent resolved by propagation."""
+    return (_dump(r.input), 0, *runtime_params(r), r.id)
 
 
 def insert_params(r: WorkRecord) -> tuple[object, ...]:

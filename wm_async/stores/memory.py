@@ -4,11 +4,13 @@ restart."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
+from .. import _lifecycle as lc
 from .._errors import InvalidRequestError
 from .._heap import DueHeap
 from .._lifecycle import claim
@@ -17,10 +19,9 @@ from .._record import RUNTIME_FIELDS, WorkRecord
 from ._base import Claimed, ClaimParams, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
+    from ._base import UniquePlanner
 
 __all__ = ("MemoryStore",)
 
@@ -36,6 +37,11 @@ class MemoryStore(Store):
     # groups whose signals all hold, so parked works are never looked at, and a signal
     # turning true makes a whole group claimable in O(1) instead of re-heaping each work.
     _heaps: dict[_Group, DueHeap[str]] = attrs.field(init=False, factory=dict)
+    # Chains: a work's direct prerequisites in order, the reverse edges, and how many
+    # prerequisites each BLOCKED work still waits for.
+    _prerequisites: dict[str, tuple[str, ...]] = attrs.field(init=False, factory=dict)
+    _dependents: dict[str, list[str]] = attrs.field(init=False, factory=dict)
+    _waiting: dict[str, int] = attrs.field(init=False, factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryStore(works={len(self._records)})"
@@ -60,16 +66,62 @@ class MemoryStore(Store):
         else:
             heap.discard(record.id)
 
-    async def insert(self, records: Sequence[WorkRecord]) -> None:
-        """Insert new works, all or none."""
+    async def insert(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[WorkRecord]:
+        """Insert new works, all or none, resolving chained ones; return them as stored."""
+        self._check_new(records, prerequisites, ())
+        return self._insert(records, prerequisites)
+
+    def _check_new(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None,
+        gone: Collection[str],
+    ) -> None:
         seen: set[str] = set()
         for record in records:
-            if record.id in self._records or record.id in seen:
-                raise InvalidRequestError("id", record.id, "a work with this id already exists")
-            seen.add(record.id)
+            rid = record.id
+            if (rid in self._records and rid not in gone) or rid in seen:
+                raise InvalidRequestError("id", rid, "a work with this id already exists")
+            if prerequisites and rid in prerequisites:
+                for pid in prerequisites[rid]:
+                    if pid not in seen and (pid not in self._records or pid in gone):
+                        raise InvalidRequestError(
+                            "prerequisite", pid, "no such work (pruned, or never enqueued)"
+                        )
+            seen.add(rid)
+
+    def _insert(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None,
+    ) -> list[WorkRecord]:
+        stored = self._records
+        if not prerequisites:
+            for record in records:
+                stored[record.id] = record
+                self._index(record)
+            return list(records)
+        out: list[WorkRecord] = []
         for record in records:
-            self._records[record.id] = record
+            rid = record.id
+            pids = prerequisites.get(rid)
+            if pids:
+                pids = tuple(dict.fromkeys(pids))
+                prereqs = [stored[p] for p in pids]
+                record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
+                self._prerequisites[rid] = pids
+                for pid in pids:
+                    self._dependents.setdefault(pid, []).append(rid)
+                if record.state is WorkState.BLOCKED:
+                    self._waiting[rid] = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
+            stored[rid] = record
             self._index(record)
+            out.append(record)
+        return out
 
     def _active(self, blocked: frozenset[str], expedited: bool) -> list[DueHeap[str]]:
         return [
@@ -126,9 +178,12 @@ class MemoryStore(Store):
                 claimed.append(running)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
-        """Apply guarded changes; return the records written."""
+        """Apply guarded changes, resolving dependents of finished works; return the
+        records written."""
         written: list[WorkRecord] = []
         records = self._records
+        dependents = self._dependents
+        ended: list[WorkRecord] = []
         for change in changes:
             before, after = change.before, change.after
             current = records.get(before.id)
@@ -149,25 +204,66 @@ class MemoryStore(Store):
             elif current.state is WorkState.ENQUEUED:
                 self._heap_of(current).discard(after.id)  # RUNNING works are in no heap
             written.append(after)
+            if dependents and after.id in dependents and after.state.is_finished:
+                ended.append(after)
+        if ended:
+            self._propagate(ended, written)
         return written
 
+    def _propagate(self, ended: list[WorkRecord], written: list[WorkRecord]) -> None:
+        """Resolve the BLOCKED dependents of works that just finished, transitively."""
+        records, waiting = self._records, self._waiting
+        queue = deque(ended)
+        while queue:
+            done = queue.popleft()
+            for cid in self._dependents.get(done.id, ()):
+                child = records.get(cid)
+                if child is None or child.state is not WorkState.BLOCKED:
+                    continue
+                after = lc.prerequisite_ended(done, child)
+                if after is None:  # it succeeded: was it the last one?
+                    left = waiting[cid] = waiting[cid] - 1
+                    if left > 0:
+                        continue
+                    assert done.finished_at is not None
+                    prereqs = [records[p] for p in self._prerequisites[cid] if p in records]
+                    after = lc.unblock(child, prereqs, now=done.finished_at)
+                del waiting[cid]
+                records[cid] = after
+                self._index(after)
+                written.append(after)
+                if after.state.is_finished:
+                    queue.append(after)
+
+    def _leaves(self, works: list[WorkRecord]) -> list[WorkRecord]:
+        return [r for r in works if not self._dependents.get(r.id)]
+
+    def _delete(self, rid: str) -> None:
+        self._heap_of(self._records.pop(rid)).discard(rid)
+        self._waiting.pop(rid, None)
+        for pid in self._prerequisites.pop(rid, ()):
+            siblings = self._dependents.get(pid)
+            if siblings is not None:
+                siblings.remove(rid)
+                if not siblings:
+                    del self._dependents[pid]
+        # Dangling edges from its dependents stay until they go (they are finished, or
+        # were cancelled with it).
+        self._dependents.pop(rid, None)
+
     async def enqueue_unique(
-        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+        self, name: str, plan: UniquePlanner
     ) -> tuple[UniquePlan, list[WorkRecord]]:
         """Read, decide and apply in one step (no await: nothing interleaves)."""
         existing = [r for r in self._records.values() if r.unique_name == name]
-        decided = plan(existing)
-        gone = set(decided.deletes)
-        for record in decided.inserts:
-            if record.id in self._records and record.id not in gone:
-                raise InvalidRequestError("id", record.id, "a work with this id already exists")
-        cancelled = await self.apply(decided.cancels)
+        decided = plan(existing, self._leaves(existing))
+        self._check_new(decided.inserts, decided.prerequisites, decided.deletes)
+        written = await self.apply(decided.cancels)
         for rid in decided.deletes:
-            self._heap_of(self._records.pop(rid)).discard(rid)
-        for record in decided.inserts:
-            self._records[record.id] = record
-            self._index(record)
-        return decided, cancelled
+            if rid in self._records:
+                self._delete(rid)
+        written += self._insert(decided.inserts, decided.prerequisites)
+        return decided, written
 
     async def respec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec (compare-and-set on state, attempts and generation)."""
@@ -201,14 +297,21 @@ class MemoryStore(Store):
         return found
 
     async def prune(self, *, finished_before: float) -> int:
-        """Delete finished works older than the given time."""
+        """Delete finished works older than the given time, except those an unfinished
+        work depends on."""
+        records = self._records
         doomed = [
             r.id
-            for r in self._records.values()
+            for r in records.values()
             if r.state.is_finished
             and r.finished_at is not None
             and r.finished_at < finished_before
+            and not any(
+                not records[c].state.is_finished
+                for c in self._dependents.get(r.id, ())
+                if c in records
+            )
         ]
         for rid in doomed:
-            self._heap_of(self._records.pop(rid)).discard(rid)
+            self._delete(rid)
         return len(doomed)

@@ -16,7 +16,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import count
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -26,17 +26,20 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .. import _lifecycle as lc
 from .._errors import InvalidRequestError, StoreCorruptError, StoreError
-from .._model import Constraints
+from .._model import Constraints, WorkState
 from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
     from .._record import WorkRecord
+    from ._base import UniquePlanner
+
+#: The direct prerequisites of new works, by work id, in order.
+_Links = Mapping[str, Sequence[str]]
 
 __all__ = ["SQLiteStore"]
 
@@ -301,16 +304,25 @@ class SQLiteStore(Store):
 
     # -- the Store operations --------------------------------------------------------------
 
-    async def insert(self, records: Sequence[WorkRecord]) -> None:
-        """Insert new works, all or none.
+    async def insert(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[WorkRecord]:
+        """Insert new works, all or none, resolving chained ones; return them as stored.
 
-        :raises InvalidRequestError: if a work with one of the ids already exists
+        :raises InvalidRequestError: if a work with one of the ids already exists, or a
+            prerequisite does not
         :raises StoreError: if the database fails
         """
         if records:
-            await self._submit(_Kind.INSERT, list(records))
-        elif not self._accepting:
+            stored: list[WorkRecord] = await self._submit(
+                _Kind.INSERT, (list(records), prerequisites or None)
+            )
+            return stored
+        if not self._accepting:
             raise self._not_open()
+        return []
 
     async def claim_due(self, params: ClaimParams) -> Claimed:
         """Claim due unparked works, expedited first, in one transaction.
@@ -333,7 +345,7 @@ class SQLiteStore(Store):
         return written
 
     async def enqueue_unique(
-        self, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+        self, name: str, plan: UniquePlanner
     ) -> tuple[UniquePlan, list[WorkRecord]]:
         """Read the works under ``name``, decide with ``plan`` and carry it out, in one
         transaction of the writer (see :meth:`Store.enqueue_unique`).
@@ -511,9 +523,12 @@ class SQLiteStore(Store):
 
     def _prepare(self, op: _Op) -> Any:
         if op.kind is _Kind.INSERT:
-            rows = [sql.insert_params(r) for r in op.arg]
+            records, links = op.arg
+            if links:
+                return None  # resolved against the stored prerequisites in the transaction
+            rows = [sql.insert_params(r) for r in records]
             return rows, [
-                (tag, row[0]) for r, row in zip(op.arg, rows, strict=True) for tag in r.tags
+                (tag, row[0]) for r, row in zip(records, rows, strict=True) for tag in r.tags
             ]
         if op.kind is _Kind.APPLY:
             return [
@@ -579,18 +594,24 @@ class SQLiteStore(Store):
                 out[op] = (await self._respec(db, op.arg), None)
             elif op.kind is _Kind.PRUNE:
                 await db.execute_fetchall(sql.PRUNE_TAGS, (op.arg,))
+                await db.execute_fetchall(sql.PRUNE_EDGES, (op.arg,))
                 deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
                 out[op] = (len(list(deleted)), None)
         return out
 
-    @staticmethod
     async def _unique(
-        db: aiosqlite.Connection, name: str, plan: Callable[[list[WorkRecord]], UniquePlan]
+        self, db: aiosqlite.Connection, name: str, plan: UniquePlanner
     ) -> tuple[UniquePlan, list[WorkRecord]]:
         # Inside the writer's transaction: no other write can slip between the read and
         # the plan's writes, so concurrent enqueues on one name serialise.
         rows = await db.execute_fetchall(sql.BY_UNIQUE_NAME, (name,))
-        decided = plan([sql.record_from_row(row) for row in rows])
+        existing = [sql.record_from_row(row) for row in rows]
+        leaves = existing
+        if existing:
+            ids = json.dumps([r.id for r in existing])
+            inner = {row[0] for row in await db.execute_fetchall(sql.HAVE_DEPENDENTS, (ids,))}
+            leaves = [r for r in existing if r.id not in inner]
+        decided = plan(existing, leaves)
         gone = set(decided.deletes)
         fresh = [r.id for r in decided.inserts if r.id not in gone]
         if fresh:
@@ -599,7 +620,7 @@ class SQLiteStore(Store):
             ]
             if taken:
                 raise InvalidRequestError("id", taken, "a work with this id already exists")
-        cancelled: list[WorkRecord] = []
+        written: list[WorkRecord] = []
         if decided.cancels:
             flat = [
                 value
@@ -607,21 +628,30 @@ class SQLiteStore(Store):
                 for value in (c.before.id, c.before.state.value, c.before.run_attempt_count,
                               *sql.runtime_params(c.after))
             ]  # fmt: skip
-            done = {
-                row[0]
-                for row in await db.execute_fetchall(sql.apply_sql(len(decided.cancels)), flat)
+            done: dict[str, bool] = {
+                work_id: bool(has_dependents)
+                for work_id, _, has_dependents in await db.execute_fetchall(
+                    sql.apply_sql(len(decided.cancels)), flat
+                )
             }
-            cancelled = [c.after for c in decided.cancels if c.after.id in done]
+            ended: dict[str, tuple[WorkRecord, Any]] = {}
+            for c in decided.cancels:
+                if c.after.id in done:
+                    written.append(c.after)
+                    if done[c.after.id]:
+                        ended[c.after.id] = (c.after, None)
+            if ended:
+                written += [r for _, r in await self._propagate(db, ended)]
         if decided.deletes:
             doomed = json.dumps(list(decided.deletes))
             await db.execute_fetchall(sql.DELETE_TAGS_OF, (doomed,))
+            await db.execute_fetchall(sql.DELETE_EDGES_OF, (doomed,))
             await db.execute_fetchall(sql.DELETE_WORKS, (doomed,))
         if decided.inserts:
-            await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in decided.inserts])
-            await db.executemany(
-                sql.INSERT_TAG, [(tag, r.id) for r in decided.inserts for tag in r.tags]
+            written += await self._insert_new(
+                db, decided.inserts, decided.prerequisites, skip=gone
             )
-        return decided, cancelled
+        return decided, written
 
     @staticmethod
     async def _respec(db: aiosqlite.Connection, change: Change) -> WorkRecord | None:
@@ -639,30 +669,143 @@ class SQLiteStore(Store):
         return after
 
     async def _insert(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
-        ids = [row[0] for op in ops for row in op.prepared[0]]
+        ids = [r.id for op in ops for r in op.arg[0]]
         taken = {r[0] for r in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(ids),))}
         works: list[tuple[object, ...]] = []
         tags: list[tuple[str, object]] = []
         for op in ops:
-            rows, op_tags = op.prepared
-            mine: set[object] = set()
-            for record, row in zip(op.arg, rows, strict=True):
-                if row[0] in taken or row[0] in mine:
+            records, links = op.arg
+            mine: set[str] = set()
+            for record in records:
+                if record.id in taken or record.id in mine:
                     error = InvalidRequestError(
                         "id", record.id, "a work with this id already exists"
                     )
                     out[op] = (None, error)
                     break
-                mine.add(row[0])
+                mine.add(record.id)
             else:
+                if links:
+                    try:  # chains: resolved now, each op on its own (rare next to plain ones)
+                        out[op] = (await self._insert_new(db, records, links), None)
+                    except InvalidRequestError as exc:
+                        out[op] = (None, exc)
+                        continue
+                else:
+                    rows, op_tags = op.prepared
+                    works += rows
+                    tags += op_tags
+                    out[op] = (records, None)
                 taken |= mine
-                works += rows
-                tags += op_tags
-                out[op] = (None, None)
         if works:
             await (await db.executemany(sql.INSERT_WORK, works)).close()
         if tags:
             await (await db.executemany(sql.INSERT_TAG, tags)).close()
+
+    async def _insert_new(
+        self,
+        db: aiosqlite.Connection,
+        records: Sequence[WorkRecord],
+        links: _Links,
+        *,
+        skip: Collection[str] = (),
+    ) -> list[WorkRecord]:
+        """Insert works, chained ones in the state their prerequisites give them (their
+        ids are free; prerequisites in ``skip`` are being deleted)."""
+        if not links:
+            await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in records])
+            await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in records for t in r.tags])
+            return list(records)
+        new = {r.id for r in records}
+        wanted = {p for ps in links.values() for p in ps if p not in new and p not in skip}
+        known: dict[str, WorkRecord] = {}
+        if wanted:
+            rows = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
+            known = {row[1]: sql.record_from_row(row) for row in rows}
+        stored: list[WorkRecord] = []
+        waiting: list[tuple[int, str]] = []
+        edges: list[tuple[str, str, int]] = []
+        for record in records:
+            pids = tuple(dict.fromkeys(links.get(record.id, ())))
+            if pids:
+                missing = [p for p in pids if p not in known]
+                if missing:
+                    raise InvalidRequestError(
+                        "prerequisite", missing[0], "no such work (pruned, or never enqueued)"
+                    )
+                prereqs = [known[p] for p in pids]
+                record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
+                edges += [(p, record.id, i) for i, p in enumerate(pids)]
+                if record.state is WorkState.BLOCKED:
+                    left = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
+                    waiting.append((left, record.id))
+            known[record.id] = record
+            stored.append(record)
+        await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in stored])
+        await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
+        await db.executemany(sql.INSERT_DEPENDENCY, edges)
+        if waiting:
+            await db.executemany(sql.SET_WAITING, waiting)
+        return stored
+
+    async def _propagate(
+        self, db: aiosqlite.Connection, ended: dict[str, tuple[WorkRecord, Any]]
+    ) -> list[tuple[Any, WorkRecord]]:
+        """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin)),
+        level by level; return ``(origin, record)`` for each dependent written, its origin
+        being that of the work that resolved it."""
+        out: list[tuple[Any, WorkRecord]] = []
+        frontier = ended
+        while frontier:
+            rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(frontier)),))
+            children: dict[str, tuple[WorkRecord, int, list[tuple[WorkRecord, Any]]]] = {}
+            for row in rows:
+                cid = row[3]
+                entry = children.get(cid)
+                if entry is None:
+                    entry = children[cid] = (sql.record_from_row(row[2:]), row[1], [])
+                entry[2].append(frontier[row[0]])
+            frontier = {}
+            resolved: list[tuple[Any, WorkRecord]] = []
+            ready: list[tuple[WorkRecord, Any, float]] = []
+            waits: list[tuple[int, str]] = []
+            for cid, (child, waiting, dones) in children.items():
+                after: WorkRecord | None = None
+                origin: Any = None
+                for done, by in dones:  # a failure outranks a cancellation (SEMANTICS 18)
+                    ended_by = lc.prerequisite_ended(done, child)
+                    if ended_by is not None and (
+                        after is None or ended_by.state is WorkState.FAILED
+                    ):
+                        after, origin = ended_by, by
+                if after is not None:
+                    resolved.append((origin, after))
+                    continue
+                left = waiting - len(dones)
+                if left > 0:
+                    waits.append((left, cid))
+                    continue
+                now = max(d.finished_at or 0.0 for d, _ in dones)
+                ready.append((child, dones[0][1], now))
+            if ready:
+                prereqs: dict[str, list[WorkRecord]] = {}
+                ids = json.dumps([child.id for child, _, _ in ready])
+                for row in await db.execute_fetchall(sql.PREREQUISITES, (ids,)):
+                    prereqs.setdefault(row[0], []).append(sql.record_from_row(row[1:]))
+                resolved += [
+                    (origin, lc.unblock(child, prereqs.get(child.id, []), now=now))
+                    for child, origin, now in ready
+                ]
+            if waits:
+                await db.executemany(sql.SET_WAITING, waits)
+            if resolved:
+                await db.executemany(
+                    sql.WRITE_RESOLVED,
+                    [sql.resolved_params(r) for _, r in resolved],
+                )
+                out += resolved
+                frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
+        return out
 
     async def _apply(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
         # A work changed twice in one batch goes into successive statements, so the second
@@ -670,6 +813,7 @@ class SQLiteStore(Store):
         slots: list[list[WorkRecord | None]] = []
         rounds: list[list[tuple[list[WorkRecord | None], int, Change, tuple[Any, ...]]]] = []
         seen: dict[str, int] = {}
+        ended: dict[str, tuple[WorkRecord, Any]] = {}  # finished works with dependents
         for op in ops:
             slot: list[WorkRecord | None] = [None] * len(op.arg)
             slots.append(slot)
@@ -688,18 +832,28 @@ class SQLiteStore(Store):
                 flat += [None] * (len(chunk[0][3]) * (size - len(chunk)))
                 by_id = {entry[3][0]: entry for entry in chunk}
                 stale = []
-                for work_id, generation in await db.execute_fetchall(sql.apply_sql(size), flat):
+                for work_id, generation, has_dependents in await db.execute_fetchall(
+                    sql.apply_sql(size), flat
+                ):
                     slot, i, change, _ = by_id[work_id]
                     if generation == change.after.generation:
                         slot[i] = change.after
                     else:  # the spec was updated meanwhile: it was kept, so read it back
                         stale.append(work_id)
+                    if has_dependents:
+                        ended[work_id] = (change.after, slot)
                 if stale:
                     for row in await db.execute_fetchall(sql.GET, (json.dumps(stale),)):
                         slot, i, _, _ = by_id[row[1]]
-                        slot[i] = sql.record_from_row(row)
+                        current = slot[i] = sql.record_from_row(row)
+                        if row[1] in ended:
+                            ended[row[1]] = (current, slot)
+        extra: dict[int, list[WorkRecord]] = {}
+        if ended:
+            for slot, record in await self._propagate(db, ended):
+                extra.setdefault(id(slot), []).append(record)
         for op, slot in zip(ops, slots, strict=True):
-            out[op] = ([r for r in slot if r is not None], None)
+            out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
 
     async def _claim(self, db: aiosqlite.Connection, params: ClaimParams) -> Claimed:
         limit = max(params.limit, 0)
