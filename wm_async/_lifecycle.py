@@ -274,18 +274,19 @@ def resolve(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: floa
         return prerequisite_cancelled(child, now=now)
     if any(not p.state.is_finished for p in prerequisites):
         return blocked(child)
-    return unblock(child, prerequisites, now=now)
+    return unblock(child, [p.output for p in prerequisites], now=now)
 
 
-def unblock(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: float) -> WorkRecord:
+def unblock(child: WorkRecord, outputs: Sequence[Data], *, now: float) -> WorkRecord:
     """BLOCKED → ENQUEUED once every prerequisite SUCCEEDED (SEMANTICS 19): the initial
     delay counts from now, and the input becomes ``merge([own input] + outputs)`` with the
-    work's merger (SEMANTICS 20). A merge that fails (the array merger meeting two JSON
-    types under one key) fails the work instead."""
-    if prerequisites:
+    work's merger, ``outputs`` being its direct prerequisites' in order (SEMANTICS 20). A
+    merge that fails (the array merger meeting two JSON types under one key) fails the
+    work instead."""
+    if outputs:
         merger = MERGERS[child.input_merger]
         try:
-            merged = merger.merge([child.input, *(p.output for p in prerequisites)])
+            merged = merger.merge([child.input, *outputs])
         except InvalidRequestError as exc:
             error = WorkError(type=MERGE_FAILED, message=str(exc))
             return _failed(child, now, _EMPTY, error)

@@ -115,11 +115,17 @@ DEPENDENTS: Final = (
     "JOIN wm_work AS w ON w.id = d.work_id "
     "WHERE d.prerequisite_id IN (SELECT value FROM json_each(?)) AND w.state = 'BLOCKED'"
 )
-#: The direct prerequisites of some works, in order: (work id, *SELECT_W).
-PREREQUISITES: Final = (
-    f"SELECT d.work_id, {SELECT_W} FROM wm_dependency AS d "
-    "JOIN wm_work AS w ON w.id = d.prerequisite_id "
-    "WHERE d.work_id IN (SELECT value FROM json_each(?)) ORDER BY d.work_id, d.position"
+#: Counts the success of some works (the JSON array ?1) in their BLOCKED dependents;
+#: returns (waiting, outputs, *SELECT) for each, outputs being, once none is waiting,
+#: the direct prerequisites' outputs as a JSON array of [position, output text].
+UNBLOCK: Final = (
+    "UPDATE wm_work SET waiting = waiting - (SELECT count(*) FROM wm_dependency AS d "
+    "WHERE d.work_id = wm_work.id AND d.prerequisite_id IN (SELECT value FROM json_each(?1))) "
+    "WHERE state = 'BLOCKED' AND id IN (SELECT work_id FROM wm_dependency "
+    "WHERE prerequisite_id IN (SELECT value FROM json_each(?1))) "
+    "RETURNING waiting, CASE WHEN waiting <= 0 THEN (SELECT json_group_array("
+    "json_array(d.position, p.output)) FROM wm_dependency AS d JOIN wm_work AS p "
+    f"ON p.id = d.prerequisite_id WHERE d.work_id = wm_work.id) END, {SELECT}"
 )
 #: Which of some works have dependents.
 HAVE_DEPENDENTS: Final = (
@@ -133,7 +139,11 @@ DELETE_EDGES_OF: Final = (
     "DELETE FROM wm_dependency WHERE work_id IN (SELECT value FROM json_each(?1)) "
     "OR prerequisite_id IN (SELECT value FROM json_each(?1))"
 )
-SET_WAITING: Final = "UPDATE wm_work SET waiting = ? WHERE id = ?"
+#: INSERT_WORK with the number of prerequisites a chained work waits for.
+INSERT_CHAINED: Final = (
+    f"INSERT INTO wm_work ({', '.join(COLUMNS)}, signals, waiting) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 2))})"
+)
 #: A dependent resolved by propagation: its (merged) input, waiting, runtime columns.
 WRITE_RESOLVED: Final = (
     "UPDATE wm_work SET input = ?, waiting = ?, "
@@ -269,6 +279,12 @@ def runtime_params(r: WorkRecord) -> tuple[object, ...]:
         None if e is None else e.type, None if e is None else e.message, r.period_count,
         r.owner,
     )  # fmt: skip
+
+
+def outputs_in_order(text: str) -> list[Data]:
+    """The outputs column of UNBLOCK as Data objects, in prerequisite order."""
+    pairs = sorted(json.loads(text))
+    return [_load(output) for _, output in pairs]
 
 
 def resolved_params(r: WorkRecord) -> tuple[object, ...]:

@@ -226,8 +226,8 @@ class MemoryStore(Store):
                     if left > 0:
                         continue
                     assert done.finished_at is not None
-                    prereqs = [records[p] for p in self._prerequisites[cid] if p in records]
-                    after = lc.unblock(child, prereqs, now=done.finished_at)
+                    outputs = [records[p].output for p in self._prerequisites[cid] if p in records]
+                    after = lc.unblock(child, outputs, now=done.finished_at)
                 del waiting[cid]
                 records[cid] = after
                 self._index(after)

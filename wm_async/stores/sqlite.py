@@ -720,13 +720,14 @@ class SQLiteStore(Store):
         wanted = {p for ps in links.values() for p in ps if p not in new and p not in skip}
         known: dict[str, WorkRecord] = {}
         if wanted:
-            rows = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
-            known = {row[1]: sql.record_from_row(row) for row in rows}
+            found = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
+            known = {row[1]: sql.record_from_row(row) for row in found}
         stored: list[WorkRecord] = []
-        waiting: list[tuple[int, str]] = []
+        rows: list[tuple[object, ...]] = []
         edges: list[tuple[str, str, int]] = []
         for record in records:
             pids = tuple(dict.fromkeys(links.get(record.id, ())))
+            waiting = 0
             if pids:
                 missing = [p for p in pids if p not in known]
                 if missing:
@@ -737,15 +738,13 @@ class SQLiteStore(Store):
                 record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
                 edges += [(p, record.id, i) for i, p in enumerate(pids)]
                 if record.state is WorkState.BLOCKED:
-                    left = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
-                    waiting.append((left, record.id))
+                    waiting = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
             known[record.id] = record
             stored.append(record)
-        await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in stored])
+            rows.append((*sql.insert_params(record), waiting))
+        await db.executemany(sql.INSERT_CHAINED, rows)
         await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
         await db.executemany(sql.INSERT_DEPENDENCY, edges)
-        if waiting:
-            await db.executemany(sql.SET_WAITING, waiting)
         return stored
 
     async def _propagate(
@@ -753,59 +752,59 @@ class SQLiteStore(Store):
     ) -> list[tuple[Any, WorkRecord]]:
         """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin)),
         level by level; return ``(origin, record)`` for each dependent written, its origin
-        being that of the work that resolved it."""
+        being that of a work that resolved it."""
         out: list[tuple[Any, WorkRecord]] = []
         frontier = ended
         while frontier:
-            rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(frontier)),))
-            children: dict[str, tuple[WorkRecord, int, list[tuple[WorkRecord, Any]]]] = {}
-            for row in rows:
-                cid = row[3]
-                entry = children.get(cid)
-                if entry is None:
-                    entry = children[cid] = (sql.record_from_row(row[2:]), row[1], [])
-                entry[2].append(frontier[row[0]])
-            frontier = {}
             resolved: list[tuple[Any, WorkRecord]] = []
-            ready: list[tuple[WorkRecord, Any, float]] = []
-            waits: list[tuple[int, str]] = []
-            for cid, (child, waiting, dones) in children.items():
-                after: WorkRecord | None = None
-                origin: Any = None
-                for done, by in dones:  # a failure outranks a cancellation (SEMANTICS 18)
-                    ended_by = lc.prerequisite_ended(done, child)
-                    if ended_by is not None and (
-                        after is None or ended_by.state is WorkState.FAILED
-                    ):
-                        after, origin = ended_by, by
-                if after is not None:
-                    resolved.append((origin, after))
-                    continue
-                left = waiting - len(dones)
-                if left > 0:
-                    waits.append((left, cid))
-                    continue
-                now = max(d.finished_at or 0.0 for d, _ in dones)
-                ready.append((child, dones[0][1], now))
-            if ready:
-                prereqs: dict[str, list[WorkRecord]] = {}
-                ids = json.dumps([child.id for child, _, _ in ready])
-                for row in await db.execute_fetchall(sql.PREREQUISITES, (ids,)):
-                    prereqs.setdefault(row[0], []).append(sql.record_from_row(row[1:]))
-                resolved += [
-                    (origin, lc.unblock(child, prereqs.get(child.id, []), now=now))
-                    for child, origin, now in ready
-                ]
-            if waits:
-                await db.executemany(sql.SET_WAITING, waits)
-            if resolved:
+            stopped = {k: v for k, v in frontier.items() if v[0].state is not WorkState.SUCCEEDED}
+            if stopped:  # failures and cancellations first: they win over a success
+                resolved += await self._stop_dependents(db, stopped)
                 await db.executemany(
-                    sql.WRITE_RESOLVED,
-                    [sql.resolved_params(r) for _, r in resolved],
+                    sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in resolved]
                 )
-                out += resolved
-                frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
+            succeeded = [v for v in frontier.values() if v[0].state is WorkState.SUCCEEDED]
+            if succeeded:
+                ids = json.dumps([r.id for r, _ in succeeded])
+                now = max(r.finished_at or 0.0 for r, _ in succeeded)
+                origin = succeeded[0][1]
+                unblocked = [
+                    (
+                        origin,
+                        lc.unblock(
+                            sql.record_from_row(row[2:]), sql.outputs_in_order(row[1]), now=now
+                        ),
+                    )
+                    for row in await db.execute_fetchall(sql.UNBLOCK, (ids,))
+                    if row[0] <= 0
+                ]
+                if unblocked:
+                    await db.executemany(
+                        sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in unblocked]
+                    )
+                    resolved += unblocked
+            out += resolved
+            frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
         return out
+
+    @staticmethod
+    async def _stop_dependents(
+        db: aiosqlite.Connection, stopped: dict[str, tuple[WorkRecord, Any]]
+    ) -> list[tuple[Any, WorkRecord]]:
+        """Fail or cancel the BLOCKED dependents of failed or cancelled works."""
+        rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(stopped)),))
+        decided: dict[str, tuple[Any, WorkRecord]] = {}
+        for row in rows:
+            done, origin = stopped[row[0]]
+            child = sql.record_from_row(row[2:])
+            after = lc.prerequisite_ended(done, child)
+            assert after is not None
+            previous = decided.get(child.id)
+            if previous is None or (
+                after.state is WorkState.FAILED and previous[1].state is not WorkState.FAILED
+            ):  # a failure outranks a cancellation (SEMANTICS 18)
+                decided[child.id] = (origin, after)
+        return list(decided.values())
 
     async def _apply(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
         # A work changed twice in one batch goes into successive statements, so the second
