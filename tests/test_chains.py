@@ -3,6 +3,8 @@ retention of prerequisites (34), on every store, with the virtual clock."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -580,3 +582,11 @@ async def test_a_blocked_chain_survives_a_restart(tmp_path: Path, clock: Virtual
         await clock.advance(60)
         assert await states(second, a, b) == [S.SUCCEEDED, S.SUCCEEDED]
     assert steps.inputs[b.id] == {"own": 1, "from_a": True}
+
+
+def test_the_chain_example_runs() -> None:
+    example = Path(__file__).parent.parent / "examples" / "chain.py"
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "report SUCCEEDED: input {'words': [210, 220]} -> {'total': 430}" in done.stdout
