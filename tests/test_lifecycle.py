@@ -449,3 +449,88 @@ def test_set_progress_replaces_rather_than_merges() -> None:
 )
 def test_set_progress_outside_a_run_is_ignored(make: Callable[[], WorkRecord]) -> None:
     assert lc.set_progress(make(), {"pct": 10}) is None
+
+
+# -- chains and unique plans (SEMANTICS 18-20, 22-25) ----------------------------------------
+
+
+def succeeded(output: Data = EMPTY) -> WorkRecord:
+    return finished(lc.Succeeded(output))
+
+
+def failed() -> WorkRecord:
+    return finished(lc.Failed())
+
+
+@pytest.mark.parametrize(
+    ("prerequisites", "state"),
+    [
+        (lambda: [succeeded(), succeeded()], S.ENQUEUED),
+        (lambda: [succeeded(), running()], S.BLOCKED),
+        (lambda: [blocked(), enqueued()], S.BLOCKED),
+        (lambda: [cancelled(), running()], S.CANCELLED),
+        (lambda: [cancelled(), failed()], S.FAILED),  # failure outranks cancellation
+        (lambda: [running(), failed()], S.FAILED),
+    ],
+)
+def test_resolve_follows_rule_18(
+    prerequisites: Callable[[], list[WorkRecord]], state: wm.WorkState
+) -> None:
+    child = enqueued(initial_delay=5)
+    resolved = lc.resolve(child, prerequisites(), now=NOW)
+    assert resolved.state is state
+    assert resolved.next_run_at == (NOW + 5 if state is S.ENQUEUED else None)
+    assert (resolved.finished_at == NOW) is state.is_finished
+
+
+def test_unblock_merges_and_a_mismatch_fails() -> None:
+    child = enqueued(input={"k": "own", "x": 1})
+    merged = lc.unblock(child, [{"k": "first"}, {"k": "second", "y": 2}], now=NOW)
+    assert merged.state is S.ENQUEUED
+    assert dict(merged.input) == {"k": "second", "x": 1, "y": 2}
+    arrays = enqueued(input={"k": 1}, input_merger=wm.ArrayCreatingInputMerger)
+    assert dict(lc.unblock(arrays, [{"k": [2, 3]}], now=NOW).input) == {"k": [1, 2, 3]}
+    bad = lc.unblock(arrays, [{"k": "text"}], now=NOW)
+    assert bad.state is S.FAILED
+    assert bad.error is not None
+    assert bad.error.type == lc.MERGE_FAILED
+
+
+def test_prerequisite_ended() -> None:
+    child = blocked()
+    assert lc.prerequisite_ended(succeeded(), child) is None
+    gone = lc.prerequisite_ended(failed(), child)
+    assert gone is not None
+    assert gone.state is S.FAILED
+    assert gone.error is not None
+    assert gone.error.type == lc.PREREQUISITE_FAILED
+    stopped = lc.prerequisite_ended(cancelled(), child)
+    assert stopped is not None
+    assert stopped.state is S.CANCELLED
+
+
+def test_plan_unique_append_links_the_first_step_to_the_leaves() -> None:
+    leaf_a, leaf_b, inner = succeeded(), running(), succeeded()
+    first, second = enqueued(), enqueued()
+    links = {second.id: (first.id,)}
+    plan = lc.plan_unique(
+        "APPEND", [inner, leaf_a, leaf_b], [leaf_b, leaf_a], [first, second],
+        prerequisites=links, now=NOW,
+    )  # fmt: skip
+    assert plan.cancels == ()
+    assert plan.deletes == ()
+    assert set(plan.prerequisites[first.id]) == {leaf_a.id, leaf_b.id}
+    assert plan.prerequisites[second.id] == (first.id,)
+
+
+def test_plan_unique_append_or_replace_replaces_after_a_failed_leaf() -> None:
+    old_failed, old_running, new = failed(), running(), enqueued()
+    plan = lc.plan_unique(
+        "APPEND_OR_REPLACE", [old_failed, old_running], [old_failed], [new], now=NOW
+    )
+    assert [c.after.state for c in plan.cancels] == [S.CANCELLED]
+    assert set(plan.deletes) == {old_failed.id, old_running.id}
+    assert plan.prerequisites == {}
+    appended = lc.plan_unique("APPEND_OR_REPLACE", [old_running], [old_running], [new], now=NOW)
+    assert appended.prerequisites == {new.id: (old_running.id,)}
+    assert appended.deletes == ()
