@@ -1,0 +1,166 @@
+"""The process the crash matrix kills: a manager running a mixed workload.
+
+    python child.py STORE_URL LOG PHASE SEED [KILL_MODE]
+
+Phase A sets the workload up and runs it; the test SIGKILLs it at a random moment (or
+it kills itself just before or just after a COMMIT, with KILL_MODE ``before-commit`` /
+``after-commit``). Phase B, on the same store, finishes whatever setup step is missing
+(every step is one atomic call, and ids are derived from SEED, so a step is either
+fully stored or not at all) and runs until every one-time work has finished.
+
+Workers append one line per event to LOG with a single O_APPEND write, so a line is
+never torn by SIGKILL: ``PHASE start ID ATTEMPT`` and ``PHASE end ID ATTEMPT``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import uuid
+from datetime import timedelta
+
+import anyio
+
+import wm_async as wm
+
+FAST = wm.Backoff(wm.BackoffPolicy.LINEAR, timedelta(milliseconds=10))
+
+
+def ids(seed: int, name: str, n: int) -> list[uuid.UUID]:
+    """Deterministic ids for the trial ``seed``."""
+    return [uuid.uuid5(uuid.NAMESPACE_OID, f"{seed}:{name}:{i}") for i in range(n)]
+
+
+class Workload:
+    """The setup steps, each one atomic call, and their requests."""
+
+    def __init__(self, seed: int) -> None:
+        def req(wid: uuid.UUID, worker: str = "step", **kw: object) -> wm.OneTimeWorkRequest:
+            return wm.OneTimeWorkRequest(worker, id=wid, backoff=FAST, **kw)  # type: ignore[arg-type]
+
+        self.plain = [
+            req(i, input={"retry": n % 5 == 0}) for n, i in enumerate(ids(seed, "plain", 12))
+        ]
+        c0a, c0b, c1, c2 = ids(seed, "chain", 4)
+        self.chain = [
+            req(c0a, input={"emit": {"a": 1}}),
+            req(c0b, input={"emit": {"b": 2}}),
+            req(c1, input={"emit": {"c": 3}}),
+            req(c2),
+        ]
+        f0, f1, f2 = ids(seed, "failing", 3)
+        self.failing = [req(f0), req(f1, input={"fail": True}), req(f2)]
+        self.keep = [req(i) for i in ids(seed, "keep", 2)]
+        self.append = [
+            req(i, "link", input={"k": k}) for k, i in enumerate(ids(seed, "append", 5))
+        ]
+        self.tick = wm.PeriodicWorkRequest(
+            "tick", repeat_interval=timedelta(milliseconds=200), id=ids(seed, "tick", 1)[0]
+        )
+
+    def one_time(self) -> list[wm.OneTimeWorkRequest]:
+        """Every one-time request of the workload."""
+        return [*self.plain, *self.chain, *self.failing, *self.keep, *self.append]
+
+    async def set_up(self, manager: wm.WorkManager) -> None:
+        """Run every step whose works are not stored yet."""
+
+        async def missing(request: wm.OneTimeWorkRequest | wm.PeriodicWorkRequest) -> bool:
+            return await manager.get_work_info(request.id) is None
+
+        if await missing(self.plain[0]):
+            await manager.enqueue(*self.plain)
+        if await missing(self.chain[0]):
+            c0a, c0b, c1, c2 = self.chain
+            await manager.begin_with(c0a, c0b).then(c1).then(c2).enqueue()
+        if await missing(self.failing[0]):
+            f0, f1, f2 = self.failing
+            await manager.begin_with(f0).then(f1).then(f2).enqueue()
+        for request in self.keep:
+            if await missing(request):
+                await manager.enqueue_unique_work("keep", wm.ExistingWorkPolicy.KEEP, request)
+        for request in self.append:
+            if await missing(request):
+                await manager.enqueue_unique_work("log", wm.ExistingWorkPolicy.APPEND, request)
+        if await missing(self.tick):
+            await manager.enqueue_unique_periodic_work(
+                "tick", wm.ExistingPeriodicWorkPolicy.KEEP, self.tick
+            )
+
+
+def arm_commit_kill(mode: str, rng: random.Random) -> None:
+    """Kill this process just before or just after one of its first COMMITs."""
+    import aiosqlite
+
+    original = aiosqlite.Connection.execute_fetchall
+    target = rng.randint(1, 40)
+    seen = 0
+
+    async def execute_fetchall(self: aiosqlite.Connection, sql: str, *args: object) -> object:
+        nonlocal seen
+        if sql == "COMMIT":
+            seen += 1
+            if seen == target and mode == "before-commit":
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = await original(self, sql, *args)
+            if seen == target and mode == "after-commit":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return await original(self, sql, *args)
+
+    aiosqlite.Connection.execute_fetchall = execute_fetchall  # type: ignore[assignment,method-assign]
+
+
+async def main(url: str, log: str, phase: str, seed: int, mode: str) -> None:
+    rng = random.Random(f"{seed}:{phase}")
+    if mode != "timer" and phase == "A":
+        arm_commit_kill(mode, rng)
+    manager = wm.WorkManager(url, max_concurrency=8, shutdown_grace=timedelta(seconds=5))
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def note(event: str, ctx: wm.WorkContext) -> None:
+        os.write(fd, f"{phase} {event} {ctx.id} {ctx.run_attempt_count}\n".encode())
+
+    @manager.worker("step")
+    async def step(ctx: wm.WorkContext) -> wm.Result:
+        note("start", ctx)
+        await anyio.sleep(rng.uniform(0.001, 0.02))
+        note("end", ctx)
+        if ctx.input.get("fail"):
+            return wm.Result.failure({"failed": True})
+        if ctx.input.get("retry") and ctx.run_attempt_count == 0:
+            return wm.Result.retry()
+        emit = ctx.input.get("emit", {})
+        assert isinstance(emit, dict)
+        return wm.Result.success(emit)
+
+    @manager.worker("link")
+    async def link(ctx: wm.WorkContext) -> wm.Result:
+        note("start", ctx)
+        await anyio.sleep(rng.uniform(0.001, 0.01))
+        note("end", ctx)
+        seen = ctx.input.get("seen", [])
+        assert isinstance(seen, list)
+        return wm.Result.success({"seen": [*seen, ctx.input["k"]]})
+
+    @manager.worker("tick")
+    async def tick(ctx: wm.WorkContext) -> None:
+        note("start", ctx)
+        note("end", ctx)
+
+    workload = Workload(seed)
+    async with manager:
+        await workload.set_up(manager)
+        os.write(fd, f"{phase} setup-done\n".encode())
+        for request in workload.one_time():
+            if await manager.get_work_info(request.id) is not None:
+                await manager.wait(request.id)
+    os.write(fd, f"{phase} done\n".encode())
+
+
+if __name__ == "__main__":
+    url, log, phase, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    mode = sys.argv[5] if len(sys.argv) > 5 else "timer"
+    anyio.run(main, url, log, phase, seed, mode)
