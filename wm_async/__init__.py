@@ -15,8 +15,11 @@ from ._clock import SystemClock as SystemClock
 from ._errors import DataTooLargeError as DataTooLargeError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import NotRunningError as NotRunningError
+from ._errors import StoreBusyError as StoreBusyError
 from ._errors import StoreCorruptError as StoreCorruptError
 from ._errors import StoreError as StoreError
+from ._errors import StoreFullError as StoreFullError
+from ._errors import StoreReadOnlyError as StoreReadOnlyError
 from ._errors import UnknownWorkerError as UnknownWorkerError
 from ._errors import WorkManagerError as WorkManagerError
 from ._events import WorkWatcher as WorkWatcher
@@ -95,5 +98,8 @@ __all__ = (
     "UnknownWorkerError",
     "StoreError",
     "StoreCorruptError",
+    "StoreFullError",
+    "StoreReadOnlyError",
+    "StoreBusyError",
     "NotRunningError",
 )

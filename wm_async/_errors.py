@@ -87,6 +87,20 @@ class StoreCorruptError(StoreError):
     """
 
 
+class StoreFullError(StoreError):
+    """The store has no room: the disk (or a quota, or SQLite's ``max_page_count``) is
+    full. The operation that hit it changed nothing; free space and retry."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store can be read but not written (a read-only file, directory or mount)."""
+
+
+class StoreBusyError(StoreError):
+    """Another process held the store's lock for longer than the store waits and retries
+    (SQLite: ``busy_timeout`` several times over). Transient: retry later."""
+
+
 class NotRunningError(WorkManagerError, RuntimeError):
     """The manager is not running, so the call cannot be served.
 

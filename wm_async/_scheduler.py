@@ -21,9 +21,10 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import _lifecycle as lc
+from ._errors import StoreError
 from ._executor import RunHandle, Worker, execute
 from ._model import Data, StopReason
-from .stores._base import ClaimParams
+from .stores._base import Claimed, ClaimParams
 
 if TYPE_CHECKING:
     from ._clock import Clock, Timer
@@ -37,12 +38,20 @@ BOOKKEEPING_TIMEOUT = 5.0
 #: After shutdown cancels the workers, how long (real seconds) to wait for workers that
 #: ignore cancellation before leaving them behind.
 STUCK_WORKER_TIMEOUT = 5.0
+#: A failing store call (disk full, database restarting) is retried after this many
+#: seconds, doubling up to STORE_RETRY_MAX, for as long as the manager runs.
+STORE_RETRY_FIRST = 0.05
+STORE_RETRY_MAX = 2.0
 #: Most works claimed per dispatcher turn. Between turns the loop runs the works just
 #: claimed, so the first of a large backlog starts after one batch, not after all of it.
 CLAIM_BATCH = 128
 #: Loop iterations a virtual clock lets pass with no scheduler activity before it
 #: considers the scheduler settled (workers awaiting nothing wm_async knows about).
 _SETTLE_CHECKPOINTS = 10
+
+
+def _backoff(failures: int) -> float:
+    return min(STORE_RETRY_FIRST * (1 << min(failures - 1, 16)), STORE_RETRY_MAX)
 
 
 class _Deadlines:
@@ -144,6 +153,7 @@ class Scheduler:
     _in_flight: int = attrs.field(init=False, default=0)
     _activity: int = attrs.field(init=False, default=0)
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
+    _store_failing: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = _Deadlines(self.clock, self._deadlines_due)
@@ -299,6 +309,7 @@ class Scheduler:
             self._dispatch_scope = scope
             task_status.started()
             store, clock = self.store, self.clock
+            failures = 0
             while True:
                 self._wakeup = anyio.Event()  # before claiming: a wake-up during it counts
                 self._asleep = False
@@ -319,9 +330,22 @@ class Scheduler:
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.
                 with anyio.CancelScope(shield=True), self.tracked():
-                    claimed = await store.claim_due(params)
-                    if claimed.records:
+                    claimed: Claimed | None = None
+                    try:
+                        claimed = await store.claim_due(params)
+                    except StoreError as exc:
+                        self._store_error(exc, "claiming due work")
+                    else:
+                        self._store_recovered()
+                    if claimed is not None and claimed.records:
                         self._start(claimed.records)
+                if claimed is None:
+                    failures += 1
+                    self._asleep = True
+                    self._touch()
+                    await clock.sleep_until(clock.now() + _backoff(failures), self._wakeup)
+                    continue
+                failures = 0
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
                     await anyio.lowlevel.checkpoint()
                     continue  # capacity is full; a finishing run wakes us
@@ -441,15 +465,59 @@ class Scheduler:
                 # Nothing is cancelling this task, so the write needs no shield (the hot
                 # path: a scope per run is measurable). Shutdown cancels only runs it has
                 # stopped first, which take the shielded branch.
-                written = await self.store.apply([change])
+                try:
+                    written = await self.store.apply([change])
+                except StoreError as exc:
+                    written = await self._retry(exc, "recording a result", change)
             else:
                 with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
-                    written = await self.store.apply([change])
+                    try:
+                        written = await self.store.apply([change])
+                    except StoreError as exc:
+                        written = await self._retry(exc, "recording a result", change)
             if written:
                 self.publish(written)
         finally:
             self._in_flight -= 1
             self._touch()
+
+    # -- a failing store
+
+    async def _retry(self, exc: StoreError, doing: str, change: lc.Change) -> list[WorkRecord]:
+        """Apply ``change`` until the store takes it. The run keeps its capacity slot
+        meanwhile, so a store that stays down stops new claims (back-pressure); if the
+        manager stops first, the work is still RUNNING in the store and runs again on the
+        next start (SEMANTICS 15) or, with leases, once its lease expires."""
+        failures = 0
+        while True:
+            self._store_error(exc, doing)
+            failures += 1
+            self._in_flight -= 1  # a virtual clock must be free to move while we wait
+            self._touch()
+            try:
+                await self.clock.sleep_until(self.clock.now() + _backoff(failures), anyio.Event())
+            finally:
+                self._in_flight += 1
+                self._touch()
+            try:
+                written = await self.store.apply([change])
+            except StoreError as again:
+                exc = again
+            else:
+                self._store_recovered()
+                return written
+
+    def _store_error(self, exc: StoreError, doing: str) -> None:
+        if not self._store_failing:
+            self._store_failing = True
+            logger.error("store failed while %s; retrying until it recovers: %s", doing, exc)
+        else:
+            logger.debug("store still failing while %s: %s", doing, exc)
+
+    def _store_recovered(self) -> None:
+        if self._store_failing:
+            self._store_failing = False
+            logger.warning("store recovered")
 
     async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
         from . import _validators as v

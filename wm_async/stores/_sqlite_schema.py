@@ -14,7 +14,13 @@ from collections.abc import Callable, Hashable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .._errors import StoreCorruptError, StoreError
+from .._errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreReadOnlyError,
+)
 from .._model import (
     DEFAULT_BACKOFF,
     FINISHED_STATES,
@@ -366,6 +372,21 @@ def _code(exc: BaseException) -> int:
 def is_transient(exc: BaseException) -> bool:
     """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock; worth retrying."""
     return _code(exc) in (5, 6) or "database is locked" in str(exc)
+
+
+def error_class(exc: BaseException) -> type[StoreError]:
+    """The StoreError subclass for a SQLite error."""
+    code = _code(exc)
+    text = str(exc)
+    if is_corrupt(exc):
+        return StoreCorruptError
+    if code == 13 or "database or disk is full" in text:  # SQLITE_FULL
+        return StoreFullError
+    if code == 8 or "readonly database" in text:  # SQLITE_READONLY
+        return StoreReadOnlyError
+    if is_transient(exc):
+        return StoreBusyError
+    return StoreError
 
 
 def is_corrupt(exc: BaseException) -> bool:

@@ -27,7 +27,14 @@ import anyio.lowlevel
 import attrs
 
 from .. import _lifecycle as lc
-from .._errors import InvalidRequestError, StoreCorruptError, StoreError
+from .._errors import (
+    InvalidRequestError,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreReadOnlyError,
+)
 from .._model import Constraints, WorkState
 from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store
@@ -43,6 +50,11 @@ _Links = Mapping[str, Sequence[str]]
 
 __all__ = ["SQLiteStore"]
 
+_HINTS: Final[dict[type[StoreError], str]] = {
+    StoreFullError: " (nothing was written; free disk space and retry)",
+    StoreReadOnlyError: " (the file, its directory or its mount is read-only)",
+    StoreBusyError: " (another process holds the database lock; retry later)",
+}
 _BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
 _BUSY_BACKOFF: Final = 0.05
 
@@ -296,8 +308,9 @@ class SQLiteStore(Store):
                     raise self._error(failure, "closing") from failure
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
-        cls = StoreCorruptError if sql.is_corrupt(exc) else StoreError
-        return cls(f"SQLite store {self._path}: {doing} failed: {exc}")
+        cls = sql.error_class(exc)
+        hint = _HINTS.get(cls, "")
+        return cls(f"SQLite store {self._path}: {doing} failed: {exc}{hint}")
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self._path} (use 'async with store:')")
