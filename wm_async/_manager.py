@@ -31,6 +31,7 @@ from ._model import (
     UNFINISHED_STATES,
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
+    StopReason,
     UpdateResult,
     WorkExplanation,
     WorkInfo,
@@ -142,6 +143,8 @@ class WorkManager:
         self._state = RunState.STOPPED
         self._exit_stack: AsyncExitStack | None = None
         self._stop_pruner = anyio.Event()
+        # (state, attempts) last logged per unfinished work, for the DEBUG transition log.
+        self._logged_states: dict[str, tuple[WorkState, int]] = {}
 
     def __repr__(self) -> str:
         return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
@@ -323,15 +326,35 @@ class WorkManager:
 
     def _publish(self, records: Sequence[WorkRecord]) -> None:
         if _transitions.isEnabledFor(logging.DEBUG):
-            for r in records:
-                _transitions.debug(
-                    "work %s (%r) -> %s attempts=%d",
-                    r.id,
-                    r.worker,
-                    r.state.value,
-                    r.run_attempt_count,
-                )
+            self._log_transitions(records)
         self._events.publish(records)
+
+    def _log_transitions(self, records: Sequence[WorkRecord]) -> None:
+        """One DEBUG line per state change; progress reports are not one. The state
+        before is ``-`` for a work this process has not seen change yet."""
+        seen = self._logged_states
+        for r in records:
+            now = (r.state, r.run_attempt_count)
+            # Only unfinished works are remembered, so the map stays small.
+            before = seen.pop(r.id, None) if r.state.is_finished else seen.get(r.id)
+            if not r.state.is_finished:
+                seen[r.id] = now
+            if before == now:
+                continue
+            extra = ""
+            if r.stop_reason is not StopReason.NOT_STOPPED:
+                extra += f" stop_reason={r.stop_reason.value}"
+            if r.state is WorkState.FAILED and r.error is not None:
+                extra += f" error={r.error.type}"
+            _transitions.debug(
+                "work %s (%r): %s -> %s attempts=%d%s",
+                r.id,
+                r.worker,
+                before[0].value if before else "-",
+                r.state.value,
+                r.run_attempt_count,
+                extra,
+            )
 
     # -- enqueue
 
