@@ -297,7 +297,7 @@ def test_asgi_helpers_refuse_what_is_not_a_manager() -> None:
 
 def test_importing_wm_async_imports_no_framework() -> None:
     code = (
-        "import sys, wm_async, wm_async.cli, wm_async.integrations.asgi\n"
+        "import sys, wm_async, wm_async.cli, wm_async.compat, wm_async.integrations.asgi\n"
         "loaded = {'aiohttp', 'fastapi', 'starlette', 'quart', 'uvicorn', 'httpx'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )

@@ -45,6 +45,9 @@ from .signals import Signal, default_signals
 from .stores import Store, open_store
 
 logger = logging.getLogger("wm_async")
+# A library logs and never prints: without this, Python's last-resort handler would write
+# warnings to stderr in an app that configured no logging.
+logger.addHandler(logging.NullHandler())
 _transitions = logging.getLogger("wm_async.transitions")
 
 F = TypeVar("F", bound=WorkerFn)

@@ -123,7 +123,7 @@ def _add_worker(commands: _Commands) -> None:
     worker.set_defaults(handler=_run_worker)
 
 
-def load_manager(spec: str) -> WorkManager:
+def _load_manager(spec: str) -> WorkManager:
     """The manager ``MODULE:ATTRIBUTE`` names (a WorkManager or a function returning one).
 
     :raises CommandError: if it cannot be imported or is not a WorkManager
@@ -157,7 +157,7 @@ def load_manager(spec: str) -> WorkManager:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    manager = load_manager(args.app)
+    manager = _load_manager(args.app)
     # The wm_async loggers at the chosen level; other libraries' only from WARNING up.
     logging.basicConfig(
         level=logging.WARNING,
