@@ -152,6 +152,14 @@ def test_demo_runs_every_work_to_its_end(tmp_path: Path) -> None:
     [db] = tmp_path.glob("wm-async-demo-*/demo.db")
     assert f"store sqlite:///{db}" in proc.stdout
     assert "Each row is one state change" in proc.stdout  # the legend
+    ended = proc.stdout.split("where each work ended:\n")[1].splitlines()[:5]
+    assert [line.split()[:3] for line in ended] == [
+        ["progress", "SUCCEEDED", "1"],
+        ["delayed", "SUCCEEDED", "1"],
+        ["flaky", "SUCCEEDED", "3"],
+        ["heartbeat", "CANCELLED", "3"],
+        ["gated", "SUCCEEDED", "1"],
+    ]
 
 
 def test_main_runs_the_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:

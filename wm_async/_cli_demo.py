@@ -226,6 +226,16 @@ async def _demo(store: str, duration: float) -> int:
                 tg.cancel_scope.cancel()
         final = await manager.get_work_infos(WorkQuery(ids=ids))
         elapsed = clock.now() - start
+    print("where each work ended:")
+    for info in sorted(final, key=lambda i: [r.id for r in requests].index(i.id)):
+        if info.periodicity is not None:
+            runs = f"{info.period_count} periods"
+        else:
+            runs = f"{info.run_attempt_count} run{'' if info.run_attempt_count == 1 else 's'}"
+        what = f"output {json.dumps(info.output)}" if info.output else ""
+        print(
+            f"  {info.worker:<{width}}  {info.state.value:<{_STATE_WIDTH}}  {runs:<9}  {what}".rstrip()
+        )
     counts = dict.fromkeys(WorkState, 0)
     for info in final:
         counts[info.state] += 1
