@@ -309,8 +309,10 @@ async def _show(args: argparse.Namespace) -> int:
 async def cancel_records(store: Store, records: Iterable[WorkRecord]) -> list[WorkRecord]:
     """Cancel the unfinished records (compare-and-set, re-reading works that changed
     meanwhile, as ``WorkManager`` does); return the records written as CANCELLED."""
-    # TODO(chains): cancel the works' unfinished dependents too (SEMANTICS 29), the way
-    # WorkManager's cancel does once chains land; share one implementation with it.
+    # TODO(chains): SEMANTICS 29 also cancels the works' unfinished dependents. With
+    # chains, Store.apply propagates a cancel to them in the same transaction (and returns
+    # their records), so this loop should need no change: confirm with a chain test after
+    # the merge, and consider sharing this loop with WorkManager._cancel.
     clock = SystemClock()
     pending = list(records)
     cancelled: list[WorkRecord] = []
