@@ -483,7 +483,11 @@ class WorkerProcess:
             self.lines.put(line.rstrip("\n"))
 
     def expect(self, pattern: str) -> str:
-        """The first line (stdout or stderr) from now on that matches ``pattern``."""
+        """The first line printed so far or from now on (stdout or stderr, whose relative
+        order is not kept) that matches ``pattern``."""
+        for line in self.seen:
+            if re.search(pattern, line):
+                return line
         while True:
             try:
                 line = self.lines.get(timeout=TIMEOUT)
