@@ -33,6 +33,7 @@ from ._model import (
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
     Result,
+    StopReason,
     UpdateResult,
     WorkExplanation,
     WorkInfo,
@@ -46,6 +47,9 @@ from .signals import Signal, default_signals
 from .stores import Store, open_store
 
 logger = logging.getLogger("wm_async")
+# A library logs and never prints: without this, Python's last-resort handler would write
+# warnings to stderr in an app that configured no logging.
+logger.addHandler(logging.NullHandler())
 _transitions = logging.getLogger("wm_async.transitions")
 
 F = TypeVar("F", bound=WorkerFn)
@@ -144,6 +148,8 @@ class WorkManager:
         self._state = RunState.STOPPED
         self._exit_stack: AsyncExitStack | None = None
         self._stop_pruner = anyio.Event()
+        # (state, attempts) last logged per unfinished work, for the DEBUG transition log.
+        self._logged_states: dict[str, tuple[WorkState, int]] = {}
 
     def __repr__(self) -> str:
         return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
@@ -217,8 +223,8 @@ class WorkManager:
             raise InvalidRequestError("worker", fn, "expected a callable")
         if name in self._workers:
             raise InvalidRequestError("worker", name, "a worker is already registered under it")
-        if name.startswith("wm_async."):
-            raise InvalidRequestError("worker", name, "names starting 'wm_async.' are reserved")
+        if name == COMBINE_WORKER:
+            raise InvalidRequestError("worker", name, "this name is reserved for chains")
         self._workers[name] = Worker.wrap(name, fn)
 
     def unregister_worker(self, name: str) -> None:
@@ -328,15 +334,35 @@ class WorkManager:
 
     def _publish(self, records: Sequence[WorkRecord]) -> None:
         if _transitions.isEnabledFor(logging.DEBUG):
-            for r in records:
-                _transitions.debug(
-                    "work %s (%r) -> %s attempts=%d",
-                    r.id,
-                    r.worker,
-                    r.state.value,
-                    r.run_attempt_count,
-                )
+            self._log_transitions(records)
         self._events.publish(records)
+
+    def _log_transitions(self, records: Sequence[WorkRecord]) -> None:
+        """One DEBUG line per state change; progress reports are not one. The state
+        before is ``-`` for a work this process has not seen change yet."""
+        seen = self._logged_states
+        for r in records:
+            now = (r.state, r.run_attempt_count)
+            # Only unfinished works are remembered, so the map stays small.
+            before = seen.pop(r.id, None) if r.state.is_finished else seen.get(r.id)
+            if not r.state.is_finished:
+                seen[r.id] = now
+            if before == now:
+                continue
+            extra = ""
+            if r.stop_reason is not StopReason.NOT_STOPPED:
+                extra += f" stop_reason={r.stop_reason.value}"
+            if r.state is WorkState.FAILED and r.error is not None:
+                extra += f" error={r.error.type}"
+            _transitions.debug(
+                "work %s (%r): %s -> %s attempts=%d%s",
+                r.id,
+                r.worker,
+                before[0].value if before else "-",
+                r.state.value,
+                r.run_attempt_count,
+                extra,
+            )
 
     # -- enqueue
 

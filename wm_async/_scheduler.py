@@ -531,3 +531,9 @@ class Scheduler:
         if written:
             handle.record = written[0]
             self.publish(written)
+        elif handle.stop_reason is None:
+            # The guard failed although nothing here stopped the run: another process
+            # changed the work (wm-async cancel on a shared store). Stop the run; its
+            # outcome will fail the guard too, so the store keeps what the other wrote.
+            logger.info("stopping %r: changed in the store by another process", handle)
+            handle.stop(StopReason.CANCELLED_BY_APP)

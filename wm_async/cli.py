@@ -1,40 +1,37 @@
 """The ``wm-async`` command (also ``python -m wm_async``).
 
-Each subcommand is a function that adds its parser to the ``commands`` group and sets a
-``handler`` default: ``handler(args) -> int`` does the work and returns the exit status.
-:func:`main` parses, dispatches, and turns a :class:`~wm_async.WorkManagerError` into one
-``wm-async: error: …`` line on stderr (status 2) instead of a traceback.
+Subcommands:
 
-Subcommands: ``demo``.
+- ``worker MODULE:ATTRIBUTE``: run an app's manager until SIGINT or SIGTERM (a second
+  signal forces the stop);
+- ``list``, ``show ID``, ``cancel``, ``prune``: look at and change the works in a store
+  (``--store URL`` or ``WM_ASYNC_STORE``), also while a worker process runs on it;
+- ``demo``: a tour of wm_async on a temporary SQLite store.
+
+Each subcommand adds its parser to the ``commands`` group and sets a ``handler``
+default: ``handler(args) -> int`` does the work and returns the exit status. :func:`main`
+parses, dispatches, and turns errors into one ``wm-async: error: …`` line on stderr
+instead of a traceback: status 2 for bad arguments, 1 for anything else that failed
+(an unreachable store, an unknown id).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import importlib
+import logging
+import os
+import signal
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from datetime import timedelta
-from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 import anyio
 
-from ._errors import WorkManagerError
-from ._executor import WorkContext
+from . import _cli_admin, _cli_demo
+from ._cli_common import CommandError, Exit, Parser, unwrap
+from ._errors import InvalidRequestError, WorkManagerError
 from ._manager import WorkManager
-from ._model import (
-    Backoff,
-    BackoffPolicy,
-    Result,
-    StopReason,
-    WorkInfo,
-    WorkQuery,
-    WorkState,
-)
-from ._requests import OneTimeWorkRequest
 
 __all__ = ("build_parser", "main")
 
@@ -42,224 +39,174 @@ _PROG = "wm-async"
 
 #: What a subcommand runs: takes the parsed arguments, returns the exit status.
 _Handler: TypeAlias = Callable[[argparse.Namespace], int]
-_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
-
-
-class _Exit(Exception):
-    """Raised by the parser instead of ``SystemExit``, so :func:`main` returns a status."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line and which never calls ``sys.exit``."""
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            sys.stderr.write(message)
-        raise _Exit(status)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return seconds
+_Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``wm-async`` argument parser, with every subcommand."""
-    parser = _Parser(
+    parser = Parser(
         prog=_PROG,
         description="Durable background work for asyncio, as Android's WorkManager does it.",
     )
     commands: _Commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    for add in (_add_demo,):
-        add(commands)
+    _add_worker(commands)
+    _cli_admin.add_commands(commands)
+    _cli_demo.add_command(commands)
     return parser
 
 
-def _unwrap(exc: BaseException) -> BaseException:
-    # The manager's task group wraps what its body raises in an ExceptionGroup.
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+def _fail(message: str, status: int) -> int:
+    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``wm-async`` command and return its exit status.
 
     :param argv: the arguments after the program name (default: ``sys.argv[1:]``)
-    :return: 0 on success, 2 for bad arguments or a wm_async error, 130 if interrupted
+    :return: 0 on success, 1 if the command failed, 2 for bad arguments, 130 if
+        interrupted
     """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except _Exit as exit_:
+    except Exit as exit_:
         return exit_.status
     handler: _Handler = args.handler
     try:
         return handler(args)
     except BaseException as raised:
-        exc = _unwrap(raised)
+        exc = unwrap(raised)
+        if isinstance(exc, CommandError):
+            return _fail(str(exc), exc.status)
+        if isinstance(exc, InvalidRequestError):
+            return _fail(str(exc), 2)
         if isinstance(exc, WorkManagerError):
-            print(f"{_PROG}: error: {exc}", file=sys.stderr)
-            return 2
+            return _fail(str(exc), 1)
+        if isinstance(exc, BrokenPipeError):  # `wm-async list | head`: not an error
+            # Python would complain again when it flushes stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         if isinstance(exc, KeyboardInterrupt):
             print(f"{_PROG}: interrupted", file=sys.stderr)
             return 130
         raise
 
 
-# -- demo
-
-_DEMO_TAG = "demo"
-_STATE_WIDTH = max(len(s.value) for s in WorkState)
+# -- worker
 
 
-def _add_demo(commands: _Commands) -> None:
-    demo = commands.add_parser(
-        "demo",
-        help="run three example works and print every state change",
+def _add_worker(commands: _Commands) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run an app's WorkManager until SIGINT or SIGTERM",
         description=(
-            "Run three example works (one reporting progress, one delayed, one that retries "
-            "twice) and print each state change as it happens."
+            "Import MODULE, take its WorkManager ATTRIBUTE (or call it, if it is a function "
+            "returning one) and run it. SIGINT (Ctrl-C) or SIGTERM stops it gracefully: no "
+            "new runs start, running work gets the manager's shutdown_grace, then goes back "
+            "to ENQUEUED. A second signal cuts the grace short. The current directory is "
+            "importable, as with 'python -m'."
         ),
     )
-    demo.add_argument(
-        "--store",
-        metavar="URL",
-        help="store URL (default: a fresh SQLite file in a temporary directory)",
+    worker.add_argument(
+        "app", metavar="MODULE:ATTRIBUTE", help="where the manager is, e.g. myapp.tasks:manager"
     )
-    demo.add_argument(
-        "--duration",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        default=60.0,
-        help="stop after this long even if works are unfinished (default: %(default)s)",
+    worker.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="what the wm_async loggers print to stderr (default: %(default)s; debug shows "
+        "every state change)",
     )
-    demo.set_defaults(handler=_run_demo)
+    worker.set_defaults(handler=_run_worker)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    store: str | None = args.store
-    if store is None:
-        path = Path(tempfile.mkdtemp(prefix="wm-async-demo-")) / "demo.db"
-        store = f"sqlite:///{path}"
-    return anyio.run(_demo, store, args.duration, backend="asyncio")
+def _load_manager(spec: str) -> WorkManager:
+    """The manager ``MODULE:ATTRIBUTE`` names (a WorkManager or a function returning one).
+
+    :raises CommandError: if it cannot be imported or is not a WorkManager
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not (sep and module_name and attribute):
+        raise CommandError(
+            f"expected MODULE:ATTRIBUTE (like myapp.tasks:manager), got {spec!r}", 2
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        found: object = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise CommandError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(found, WorkManager) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:
+            raise CommandError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(found, WorkManager):
+        raise CommandError(
+            f"{spec} is a {type(found).__name__}, not a WorkManager (or a function returning one)"
+        )
+    return found
 
 
-def _register_demo_workers(manager: WorkManager) -> None:
-    @manager.worker("progress")
-    async def progress(ctx: WorkContext) -> Result:
-        for step in (1, 2, 3):
-            await anyio.sleep(0.2)
-            await ctx.set_progress({"step": step, "of": 3})
-        await anyio.sleep(0.2)
-        return Result.success({"items": 3})
-
-    @manager.worker("delayed")
-    async def delayed(ctx: WorkContext) -> Result:
-        await anyio.sleep(0.1)
-        return Result.success({"greeting": "hello, later"})
-
-    @manager.worker("flaky")
-    async def flaky(ctx: WorkContext) -> Result:
-        await anyio.sleep(0.1)
-        if ctx.run_attempt_count < 2:  # runs before this one
-            return Result.retry()
-        return Result.success({"succeeded_on_run": ctx.run_attempt_count + 1})
+def _run_worker(args: argparse.Namespace) -> int:
+    manager = _load_manager(args.app)
+    # The wm_async loggers at the chosen level; other libraries' only from WARNING up.
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("wm_async").setLevel(args.log_level.upper())
+    return anyio.run(_serve, manager, backend="asyncio")
 
 
-def _demo_requests() -> list[OneTimeWorkRequest]:
-    tags = {_DEMO_TAG}
-    return [
-        OneTimeWorkRequest("progress", tags=tags),
-        OneTimeWorkRequest("delayed", tags=tags, initial_delay=timedelta(seconds=2)),
-        OneTimeWorkRequest(
-            "flaky",
-            tags=tags,
-            backoff=Backoff(BackoffPolicy.LINEAR, timedelta(seconds=1)),
-        ),
-    ]
+def _say(message: str) -> None:
+    print(f"{_PROG} worker: {message}", flush=True)
 
 
-def _details(info: WorkInfo, now: float) -> str:
-    parts: list[str] = []
-    if info.state is WorkState.ENQUEUED and info.next_schedule_time is not None:
-        wait = info.next_schedule_time.timestamp() - now
-        parts.append(f"next run in {wait:.1f}s" if wait >= 0.05 else "due now")
-    if info.progress:
-        parts.append(f"progress {json.dumps(info.progress)}")
-    if info.output:
-        parts.append(f"output {json.dumps(info.output)}")
-    if info.stop_reason is not StopReason.NOT_STOPPED:
-        parts.append(f"last stop {info.stop_reason.value}")
-    if info.error is not None:
-        parts.append(f"error {info.error.type}: {info.error.message}")
-    return "  ".join(parts)
+async def _serve(manager: WorkManager) -> int:
+    forced = False
+    stop = anyio.Event()
+    with (
+        anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        anyio.CancelScope() as everything,
+    ):
 
-
-def _row(cells: tuple[str, str, str, str, str, str], worker_width: int) -> str:
-    time, work_id, worker, state, attempts, details = cells
-    return (
-        f"{time:>8}  {work_id:<8}  {worker:<{worker_width}}  {state:<{_STATE_WIDTH}}  "
-        f"{attempts:>8}  {details}"
-    ).rstrip()
-
-
-async def _demo(store: str, duration: float) -> int:
-    manager = WorkManager(store=store)
-    _register_demo_workers(manager)
-    requests = _demo_requests()
-    ids = {r.id for r in requests}
-    width = max(len(r.worker) for r in requests)
-    clock = manager.clock
-    print(f"wm-async demo: store {store}", flush=True)
-    async with manager:
-        print(_row(("time", "id", "worker", "state", "attempts", "details"), width))
-        start = clock.now()
-        unfinished = set(ids)
-        with anyio.move_on_after(duration) as timer:
-            async with manager.watch(WorkQuery(tags={_DEMO_TAG})) as infos:
-                await manager.enqueue(*requests)
-                async for info in infos:
-                    now = clock.now()
-                    cells = (
-                        f"{now - start:.2f}s",
-                        info.id.hex[:8],
-                        info.worker,
-                        info.state.value,
-                        str(info.run_attempt_count),
-                        _details(info, now),
+        async def follow_signals() -> NoReturn:
+            nonlocal forced
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not stop.is_set():
+                    _say(
+                        f"{name}: stopping; running work has {manager.shutdown_grace:g}s to "
+                        "finish (send the signal again to stop at once)"
                     )
-                    print(_row(cells, width), flush=True)
-                    if info.is_finished:
-                        unfinished.discard(info.id)
-                        if not unfinished:
-                            break
-        final = await manager.get_work_infos(WorkQuery(ids=ids))
-        elapsed = clock.now() - start
-    counts = dict.fromkeys(WorkState, 0)
-    for info in final:
-        counts[info.state] += 1
-    left = sum(n for state, n in counts.items() if not state.is_finished)
-    if timer.cancelled_caught:
-        how = f"stopped by --duration after {elapsed:.2f}s"
-    else:
-        how = f"all finished in {elapsed:.2f}s"
-    print(
-        f"{how}: {counts[WorkState.SUCCEEDED]} succeeded, {counts[WorkState.FAILED]} failed, "
-        f"{counts[WorkState.CANCELLED]} cancelled, {left} unfinished"
-    )
+                    stop.set()
+                else:
+                    _say(f"{name} again: stopping at once")
+                    forced = True
+                    everything.cancel()
+            raise AssertionError("signal receivers never end")  # pragma: no cover
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow_signals, name="wm-async worker signals")
+            async with manager:
+                names = manager.statistics()["workers"]
+                assert isinstance(names, list)
+                workers = ", ".join(names) or "none"
+                _say(f"running {manager.store!r} with workers: {workers} (Ctrl-C to stop)")
+                await stop.wait()
+            tg.cancel_scope.cancel()
+    if forced:
+        _say("stopped at once; interrupted work runs again on the next start")
+        return 1
+    _say("stopped")
     return 0

@@ -1,0 +1,373 @@
+"""``wm-async list | show | cancel | prune``: the works in a store, for people and scripts.
+
+These commands open the store *without* scheduling: they do not take SQLite's
+one-manager-per-file lock and run nothing, so they work while a worker process runs on
+the same file. Reads see what that process has committed. A cancel is written to the
+store at once; a work that is RUNNING in another process is stopped there when it next
+reports progress (its manager sees that the work changed under it); a run that never
+reports progress goes on to its end, and its result is discarded (the store keeps
+CANCELLED). On PostgreSQL the running process hears of the cancel at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, TypeAlias, cast
+from uuid import UUID
+
+import anyio
+import attrs
+
+from . import _lifecycle as lc
+from ._cli_common import CommandError, Parser, duration, format_duration
+from ._clock import SystemClock
+from ._model import UNFINISHED_STATES, WorkInfo, WorkQuery, WorkState
+from .stores import Store, open_store
+from .stores.memory import MemoryStore
+from .stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ._record import WorkRecord
+
+_Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+#: The environment variable naming the store when ``--store`` is not given.
+STORE_ENV = "WM_ASYNC_STORE"
+#: Compare-and-set attempts before a cancel gives up on works that keep changing.
+_CAS_ATTEMPTS = 10
+
+
+def add_commands(commands: _Commands) -> None:
+    """Add ``list``, ``show``, ``cancel`` and ``prune``."""
+    store = Parser(add_help=False)
+    store.add_argument(
+        "--store",
+        metavar="URL",
+        default=os.environ.get(STORE_ENV),
+        help=f"the store, e.g. sqlite:///wm_async.db (default: ${STORE_ENV})",
+    )
+    as_json = Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON, for scripts")
+
+    listing = commands.add_parser(
+        "list",
+        parents=[store, as_json],
+        help="list works",
+        description="List works, oldest first. Filters combine: OR within one, AND across.",
+    )
+    listing.add_argument(
+        "--state",
+        action="append",
+        type=str.upper,
+        choices=[s.value for s in WorkState],
+        help="only works in this state (repeatable)",
+    )
+    listing.add_argument("--tag", action="append", help="only works with this tag (repeatable)")
+    listing.add_argument(
+        "--unique-name", action="append", help="only works under this unique name (repeatable)"
+    )
+    listing.set_defaults(handler=_run_list)
+
+    show = commands.add_parser(
+        "show", parents=[store, as_json], help="show one work", description="Show one work."
+    )
+    show.add_argument("id", metavar="ID", help="the work's id")
+    show.set_defaults(handler=_run_show)
+
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[store],
+        help="cancel works",
+        description=(
+            "Cancel unfinished works: one by id, or by tag, unique name, or all. A work "
+            "RUNNING in a worker process stops there when it next reports progress; "
+            "otherwise its run goes on and its result is discarded."
+        ),
+    )
+    which = cancel.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", metavar="ID", nargs="?", help="the work's id")
+    which.add_argument("--tag", help="every unfinished work with this tag")
+    which.add_argument("--unique-name", help="every unfinished work under this unique name")
+    which.add_argument("--all", action="store_true", help="every unfinished work")
+    cancel.set_defaults(handler=_run_cancel)
+
+    prune = commands.add_parser(
+        "prune",
+        parents=[store],
+        help="delete finished works",
+        description=(
+            "Delete finished (SUCCEEDED, FAILED, CANCELLED) works; a finished work that an "
+            "unfinished one depends on is kept."
+        ),
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        type=duration,
+        help="only works finished longer ago than this (30s, 15m, 2h, 1d, 1w; default: all)",
+    )
+    prune.set_defaults(handler=_run_prune)
+
+
+# -- the store
+
+
+@asynccontextmanager
+async def admin_store(url: str | None) -> AsyncIterator[Store]:
+    """Open the store ``url`` names for reading and administration, without scheduling.
+
+    :raises CommandError: if no store is named, the URL names a memory store, or a SQLite
+        file does not exist (it is not created)
+    :raises InvalidRequestError: for a malformed URL
+    :raises StoreError: if the store cannot be opened
+    """
+    if not url:
+        raise CommandError(f"no store given: pass --store URL or set {STORE_ENV}", 2)
+    store = open_store(url)
+    if isinstance(store, MemoryStore):
+        raise CommandError(
+            f"{url} holds works only inside the process that made it; give a "
+            "sqlite:/// or postgresql:// store",
+            2,
+        )
+    if isinstance(store, SQLiteStore) and not await anyio.Path(store.path).is_file():
+        raise CommandError(f"no store at {store.path}: the file does not exist")
+    async with store:
+        yield store
+
+
+def _run(command: object, *args: object) -> int:
+    result: int = anyio.run(command, *args, backend="asyncio")  # type: ignore[arg-type]
+    return result
+
+
+# -- JSON and tables
+
+
+def to_json(value: object) -> object:
+    """A JSON-ready form of a WorkInfo (and what it holds)."""
+    if attrs.has(type(value)):
+        fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(value)))
+        return {f.name: to_json(getattr(value, f.name)) for f in fields}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, frozenset | set):
+        return sorted(to_json(v) for v in value)  # type: ignore[type-var]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(to_json(value), indent=2, sort_keys=True))
+
+
+def _when(info: WorkInfo, now: float) -> str:
+    """When a work is next due, started or finished, relative to now."""
+    if info.state is WorkState.ENQUEUED and info.next_schedule_time is not None:
+        wait = info.next_schedule_time.timestamp() - now
+        return f"due in {format_duration(wait)}" if wait > 0 else "due now"
+    if info.state is WorkState.RUNNING and info.started_at is not None:
+        return f"started {format_duration(max(now - info.started_at.timestamp(), 0))} ago"
+    if info.finished_at is not None:
+        return f"finished {format_duration(max(now - info.finished_at.timestamp(), 0))} ago"
+    return ""
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    rows = [header, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+# -- list and show
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    return _run(_list, args)
+
+
+async def _list(args: argparse.Namespace) -> int:
+    query = WorkQuery(
+        tags=args.tag or (),
+        unique_names=args.unique_name or (),
+        states=args.state or (() if args.tag or args.unique_name else list(WorkState)),
+    )
+    async with admin_store(args.store) as store:
+        infos = [r.to_info() for r in await store.query(query)]
+    if args.json:
+        _print_json(infos)
+        return 0
+    if not infos:
+        print("no works")
+        return 0
+    now = SystemClock().now()
+    print(
+        _table(
+            ("ID", "WORKER", "STATE", "ATTEMPTS", "UNIQUE NAME", "WHEN"),
+            (
+                (
+                    str(i.id),
+                    i.worker,
+                    i.state.value,
+                    str(i.run_attempt_count),
+                    i.unique_name or "-",
+                    _when(i, now),
+                )
+                for i in infos
+            ),
+        )
+    )
+    return 0
+
+
+async def _get(store: Store, text: str) -> WorkRecord:
+    from ._validators import to_uuid
+
+    work_id = str(to_uuid("id", text))
+    found = await store.get([work_id])
+    if not found:
+        raise CommandError(f"no work with id {work_id} in the store")
+    return found[0]
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    return _run(_show, args)
+
+
+def _show_lines(info: WorkInfo, now: float) -> list[tuple[str, str]]:
+    def data(value: object) -> str:
+        return json.dumps(value, sort_keys=True)
+
+    def moment(value: datetime | None) -> str:
+        return value.isoformat(timespec="seconds") if value else "-"
+
+    lines = [
+        ("id", str(info.id)),
+        ("worker", info.worker),
+        ("state", info.state.value + (f" ({_when(info, now)})" if _when(info, now) else "")),
+        ("attempts", str(info.run_attempt_count)),
+        ("tags", ", ".join(sorted(info.tags))),
+        ("unique name", info.unique_name or "-"),
+        ("input", data(info.input)),
+        ("progress", data(info.progress)),
+        ("output", data(info.output)),
+        ("stop reason", info.stop_reason.value),
+        ("next run", moment(info.next_schedule_time)),
+        ("enqueued at", moment(info.enqueued_at)),
+        ("started at", moment(info.started_at)),
+        ("finished at", moment(info.finished_at)),
+    ]
+    if info.periodicity is not None:
+        p = info.periodicity
+        every = (
+            f"cron {p.cron!r} ({p.timezone or 'UTC'})"
+            if p.cron
+            else f"every {format_duration(p.interval.total_seconds() if p.interval else 0)}"
+            f", flex {format_duration(p.flex.total_seconds() if p.flex else 0)}"
+        )
+        lines.append(("periodic", f"{every}; {info.period_count} period(s) done"))
+    if info.error is not None:
+        lines.append(("error", f"{info.error.type}: {info.error.message}"))
+    return lines
+
+
+async def _show(args: argparse.Namespace) -> int:
+    async with admin_store(args.store) as store:
+        info = (await _get(store, args.id)).to_info()
+    if args.json:
+        _print_json(info)
+        return 0
+    lines = _show_lines(info, SystemClock().now())
+    width = max(len(label) for label, _ in lines) + 1
+    for label, value in lines:
+        print(f"{label + ':':<{width}} {value}")
+    return 0
+
+
+# -- cancel and prune
+
+
+async def cancel_records(store: Store, records: Iterable[WorkRecord]) -> list[WorkRecord]:
+    """Cancel the unfinished records (compare-and-set, re-reading works that changed
+    meanwhile, as ``WorkManager`` does); return the records written as CANCELLED."""
+    # SEMANTICS 29 also cancels the works' unfinished dependents: Store.apply does that in
+    # the same transaction and returns their records too.
+    clock = SystemClock()
+    pending = list(records)
+    cancelled: list[WorkRecord] = []
+    for _ in range(_CAS_ATTEMPTS):
+        now = clock.now()
+        changes = [c for r in pending if (c := lc.cancel(r, now=now)) is not None]
+        if not changes:
+            break
+        written = await store.apply(changes)
+        cancelled += written
+        done = {r.id for r in written}
+        missed = [c.before.id for c in changes if c.before.id not in done]
+        if not missed:
+            break
+        pending = await store.get(missed)
+    return cancelled
+
+
+def _run_cancel(args: argparse.Namespace) -> int:
+    return _run(_cancel, args)
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    async with admin_store(args.store) as store:
+        if args.id is not None:
+            record = await _get(store, args.id)
+            if record.state.is_finished:
+                print(f"work {record.id} is already {record.state.value}; nothing to cancel")
+                return 0
+            targets = [record]
+        else:
+            query = WorkQuery(
+                tags={args.tag} if args.tag else (),
+                unique_names={args.unique_name} if args.unique_name else (),
+                states=UNFINISHED_STATES,
+            )
+            targets = await store.query(query)
+        was_running = {r.id for r in targets if r.state is WorkState.RUNNING}
+        cancelled = await cancel_records(store, targets)
+    print(f"cancelled {len(cancelled)} work(s)")
+    running = [r for r in cancelled if r.id in was_running]
+    if running:
+        print(
+            f"{len(running)} of them were RUNNING: a worker process stops each when it next "
+            "reports progress; a run that reports none goes on, and its result is discarded"
+        )
+    return 0
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    return _run(_prune, args)
+
+
+async def _prune(args: argparse.Namespace) -> int:
+    older_than: float | None = args.older_than
+    before = math.inf if older_than is None else SystemClock().now() - older_than
+    async with admin_store(args.store) as store:
+        pruned = await store.prune(finished_before=before)
+    print(f"pruned {pruned} finished work(s)")
+    return 0
