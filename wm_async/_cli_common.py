@@ -41,7 +41,15 @@ class Parser(argparse.ArgumentParser):
         raise Exit(status)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, so an error about
+    a hostile argument still prints as one line."""
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode() for c in text
+    )
 
 
 def unwrap(exc: BaseException) -> BaseException:

@@ -29,7 +29,7 @@ from typing import NoReturn, TypeAlias
 import anyio
 
 from . import _cli_admin, _cli_demo
-from ._cli_common import CommandError, Exit, Parser, unwrap
+from ._cli_common import CommandError, Exit, Parser, one_line, unwrap
 from ._errors import InvalidRequestError, WorkManagerError
 from ._manager import WorkManager
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"{_PROG}: error: {message}", file=sys.stderr)
+    print(f"{_PROG}: error: {one_line(message)}", file=sys.stderr)
     return status
 
 
