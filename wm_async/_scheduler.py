@@ -173,6 +173,10 @@ class Scheduler:
             "tasks_waiting": stats.tasks_waiting,
         }
 
+    def is_busy(self) -> bool:
+        """True while runs are in progress (safe to call from another thread)."""
+        return bool(self._running)
+
     def wake(self) -> None:
         """Make the dispatcher look at the store again (coalesced until it does)."""
         if not self._wakeup.is_set():

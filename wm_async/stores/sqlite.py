@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 _Links = Mapping[str, Sequence[str]]
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger("wm_async.store")
 
 _BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
 _BUSY_BACKOFF: Final = 0.05
@@ -426,7 +429,12 @@ class SQLiteStore(Store):
             raise self._error(exc, "reading") from exc
         names: set[str] = set()
         for (text,) in rows:
-            names |= Constraints.from_json(json.loads(text)).signal_names()
+            try:
+                names |= Constraints.from_json(json.loads(text)).signal_names()
+            except Exception as exc:  # a malformed row: one clear error
+                raise StoreCorruptError(
+                    f"stored constraints {text[:80]!r} cannot be read ({exc})"
+                ) from exc
         return frozenset(names)
 
     async def _read(self, statement: str, args: Sequence[object]) -> list[WorkRecord]:
@@ -884,4 +892,13 @@ class SQLiteStore(Store):
         )
         order = {rowid: i for i, rowid in enumerate(chosen)}
         rows.sort(key=lambda row: order[row[0]])
-        return Claimed(records=[sql.record_from_row(row) for row in rows], next_due=next_due)
+        records: list[WorkRecord] = []
+        for row in rows:
+            try:
+                records.append(sql.record_from_row(row))
+            except StoreCorruptError as exc:
+                # Failing the whole claim would stop the dispatcher and retry the row
+                # forever; fail this work alone instead.
+                logger.error("%s; marked FAILED", exc)
+                await db.execute_fetchall(sql.QUARANTINE, (params.now, str(exc), row[0]))
+        return Claimed(records=records, next_due=next_due)
