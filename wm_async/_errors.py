@@ -35,10 +35,19 @@ class InvalidRequestError(WorkManagerError, ValueError):
         self.field = field
         self.value = value
         self.reason = reason
+        super().__init__(f"invalid {field}={_shown(value)}: {reason}")
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` cut to 200 characters; never raises (the value is bad input: an int
+    too long to print, an object whose ``__repr__`` fails)."""
+    try:
         shown = repr(value)
-        if len(shown) > 200:
-            shown = shown[:197] + "..."
-        super().__init__(f"invalid {field}={shown}: {reason}")
+    except Exception as exc:  # noqa: BLE001  # any failure: describe the value instead
+        return f"<{type(value).__name__} object; repr() failed: {type(exc).__name__}>"
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    return shown
 
 
 class DataTooLargeError(InvalidRequestError):

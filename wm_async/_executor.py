@@ -51,7 +51,7 @@ class RunHandle:
     while its worker is being called.
     """
 
-    __slots__ = ("finished", "in_worker", "record", "scope", "stop_reason")
+    __slots__ = ("abandoned", "finished", "in_worker", "record", "scope", "stop_reason")
 
     def __init__(self, record: WorkRecord) -> None:
         self.record = record
@@ -59,6 +59,8 @@ class RunHandle:
         self.stop_reason: StopReason | None = None
         self.in_worker = False
         self.finished = False
+        #: Left behind by shutdown (its worker ignored cancellation): record nothing.
+        self.abandoned = False
 
     def __repr__(self) -> str:
         return f"<run {self.record.id} ({self.record.worker!r})>"
@@ -88,7 +90,16 @@ class WorkContext:
     :ivar run_attempt_count: how many runs happened before this one (0 on the first)
     """
 
-    __slots__ = ("_handle", "_progress", "input", "run_attempt_count", "tags", "worker")
+    # __weakref__: so apps (and tests) can check that nothing keeps a finished run's context.
+    __slots__ = (
+        "__weakref__",
+        "_handle",
+        "_progress",
+        "input",
+        "run_attempt_count",
+        "tags",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -185,6 +196,20 @@ async def execute(
             exc_info=exc,
         )
         outcome = Failed(error=_error(exc))
+    except BaseException as exc:
+        # KeyboardInterrupt, SystemExit, GeneratorExit... raised by the worker itself (a
+        # Ctrl-C reaches the loop's main task, not a worker): a failure of this work,
+        # not of the manager, which goes on running the others. Cancellation passes.
+        if _is_cancellation(exc) and (scope is None or not scope.cancel_called):
+            raise
+        logger.error(
+            "work %s (%r) raised %s; recorded as FAILED, the manager keeps running",
+            record.id,
+            record.worker,
+            _error(exc).type,
+            exc_info=exc,
+        )
+        outcome = Failed(error=_error(exc))
     finally:
         handle.in_worker = False
     if scope is not None and scope.cancel_called:
@@ -192,6 +217,13 @@ async def execute(
     if outcome is not None:
         return outcome
     return _outcome_of(record, result, max_data_bytes)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    cancelled = anyio.get_cancelled_exc_class()
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(cancelled) is not None
+    return isinstance(exc, cancelled)
 
 
 _SUCCEEDED: Final = Succeeded()
@@ -205,6 +237,9 @@ def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outc
             f"worker {record.worker!r} returned {type(result).__name__}; expected "
             "wm_async.Result or None"
         )
+        if inspect.iscoroutine(result):  # a sync wrapper around an async function
+            result.close()  # never awaited; closing spares the interpreter's warning
+            message += "; register the async function itself, not a sync function calling it"
         logger.warning("work %s failed: %s", record.id, message)
         return Failed(error=WorkError(type="TypeError", message=message))
     if result.kind is ResultKind.RETRY:

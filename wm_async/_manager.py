@@ -43,6 +43,7 @@ from ._model import (
 from ._record import WorkRecord
 from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._scheduler import Scheduler
+from ._watchdog import LoopWatchdog
 from .signals import Signal, default_signals
 from .stores import Store, open_store
 
@@ -105,6 +106,9 @@ class WorkManager:
     :param default_timeout: run time limit for works that set none (``None``: no limit)
     :param prune_interval: how often finished works are pruned while running
     :param owner: this process's identity in the store (default: host:pid:random)
+    :param blocked_loop_warning: log a WARNING naming the work (worker and id) when a
+        worker blocks the event loop for longer than this while works run; ``None``
+        turns the watchdog thread off
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class WorkManager:
         default_timeout: timedelta | float | None = timedelta(minutes=10),
         prune_interval: timedelta | float = timedelta(hours=1),
         owner: str | None = None,
+        blocked_loop_warning: timedelta | float | None = 0.5,
     ) -> None:
         v.check_int("max_concurrency", max_concurrency, 1)
         v.check_int("max_data_bytes", max_data_bytes, 2)
@@ -136,6 +141,11 @@ class WorkManager:
             else _seconds("default_timeout", default_timeout, allow_zero=False)
         )
         self.prune_interval = _seconds("prune_interval", prune_interval, allow_zero=False)
+        self.blocked_loop_warning = (
+            None
+            if blocked_loop_warning is None
+            else _seconds("blocked_loop_warning", blocked_loop_warning, allow_zero=False)
+        )
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._workers: dict[str, Worker] = {COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, _combine)}
         self._events = EventHub()
@@ -257,6 +267,11 @@ class WorkManager:
                 # exits), so a virtual clock also waits for the shutdown.
                 self._clock.attach(self._scheduler)
                 stack.callback(self._clock.detach, self._scheduler)
+                if self.blocked_loop_warning is not None:
+                    # Stopped after the task group exits, so it watches the shutdown too.
+                    watchdog = LoopWatchdog(self.blocked_loop_warning, self._scheduler.is_busy)
+                    watchdog.start()
+                    stack.callback(watchdog.stop)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
                 await tg.start(self._signals.run, name="wm_async signals")

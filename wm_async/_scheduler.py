@@ -42,6 +42,9 @@ STUCK_WORKER_TIMEOUT = 5.0
 #: seconds, doubling up to STORE_RETRY_MAX, for as long as the manager runs.
 STORE_RETRY_FIRST = 0.05
 STORE_RETRY_MAX = 2.0
+#: Work hosts (see :meth:`Scheduler.run`) still running: the event loop keeps only weak
+#: references to tasks, and an abandoned host must live until its stuck workers end.
+_HOSTS: set[asyncio.Task[None]] = set()
 #: Most works claimed per dispatcher turn. Between turns the loop runs the works just
 #: claimed, so the first of a large backlog starts after one batch, not after all of it.
 CLAIM_BATCH = 128
@@ -150,6 +153,10 @@ class Scheduler:
     # True while shutdown works (not while it waits out the grace period).
     _shutdown_busy: bool = attrs.field(init=False, default=False)
     _stopped: bool = attrs.field(init=False, default=False)
+    # The work host (see run): started, then finished or abandoned; what it raised.
+    _host_ready: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _released: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    _host_error: BaseException | None = attrs.field(init=False, default=None)
     _in_flight: int = attrs.field(init=False, default=0)
     _activity: int = attrs.field(init=False, default=0)
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
@@ -175,6 +182,10 @@ class Scheduler:
             "borrowed_tokens": stats.borrowed_tokens,
             "tasks_waiting": stats.tasks_waiting,
         }
+
+    def is_busy(self) -> bool:
+        """True while runs are in progress (safe to call from another thread)."""
+        return bool(self._running)
 
     def wake(self) -> None:
         """Make the dispatcher look at the store again (coalesced until it does)."""
@@ -243,28 +254,67 @@ class Scheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Dispatch until :meth:`request_stop`, then shut down in two phases (STYLE 19):
         stop claiming; let running work finish for the grace period; then stop it and
-        re-enqueue it with stop reason SHUTDOWN."""
+        re-enqueue it with stop reason SHUTDOWN.
+
+        The dispatcher and the runners live in a task group hosted by a task of their own,
+        the one task wm_async starts outside a task group: an anyio task group cannot exit
+        before all of its children, so a worker that ignores cancellation would hold the
+        shutdown hostage. Once shutdown has waited :data:`STUCK_WORKER_TIMEOUT` for such
+        workers and recorded them as interrupted (they run again on the next start), this
+        returns and leaves the host behind until they end. Cancelling this task stops the
+        host the same way.
+        """
         # anyio.CancelScope() looks the async backend up on every call; the class it
         # returns is the running backend's, and instantiating that directly skips the
         # lookup (a measurable share of a trivial run).
         self._scope_type = type(anyio.CancelScope())
-        async with anyio.create_task_group() as work_tg:
-            self._work_tg = work_tg
-            await work_tg.start(self._dispatch, name="wm_async dispatcher")
-            task_status.started()
-            await self._stop_requested.wait()
-            if self._dispatch_scope is not None:
-                self._dispatch_scope.cancel()
-            try:
-                await self._drain()
-            finally:
-                self._shutdown_busy = False
-                self._touch()
-            work_tg.cancel_scope.cancel()
-        self._work_tg = None
-        self._stopped = True
-        self._touch()
-        self._deadlines.close()
+        host = asyncio.get_running_loop().create_task(self._host(), name="wm_async work host")
+        _HOSTS.add(host)
+        host.add_done_callback(_HOSTS.discard)
+        try:
+            await self._host_ready.wait()
+            if self._host_error is None:
+                task_status.started()
+                await self._released.wait()
+        except BaseException:
+            # Cancelled from outside: stop the runs the hard way, as far as they let us.
+            if self._work_tg is not None:
+                self._work_tg.cancel_scope.cancel()
+            with anyio.move_on_after(STUCK_WORKER_TIMEOUT, shield=True):
+                await self._released.wait()
+            raise
+        finally:
+            self._work_tg = None
+            self._stopped = True
+            self._touch()
+            self._deadlines.close()
+        if self._host_error is not None:
+            raise self._host_error
+
+    async def _host(self) -> None:
+        try:
+            async with anyio.create_task_group() as work_tg:
+                self._work_tg = work_tg
+                await work_tg.start(self._dispatch, name="wm_async dispatcher")
+                self._host_ready.set()
+                await self._stop_requested.wait()
+                if self._dispatch_scope is not None:
+                    self._dispatch_scope.cancel()
+                try:
+                    await self._drain()
+                finally:
+                    self._shutdown_busy = False
+                    self._touch()
+                work_tg.cancel_scope.cancel()
+        except BaseException as exc:
+            if self._released.is_set():  # abandoned: nobody waits for this any more
+                if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                    logger.error("an abandoned work host failed", exc_info=exc)
+                return
+            self._host_error = exc
+        finally:
+            self._host_ready.set()
+            self._released.set()
 
     def request_stop(self, grace: float) -> None:
         """Begin the shutdown :meth:`run` performs."""
@@ -299,8 +349,11 @@ class Scheduler:
             changes = [
                 lc.finish(h.record, lc.Interrupted(StopReason.SHUTDOWN), now=now) for h in stuck
             ]
+            for handle in stuck:
+                handle.abandoned = True  # whatever it returns later is not recorded
             with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True), self.tracked():
                 self.publish(await self.store.apply(changes))
+            self._released.set()  # run() returns; the host waits for them alone
 
     async def _dispatch(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -436,8 +489,9 @@ class Scheduler:
                 logger.exception("internal error running %r", handle)
                 outcome = lc.Interrupted(StopReason.UNKNOWN)
             except BaseException as exc:
-                # KeyboardInterrupt, SystemExit, or cancellation from outside: record
-                # the run as interrupted (it runs again later), then let it propagate.
+                # Cancellation from outside (execute maps a worker's own BaseExceptions
+                # to failures): record the run as interrupted (it runs again later), then
+                # let it propagate.
                 reason = handle.stop_reason or StopReason.SHUTDOWN
                 if not isinstance(exc, anyio.get_cancelled_exc_class()):
                     reason = StopReason.UNKNOWN
@@ -457,6 +511,8 @@ class Scheduler:
             self.wake()
 
     async def _record(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+        if handle.abandoned:
+            return  # shutdown recorded it interrupted; the store may be closed by now
         change = lc.finish(handle.record, outcome, now=self.clock.now())
         written: list[WorkRecord] = []
         self._in_flight += 1

@@ -64,9 +64,9 @@ def to_timedelta(field: str, value: object) -> timedelta:
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequestError(field, value, "expected a timedelta or a number of seconds")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequestError(field, value, "must be a finite number of seconds")
-    if abs(value) > MAX_DURATION.total_seconds():
+    if abs(value) > MAX_DURATION.total_seconds():  # exact for ints too long for a float
         raise InvalidRequestError(field, value, "must be at most 100 years")
     return timedelta(seconds=value)
 

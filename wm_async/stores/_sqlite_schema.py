@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from .._chain import MERGERS
 from .._errors import (
     StoreBusyError,
     StoreCorruptError,
@@ -157,6 +158,13 @@ WRITE_RESOLVED: Final = (
     + " WHERE id = ?"
 )
 
+#: A claimed row that cannot be read fails, so it is not claimed again and again (its
+#: columns are left as found, for inspection).
+QUARANTINE: Final = (
+    "UPDATE wm_work SET state = 'FAILED', next_run_at = NULL, finished_at = ?, "
+    "progress = '', error_type = 'wm_async.StoreCorruptError', error_message = ?, "
+    "owner = NULL WHERE rowid = ?"
+)
 
 SIGNALS_IN_USE: Final = (
     "SELECT DISTINCT constraints FROM wm_work "
@@ -257,7 +265,10 @@ def _tags_out(tags: frozenset[str]) -> str:
 
 
 def _tags_in(text: str) -> frozenset[str]:
-    return frozenset(json.loads(text))
+    tags = json.loads(text)
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise TypeError(f"tags must be a JSON array of strings, not {text!r}")
+    return frozenset(tags)
 
 
 _CONSTRAINTS_OUT: dict[Constraints, tuple[str, str]] = {}
@@ -273,7 +284,12 @@ def _dump(data: Data) -> str:
 
 
 def _load(text: str) -> Data:
-    return FrozenData(json.loads(text)) if text else _EMPTY
+    if not text:
+        return _EMPTY
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a JSON object, not {text[:80]!r}")
+    return FrozenData(data)
 
 
 def runtime_params(r: WorkRecord) -> tuple[object, ...]:
@@ -310,7 +326,24 @@ def insert_params(r: WorkRecord) -> tuple[object, ...]:
 
 
 def record_from_row(row: Sequence[Any]) -> WorkRecord:
-    """The WorkRecord of a row selected with SELECT."""
+    """The WorkRecord of a row selected with SELECT.
+
+    Nothing read is executed or imported: names stay strings (a worker name is looked up
+    in the manager's registry, a merger name in ``MERGERS``), data stays JSON.
+
+    :raises StoreCorruptError: if the row is not one wm_async wrote (naming the work id)
+    """
+    try:
+        return _record_from_row(row)
+    except Exception as exc:  # any malformed column: one clear error
+        work_id = row[1] if len(row) > 1 else None
+        raise StoreCorruptError(
+            f"stored work {work_id!r} cannot be read ({type(exc).__name__}: {exc}); it was "
+            "not written by wm_async or is damaged"
+        ) from exc
+
+
+def _record_from_row(row: Sequence[Any]) -> WorkRecord:
     (
         _, id_, worker, input_, tags, constraints, initial_delay, policy, delay, max_delay,
         timeout, max_attempts, expedited, merger, unique_name, generation, enqueued_at,
@@ -328,7 +361,7 @@ def record_from_row(row: Sequence[Any]) -> WorkRecord:
         timeout=timeout,
         max_attempts=max_attempts,
         expedited=expedited == 1,
-        input_merger=sys.intern(merger),
+        input_merger=_merger_in(merger),
         unique_name=unique_name,
         generation=generation,
         enqueued_at=enqueued_at,
@@ -352,7 +385,28 @@ _PERIODIC_IN: dict[str, Periodicity] = {}
 
 
 def _periodic_in(text: str) -> Periodicity:
-    return Periodicity.from_json(json.loads(text))
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise TypeError(f"periodic must be a JSON object, not {text!r}")
+    periodic = Periodicity.from_json(data)
+    if periodic.cron is not None:  # parsed now, not at the end of the first run
+        from .._cron import CronSchedule
+
+        CronSchedule.parse(periodic.cron, periodic.timezone or "UTC")
+    elif not (
+        periodic.interval is not None
+        and periodic.flex is not None
+        and timedelta(0) < periodic.flex <= periodic.interval
+    ):
+        raise ValueError(f"invalid periodic interval/flex {text!r}")
+    return periodic
+
+
+def _merger_in(name: object) -> str:
+    if name not in MERGERS:  # a name, never a path to import
+        raise ValueError(f"unknown input merger {name!r}")
+    assert isinstance(name, str)
+    return sys.intern(name)
 
 
 def _periodic_out(p: Periodicity | None) -> str:

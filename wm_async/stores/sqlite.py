@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 _Links = Mapping[str, Sequence[str]]
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger("wm_async.store")
 
 _HINTS: Final[dict[type[StoreError], str]] = {
     StoreFullError: " (nothing was written; free disk space and retry)",
@@ -439,7 +442,12 @@ class SQLiteStore(Store):
             raise self._error(exc, "reading") from exc
         names: set[str] = set()
         for (text,) in rows:
-            names |= Constraints.from_json(json.loads(text)).signal_names()
+            try:
+                names |= Constraints.from_json(json.loads(text)).signal_names()
+            except Exception as exc:  # a malformed row: one clear error
+                raise StoreCorruptError(
+                    f"stored constraints {text[:80]!r} cannot be read ({exc})"
+                ) from exc
         return frozenset(names)
 
     async def _read(self, statement: str, args: Sequence[object]) -> list[WorkRecord]:
@@ -897,4 +905,13 @@ class SQLiteStore(Store):
         )
         order = {rowid: i for i, rowid in enumerate(chosen)}
         rows.sort(key=lambda row: order[row[0]])
-        return Claimed(records=[sql.record_from_row(row) for row in rows], next_due=next_due)
+        records: list[WorkRecord] = []
+        for row in rows:
+            try:
+                records.append(sql.record_from_row(row))
+            except StoreCorruptError as exc:
+                # Failing the whole claim would stop the dispatcher and retry the row
+                # forever; fail this work alone instead.
+                logger.error("%s; marked FAILED", exc)
+                await db.execute_fetchall(sql.QUARANTINE, (params.now, str(exc), row[0]))
+        return Claimed(records=records, next_due=next_due)
