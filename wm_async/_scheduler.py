@@ -21,8 +21,9 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import _lifecycle as lc
+from ._errors import StoreError
 from ._executor import RunHandle, Worker, execute
-from ._model import Data, StopReason
+from ._model import Data, StopReason, WorkState
 from .stores._base import ClaimParams
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ STUCK_WORKER_TIMEOUT = 5.0
 #: Most works claimed per dispatcher turn. Between turns the loop runs the works just
 #: claimed, so the first of a large backlog starts after one batch, not after all of it.
 CLAIM_BATCH = 128
+#: After a store failure (the database is down), the dispatcher retries after this many
+#: real seconds, doubling up to _STORE_RETRY_MAX.
+_STORE_RETRY_MIN = 0.1
+_STORE_RETRY_MAX = 5.0
 #: Loop iterations a virtual clock lets pass with no scheduler activity before it
 #: considers the scheduler settled (workers awaiting nothing wm_async knows about).
 _SETTLE_CHECKPOINTS = 10
@@ -144,6 +149,8 @@ class Scheduler:
     _in_flight: int = attrs.field(init=False, default=0)
     _activity: int = attrs.field(init=False, default=0)
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
+    # Set when a run starts while none ran (the lease renewal loop waits for it).
+    _has_runs: anyio.Event = attrs.field(init=False, factory=anyio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = _Deadlines(self.clock, self._deadlines_due)
@@ -212,6 +219,14 @@ class Scheduler:
             if self._is_quiet() and self._activity == marker:
                 return
 
+    def runs(self, work_id: str) -> bool:
+        """Whether a run of this work is in progress in this process."""
+        return work_id in self._running
+
+    def running_ids(self) -> list[str]:
+        """The works running in this process."""
+        return list(self._running)
+
     def interrupt(self, work_id: str, reason: StopReason) -> bool:
         """Stop a run of this process; returns False if it does not run here."""
         handle = self._running.get(work_id)
@@ -241,6 +256,9 @@ class Scheduler:
         async with anyio.create_task_group() as work_tg:
             self._work_tg = work_tg
             await work_tg.start(self._dispatch, name="wm_async dispatcher")
+            lease = self.store.lease_duration
+            if lease is not None:
+                work_tg.start_soon(self._renew_leases, lease, name="wm_async lease renewal")
             task_status.started()
             await self._stop_requested.wait()
             if self._dispatch_scope is not None:
@@ -299,6 +317,7 @@ class Scheduler:
             self._dispatch_scope = scope
             task_status.started()
             store, clock = self.store, self.clock
+            failures = 0
             while True:
                 self._wakeup = anyio.Event()  # before claiming: a wake-up during it counts
                 self._asleep = False
@@ -317,11 +336,24 @@ class Scheduler:
                     constraints_met=frozenset(self.constraints_met),
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
-                # until the next start's recovery.
-                with anyio.CancelScope(shield=True), self.tracked():
-                    claimed = await store.claim_due(params)
-                    if claimed.records:
-                        self._start(claimed.records)
+                # until the next start's recovery (or their lease expires).
+                try:
+                    with anyio.CancelScope(shield=True), self.tracked():
+                        claimed = await store.claim_due(params)
+                        if claimed.records:
+                            self._start(claimed.records)
+                except StoreError as exc:
+                    # The store retried what it could (the database may be restarting):
+                    # keep the manager up and try again, waking early if asked to.
+                    failures += 1
+                    delay = min(_STORE_RETRY_MIN * 2**failures, _STORE_RETRY_MAX)
+                    logger.error("claiming failed (%s); retrying in %.1fs", exc, delay)
+                    self._asleep = True
+                    self._touch()
+                    with anyio.move_on_after(delay):
+                        await self._wakeup.wait()
+                    continue
+                failures = 0
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
                     await anyio.lowlevel.checkpoint()
                     continue  # capacity is full; a finishing run wakes us
@@ -335,6 +367,7 @@ class Scheduler:
         self.publish(records)
         if self._all_idle.is_set():
             self._all_idle = anyio.Event()
+        self._has_runs.set()
         ready, running, limiter = self._ready, self._running, self._limiter
         for record in records:
             handle = RunHandle(record)
@@ -437,19 +470,61 @@ class Scheduler:
         written: list[WorkRecord] = []
         self._in_flight += 1
         try:
-            if handle.stop_reason is None and not isinstance(outcome, lc.Interrupted):
-                # Nothing is cancelling this task, so the write needs no shield (the hot
-                # path: a scope per run is measurable). Shutdown cancels only runs it has
-                # stopped first, which take the shielded branch.
-                written = await self.store.apply([change])
-            else:
-                with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
+            try:
+                if handle.stop_reason is None and not isinstance(outcome, lc.Interrupted):
+                    # Nothing is cancelling this task, so the write needs no shield (the
+                    # hot path: a scope per run is measurable). Shutdown cancels only runs
+                    # it has stopped first, which take the shielded branch.
                     written = await self.store.apply([change])
+                else:
+                    with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
+                        written = await self.store.apply([change])
+            except StoreError as exc:
+                # The work stays RUNNING in the store: it runs again after recovery (or
+                # when its lease expires, with several processes). At least once.
+                logger.error("recording the outcome of %r failed: %s", handle, exc)
             if written:
                 self.publish(written)
         finally:
             self._in_flight -= 1
             self._touch()
+
+    async def _renew_leases(self, lease: float) -> None:
+        """Renew the leases of this process's runs every half lease while any run; stop
+        the runs whose lease was lost (their results would not be recorded)."""
+        clock = self.clock
+        while True:
+            if not self._running:
+                self._has_runs = anyio.Event()
+                await self._has_runs.wait()
+            # _all_idle cuts the sleep short when the last run ends: with a virtual clock,
+            # an idle manager then has no timer for advance() to step through.
+            await clock.sleep_until(clock.now() + lease / 2, self._all_idle)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                with self.tracked():
+                    lost = await self.store.renew_leases(
+                        owner=self.owner, ids=ids, now=clock.now()
+                    )
+                    if lost:
+                        await self._stop_lost(lost)
+            except StoreError as exc:
+                logger.error("renewing leases failed: %s", exc)
+
+    async def _stop_lost(self, lost: set[str]) -> None:
+        # Read why: a work cancelled by another process stops as CANCELLED_BY_APP; one
+        # taken over after its lease expired (this process stalled) as LEASE_LOST.
+        states = {r.id: r.state for r in await self.store.get(lost)}
+        for work_id in lost:
+            handle = self._running.get(work_id)
+            if handle is None or handle.finished:
+                continue  # ended meanwhile
+            cancelled = states.get(work_id) is WorkState.CANCELLED
+            reason = StopReason.CANCELLED_BY_APP if cancelled else StopReason.LEASE_LOST
+            logger.warning("stopping %r: its lease was lost (%s)", handle, reason.value)
+            handle.stop(reason)
 
     async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
         from . import _validators as v

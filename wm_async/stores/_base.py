@@ -12,10 +12,12 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+import anyio
 import attrs
+from anyio.abc import TaskStatus
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
@@ -55,6 +57,26 @@ class Claimed:
 
     records: list[WorkRecord]
     next_due: float | None
+
+
+@attrs.frozen(kw_only=True)
+class StoreListener:
+    """How a store shared by several processes reaches the manager using it
+    (:meth:`Store.follow`).
+
+    :ivar now: the manager's clock
+    :ivar real_time: whether that clock is the system clock (a store may then compare
+        due times and leases with its own clock, immune to host clock skew)
+    :ivar wake: due work may have appeared: the dispatcher should claim again
+    :ivar changed: other processes wrote these works (``None``: anything may have
+        changed, e.g. after a reconnection lost notifications); the manager re-reads the
+        ones it cares about
+    """
+
+    now: Callable[[], float]
+    real_time: bool
+    wake: Callable[[], None]
+    changed: Callable[[Sequence[str] | None], Awaitable[None]]
 
 
 class Store(abc.ABC):
@@ -138,6 +160,55 @@ class Store(abc.ABC):
         number (stores with leases).
         """
         return  # deliberately a no-op default, not an abstract method
+
+    @property
+    def lease_duration(self) -> float | None:
+        """How long a claim's lease lasts (seconds), for stores shared by several
+        processes; the scheduler renews its running works' leases every half of it.
+        ``None`` (the default): no leases, one scheduling process."""
+        return None
+
+    async def renew_leases(self, *, owner: str, ids: Collection[str], now: float) -> set[str]:
+        """Extend the leases ``owner`` holds on the RUNNING works ``ids`` by
+        :attr:`lease_duration` from ``now`` (or the store's own clock); return the ids
+        whose lease ``owner`` no longer holds (expired and taken over, cancelled, or
+        finished). Their runs should stop: their results would not be recorded.
+
+        The default (no leases) returns an empty set.
+        """
+        return set()
+
+    async def requeue_orphans(self, *, now: float) -> list[WorkRecord]:
+        """Return RUNNING works whose process is gone to ENQUEUED with stop reason
+        UNKNOWN, the attempt counted (:func:`wm_async._lifecycle.recover`); return the
+        records written.
+
+        The default, for single-scheduler stores (called once at start, after
+        :meth:`lock_for_scheduler`), treats every RUNNING work as orphaned. Stores with
+        leases override it to take only works whose lease has expired, and may be called
+        at any time by any process.
+        """
+        from .._lifecycle import recover
+        from .._model import WorkQuery, WorkState
+
+        running = await self.query(WorkQuery(states={WorkState.RUNNING}))
+        if not running:
+            return []
+        return await self.apply([recover(r, now=now) for r in running])
+
+    async def follow(
+        self,
+        listener: StoreListener,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Tell ``listener`` about changes made by other processes until cancelled (the
+        manager runs this in its task group).
+
+        The default (a store only this process uses) has nothing to follow and returns
+        at once.
+        """
+        task_status.started()
 
     async def signals_in_use(self) -> frozenset[str]:
         """The signal names that unfinished works' constraints need.
