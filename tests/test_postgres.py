@@ -162,6 +162,22 @@ async def test_a_result_is_recorded_only_by_the_lease_owner(schema: PgSchema) ->
         assert (await store.get([work.id]))[0].state is WorkState.SUCCEEDED
 
 
+async def test_database_clock_ignores_a_skewed_caller_clock(schema: PgSchema) -> None:
+    # A host clock far ahead must neither start work early nor rescue a live lease.
+    async with PostgresStore(schema.url(), clock="database", lease=30) as store:
+        rows = await pg_execute("SELECT extract(epoch from now())::float8")
+        db_now = float(str(rows[0][0]))
+        await store.insert([later := record(at=db_now + 600), now_due := record(at=db_now)])
+        ahead = db_now + 3600
+        claimed = await store.claim_due(ClaimParams(now=ahead, limit=10, owner="A"))
+        assert [r.id for r in claimed.records] == [now_due.id]
+        # next_due is given on the caller's clock: its 600 s, shifted by the skew
+        assert claimed.next_due is not None
+        assert abs(claimed.next_due - (ahead + 600)) < 60
+        assert await store.requeue_orphans(now=ahead) == []
+        assert (await store.get([later.id]))[0].state is WorkState.ENQUEUED
+
+
 def wm_evolve_owner(r: WorkRecord, owner: str) -> WorkRecord:
     from wm_async._record import evolve
 
@@ -253,6 +269,34 @@ async def test_idle_manager_wakes_for_work_enqueued_elsewhere(schema: PgSchema) 
                 await ran.wait()
                 got = await producer.wait(request.id)
     assert got.state is wm.WorkState.SUCCEEDED
+
+
+async def test_a_period_runs_once_across_managers(schema: PgSchema) -> None:
+    url = schema.url()
+    managers = [
+        wm.WorkManager(PostgresStore(url, poll_interval=0.1), shutdown_grace=0) for _ in range(3)
+    ]
+    runs: list[int] = []
+    enough = anyio.Event()
+
+    async def work(ctx: wm.WorkContext) -> None:
+        runs.append(ctx.run_attempt_count)
+        if len(runs) >= 6:
+            enough.set()
+
+    for m in managers:
+        m.register_worker("w", work)
+    request = wm.PeriodicWorkRequest("w", repeat_interval=0.3, flex_interval=0.3)
+    with anyio.fail_after(60):
+        async with managers[0], managers[1], managers[2]:
+            await managers[0].enqueue(request)
+            await enough.wait()
+            await managers[2].cancel_work_by_id(request.id)
+            got = await managers[1].wait(request.id)
+    # Each finished period was run once: as many runs as periods (plus at most the one
+    # running when it was cancelled).
+    assert got.period_count <= len(runs) <= got.period_count + 1
+    assert runs == [0] * len(runs)
 
 
 # -- several OS processes ----------------------------------------------------------------

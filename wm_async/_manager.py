@@ -240,9 +240,6 @@ class WorkManager:
                 self._events.closed = False
                 stack.callback(self._events.close)
                 await self._store.lock_for_scheduler(self.owner)
-                await self._recover()
-                await self._prune_once()
-                self._signals.require(await self._store.signals_in_use())
                 self._scheduler = self._new_scheduler()
                 # Attached for the whole life of the task group (detached after it
                 # exits), so a virtual clock also waits for the shutdown.
@@ -250,11 +247,16 @@ class WorkManager:
                 stack.callback(self._clock.detach, self._scheduler)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
+                # Before recovery: a shared store learns which clock to compare leases
+                # with, and misses no change made meanwhile.
+                await tg.start(self._follow_store, name="wm_async store listener")
+                await self._recover()
+                await self._prune_once()
+                self._signals.require(await self._store.signals_in_use())
                 await tg.start(self._signals.run, name="wm_async signals")
                 await tg.start(self._scheduler.run, name="wm_async scheduler")
                 self._stop_pruner = anyio.Event()
                 await tg.start(self._prune_loop, name="wm_async pruner")
-                await tg.start(self._follow_store, name="wm_async store listener")
                 self._exit_stack = stack.pop_all()
         except BaseException:
             self._state = RunState.STOPPED

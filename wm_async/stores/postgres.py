@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
@@ -39,6 +37,7 @@ from .._lifecycle import recover
 from .._model import Constraints
 from . import _postgres_schema as pg
 from ._base import Claimed, ClaimParams, Store, StoreListener
+from ._postgres_listen import ChangeFeed
 from ._sqlite_schema import COLUMNS, insert_params, record_from_row, runtime_params, signal_key
 
 if TYPE_CHECKING:
@@ -58,8 +57,6 @@ _BACKOFF_MIN: Final = 0.05
 _BACKOFF_MAX: Final = 1.0
 #: Expired leases re-enqueued per transaction.
 _RESCUE_BATCH: Final = 500
-#: Delay before the listener reconnects after a failure (doubling up to 5 s).
-_RECONNECT_MAX: Final = 5.0
 #: Bound on closing connections (a dead server must not hang close()).
 _CLOSE_TIMEOUT: Final = 5.0
 
@@ -638,108 +635,29 @@ class PostgresStore(Store):
         cancelled; reconnect (then poll) whenever the connection drops. While the
         manager runs on the system clock, also poll every ``poll_interval`` (jittered)
         and re-enqueue expired leases every half lease.
+
+        The manager starts this before its recovery: it decides which clock (the
+        database's or the manager's) leases and due times are compared with.
         """
         self._db_clock = self._clock == "database" or (
             self._clock == "auto" and listener.real_time
         )
-        inbox: deque[str] = deque()
-        arrived = anyio.Event()
+        feed = ChangeFeed(
+            dsn=self._dsn,
+            channel=self._sql.channel,
+            sender=self._sender,
+            poll_interval=self._poll_interval,
+            rescue_every=self._lease / 2,
+            rescue=self._rescue,
+        )
+        await feed.run(listener, task_status=task_status)
 
-        def on_notify(conn: object, pid: int, channel: str, payload: str) -> None:
-            inbox.append(payload)
-            arrived.set()
-
-        started = False
-        failures = 0
-        next_rescue = 0.0  # seconds of polling until the next rescue
-        while True:
-            conn: _Conn = None
-            lost = anyio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=10)
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(self._sql.channel, on_notify)
-            except Exception as exc:  # noqa: BLE001  # any failure: reconnect later
-                await self._close_quietly(conn)
-                if not started:
-                    task_status.started()
-                    started = True
-                failures += 1
-                delay = min(_BACKOFF_MIN * 2**failures, _RECONNECT_MAX)
-                logger.warning("listening for changes failed (%r); retrying in %.2fs", exc, delay)
-                await anyio.sleep(delay * random.uniform(0.75, 1.25))
-                continue
-            try:
-                if started:  # a reconnection: notifications may have been missed
-                    logger.info("listening for changes again")
-                    listener.wake()
-                    await self._tell(listener, None)
-                else:
-                    task_status.started()
-                    started = True
-                failures = 0
-                while not lost.is_set() and not conn.is_closed():
-                    timeout = None
-                    if listener.real_time:
-                        timeout = self._poll_interval * random.uniform(0.75, 1.25)
-                    with anyio.move_on_after(timeout) as scope:
-                        await arrived.wait()
-                    arrived = anyio.Event()
-                    if inbox:
-                        await self._deliver(listener, inbox)
-                    if scope.cancelled_caught:  # the fallback poll
-                        listener.wake()
-                        next_rescue -= timeout or 0.0
-                        if next_rescue <= 0:
-                            next_rescue = self._lease / 2
-                            await self._rescue(listener)
-            finally:
-                await self._close_quietly(conn)
-
-    async def _deliver(self, listener: StoreListener, inbox: deque[str]) -> None:
-        ids: list[str] = []
-        due = False
-        while inbox:
-            sender, _, rest = inbox.popleft().partition(" ")
-            if sender == self._sender:
-                continue  # our own writes: the manager published them already
-            flag, _, listed = rest.partition(" ")
-            due = due or flag == "d"
-            if listed:
-                ids += listed.split(",")
-        if due:
-            listener.wake()
-        if ids:
-            await self._tell(listener, ids)
-
-    @staticmethod
-    async def _tell(listener: StoreListener, ids: Sequence[str] | None) -> None:
+    async def _rescue(self, now: float) -> list[str]:
         try:
-            await listener.changed(ids)
-        except Exception:
-            logger.exception("handling other processes' changes failed")
-
-    async def _rescue(self, listener: StoreListener) -> None:
-        try:
-            rescued = await self.requeue_orphans(now=listener.now())
+            return [r.id for r in await self.requeue_orphans(now=now)]
         except StoreError as exc:
             logger.warning("re-enqueueing expired leases failed: %s", exc)
-            return
-        if rescued:
-            listener.wake()
-            await self._tell(listener, [r.id for r in rescued])
-
-    @staticmethod
-    async def _close_quietly(conn: _Conn) -> None:
-        if conn is None:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
-            try:
-                await conn.close()
-            except Exception:  # noqa: BLE001  # the connection is being dropped anyway
-                conn.terminate()
-        if scope.cancelled_caught:
-            conn.terminate()
+            return []
 
 
 def asyncpg_safe_dsn(dsn: str) -> str:
