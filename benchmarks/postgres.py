@@ -6,8 +6,11 @@ library (no records, lifecycle, leases renewal, notifications or events).
 The works are inserted first, due at a common start time a few seconds ahead (so
 process start-up is not timed); the figure is N / (last finished_at - start).
 
-    python -m benchmarks.postgres [--n 20000] [--procs 1,2,4] [--concurrency 200]
-        [--dsn postgresql://postgres@127.0.0.1:5432/test]
+    python -m benchmarks.postgres [--n 20000] [--procs 1,2,4] [--rounds 3]
+        [--concurrency 200] [--dsn postgresql://postgres@127.0.0.1:5432/test]
+
+Rounds are interleaved (library, raw, library, raw, …); the table shows medians and the
+range of the library's figure.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import uuid
 import asyncpg
 
 import wm_async as wm
-from benchmarks._common import table
+from benchmarks._common import summary, table
 from wm_async._record import WorkRecord
 from wm_async.stores.postgres import PostgresStore
 
@@ -141,6 +144,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--procs", default="1,2,4")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
     parser.add_argument("--child", choices=["library", "raw"])
@@ -155,15 +159,24 @@ async def main() -> None:
 
     rows = []
     for procs in (int(p) for p in args.procs.split(",")):
-        library = await run(args.dsn, "library", args.n, procs, args.concurrency)
-        raw = await run(args.dsn, "raw", args.n, procs, args.concurrency)
-        rows.append([procs, library, raw, f"{library / raw:.0%}"])
+        library: list[float] = []
+        raw: list[float] = []
+        for _ in range(args.rounds):
+            library.append(await run(args.dsn, "library", args.n, procs, args.concurrency))
+            raw.append(await run(args.dsn, "raw", args.n, procs, args.concurrency))
+        (lib, lo, hi), (base, _, _) = summary(library), summary(raw)
+        rows.append([procs, lib, lo, hi, base, f"{lib / base:.0%}"])
     print(
         f"postgres: {args.n:,} trivial works drained by N processes, max_concurrency="
         f"{args.concurrency} per process (raw: SKIP LOCKED batch claim + one completing "
-        "UPDATE per batch, no library)"
+        f"UPDATE per batch, no library); medians of {args.rounds} rounds"
     )
-    print(table(["processes", "wm_async jobs/s", "raw SQL jobs/s", "wm_async / raw"], rows))
+    print(
+        table(
+            ["processes", "wm_async jobs/s", "min", "max", "raw SQL jobs/s", "wm_async / raw"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

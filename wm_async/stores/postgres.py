@@ -101,7 +101,9 @@ class _Op:
     """One caller's ``apply``, waiting for the next group commit."""
 
     changes: list[Change]
-    pending: bool = True
+    wake: anyio.Event = attrs.field(factory=anyio.Event)  # result ready, or: lead
+    pending: bool = True  # not yet taken into a batch
+    promoted: bool = False  # handed the lead while queued
     result: list[WorkRecord] = attrs.field(factory=list)
     error: BaseException | None = None
 
@@ -145,7 +147,7 @@ class PostgresStore(Store):
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
     _db_clock: bool = attrs.field(init=False, default=False)
     _sender: str = attrs.field(init=False, factory=lambda: uuid.uuid4().hex[:12])
-    _apply_lock: anyio.Lock | None = attrs.field(init=False, default=None)
+    _applying: bool = attrs.field(init=False, default=False)  # a batch leader runs
     _apply_queue: list[_Op] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
@@ -180,7 +182,6 @@ class PostgresStore(Store):
         """
         if self._lock is None:
             self._lock = anyio.Lock()
-            self._apply_lock = anyio.Lock()
         async with self._lock:
             if self._pool is not None:
                 return
@@ -378,32 +379,58 @@ class PostgresStore(Store):
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes; return the records written. Concurrent calls share one
-        statement (group commit).
+        statement (group commit): the first caller leads a batch of everything queued,
+        then hands the lead to the next queued caller, so nobody serves others for longer
+        than one batch.
 
         :raises StoreError: if the database fails
         """
-        if self._pool is None or self._apply_lock is None:
+        if self._pool is None:
             raise self._not_open()
         if not changes:
             return []
         op = _Op(list(changes))
         self._apply_queue.append(op)
-        try:
-            async with self._apply_lock:
-                if op.pending:
-                    await anyio.lowlevel.checkpoint()  # let concurrent callers join
-                    batch, self._apply_queue = self._apply_queue, []
-                    for queued in batch:
-                        queued.pending = False
-                    with anyio.CancelScope(shield=True):  # followers wait for this batch
-                        await self._apply_batch(batch)
-        except BaseException:
-            if op.pending:  # cancelled before any batch took it: it never runs
-                self._apply_queue.remove(op)
-            raise
+        if self._applying:
+            try:
+                await op.wake.wait()
+            except BaseException:
+                if op.pending:  # cancelled before any batch took it: it never runs
+                    self._apply_queue.remove(op)
+                    if op.promoted:
+                        self._hand_off()
+                raise
+            if op.pending:  # promoted: lead the batch that holds this op
+                await self._lead()
+        else:
+            self._applying = True
+            await self._lead()
         if op.error is not None:
             raise op.error
         return op.result
+
+    async def _lead(self) -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # followers wait for this batch
+                await anyio.lowlevel.checkpoint()  # let concurrent callers join
+                batch, self._apply_queue = self._apply_queue, []
+                for queued in batch:
+                    queued.pending = False
+                try:
+                    await self._apply_batch(batch)
+                finally:
+                    for queued in batch:
+                        queued.wake.set()
+        finally:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self._apply_queue:
+            first = self._apply_queue[0]
+            first.promoted = True
+            first.wake.set()
+        else:
+            self._applying = False
 
     async def _apply_batch(self, batch: list[_Op]) -> None:
         changes = [c for op in batch for c in op.changes]
