@@ -158,7 +158,7 @@ class PostgresStore(Store):
         self._db_clock = self._clock == "database"
 
     def __repr__(self) -> str:
-        parts = asyncpg_safe_dsn(self._dsn)
+        parts = _safe_dsn(self._dsn)
         return f"PostgresStore({parts!r}, schema={self._sql.name!r})"
 
     @property
@@ -687,7 +687,7 @@ class PostgresStore(Store):
             return []
 
 
-def asyncpg_safe_dsn(dsn: str) -> str:
+def _safe_dsn(dsn: str) -> str:
     """``dsn`` without its password (for reprs and messages)."""
     from urllib.parse import urlsplit, urlunsplit
 
