@@ -498,11 +498,11 @@ async def test_append_on_a_failed_leaf_fails_and_append_or_replace_starts_afresh
         appended = steps.work()
         await manager.enqueue_unique_work("job", "APPEND", appended)
         assert await states(manager, appended) == [S.FAILED]
-        fresh = steps.work()
+        fresh = steps.work(initial_delay=1)
         await manager.enqueue_unique_work("job", "APPEND_OR_REPLACE", fresh)
         assert await states(manager, bad, appended, fresh) == [None, None, S.ENQUEUED]
-        await clock.advance(0)
-        after = steps.work()  # the fresh chain's leaf succeeded: APPEND_OR_REPLACE appends
+        await clock.advance(1)
+        after = steps.work(initial_delay=1)  # the fresh leaf succeeded: this appends
         await manager.enqueue_unique_work("job", "APPEND_OR_REPLACE", after)
         assert await states(manager, fresh, after) == [S.SUCCEEDED, S.ENQUEUED]
 

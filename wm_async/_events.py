@@ -120,6 +120,22 @@ class EventHub:
                 for record in records:
                     watcher._offer(record)
 
+    def is_waited(self, work_id: str) -> bool:
+        """Whether a ``wait()`` waits for this work."""
+        return work_id in self._waiters
+
+    def waited_ids(self) -> list[str]:
+        """The works ``wait()`` calls wait for."""
+        return list(self._waiters)
+
+    def has_watchers(self) -> bool:
+        """Whether any ``watch()`` is open."""
+        return bool(self._subscriptions)
+
+    def watched_queries(self) -> list[WorkQuery]:
+        """The queries of the open watchers."""
+        return [w._query for w in list(self._subscriptions)]
+
     def add_waiter(self, work_id: str) -> anyio.Event:
         """An event set when the work reaches a terminal state."""
         event = anyio.Event()

@@ -45,7 +45,7 @@ from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._scheduler import Scheduler
 from ._watchdog import LoopWatchdog
 from .signals import Signal, default_signals
-from .stores import Store, open_store
+from .stores import Store, StoreListener, open_store
 
 logger = logging.getLogger("wm_async")
 # A library logs and never prints: without this, Python's last-resort handler would write
@@ -160,6 +160,7 @@ class WorkManager:
         self._stop_pruner = anyio.Event()
         # (state, attempts) last logged per unfinished work, for the DEBUG transition log.
         self._logged_states: dict[str, tuple[WorkState, int]] = {}
+        self._follow_scope: anyio.CancelScope | None = None
 
     def __repr__(self) -> str:
         return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
@@ -259,9 +260,6 @@ class WorkManager:
                 self._events.closed = False
                 stack.callback(self._events.close)
                 await self._store.lock_for_scheduler(self.owner)
-                await self._recover()
-                await self._prune_once()
-                self._signals.require(await self._store.signals_in_use())
                 self._scheduler = self._new_scheduler()
                 # Attached for the whole life of the task group (detached after it
                 # exits), so a virtual clock also waits for the shutdown.
@@ -274,14 +272,26 @@ class WorkManager:
                     stack.callback(watchdog.stop)
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
+                # Before recovery: a shared store learns which clock to compare leases
+                # with, and misses no change made meanwhile.
+                await tg.start(self._follow_store, name="wm_async store listener")
+                await self._recover()
+                await self._prune_once()
+                self._signals.require(await self._store.signals_in_use())
                 await tg.start(self._signals.run, name="wm_async signals")
                 await tg.start(self._scheduler.run, name="wm_async scheduler")
                 self._stop_pruner = anyio.Event()
                 await tg.start(self._prune_loop, name="wm_async pruner")
                 self._exit_stack = stack.pop_all()
-        except BaseException:
+        except BaseException as exc:  # noqa: BLE001  # re-raised below, unwrapped
             self._state = RunState.STOPPED
-            raise
+            # A start-up step that fails inside the task group (recovery on a read-only
+            # file, say) comes out wrapped in an ExceptionGroup: raise the error itself,
+            # so `except StoreError` around `async with manager:` sees it.
+            inner = exc
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            raise inner  # noqa: B904  # its own __cause__ (the driver error) is kept
         self._state = RunState.STARTED
         logger.info("WorkManager started (store=%r, owner=%s)", self._store, self.owner)
         return self
@@ -310,18 +320,60 @@ class WorkManager:
         # Runs first as the exit stack unwinds; the task group's exit then waits for the
         # scheduler's two-phase stop (bounded by shutdown_grace plus the stuck bound).
         self._stop_pruner.set()
+        if self._follow_scope is not None:
+            self._follow_scope.cancel()
         self._signals.stop()
         self._scheduler.request_stop(self.shutdown_grace)
 
     async def _recover(self) -> None:
-        """SEMANTICS 15: RUNNING works of a dead process run again."""
-        running = await self._store.query(WorkQuery(states={WorkState.RUNNING}))
-        if not running:
+        """SEMANTICS 15: RUNNING works of a dead process run again (with leases: only
+        works whose lease expired, never those of live processes)."""
+        written = await self._store.requeue_orphans(now=self._clock.now())
+        if written:
+            logger.warning("recovered %d work(s) interrupted by a crash", len(written))
+            self._publish(written)
+
+    async def _follow_store(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Let the store report other processes' changes (a no-op for stores only this
+        process uses), until shutdown begins."""
+        listener = StoreListener(
+            now=self._clock.now,
+            real_time=isinstance(self._clock, SystemClock),
+            wake=self._scheduler.wake,
+            changed=self._external_change,
+        )
+        with anyio.CancelScope() as scope:
+            self._follow_scope = scope
+            await self._store.follow(listener, task_status=task_status)
+
+    async def _external_change(self, ids: Sequence[str] | None) -> None:
+        """Other processes wrote the works ``ids`` (``None``: possibly any). Re-read the
+        ones someone here waits on or watches, and those running here: a run whose work
+        was cancelled or taken over elsewhere stops (SEMANTICS 29, 30)."""
+        scheduler, events = self._scheduler, self._events
+        if ids is None:
+            wanted = {*events.waited_ids(), *scheduler.running_ids()}
+            for query in events.watched_queries():
+                wanted.update(r.id for r in await self._store.query(query))
+        else:
+            watching = events.has_watchers()
+            wanted = {i for i in ids if watching or events.is_waited(i) or scheduler.runs(i)}
+        if not wanted:
             return
-        now = self._clock.now()
-        written = await self._store.apply([lc.recover(r, now=now) for r in running])
-        logger.warning("recovered %d work(s) interrupted by a crash", len(written))
-        self._publish(written)
+        records = await self._store.get(wanted)
+        self._publish(records)
+        for record in records:
+            if scheduler.runs(record.id) and (
+                record.state is not WorkState.RUNNING or record.owner != self.owner
+            ):
+                reason = (
+                    StopReason.CANCELLED_BY_APP
+                    if record.state is WorkState.CANCELLED
+                    else StopReason.LEASE_LOST
+                )
+                scheduler.interrupt(record.id, reason)
 
     async def _prune_once(self) -> int:
         before = self._clock.now() - self.keep_results_for

@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from . import _lifecycle as lc
 from ._errors import StoreError
 from ._executor import RunHandle, Worker, execute
-from ._model import Data, StopReason
+from ._model import Data, StopReason, WorkState
 from .stores._base import Claimed, ClaimParams
 
 if TYPE_CHECKING:
@@ -161,6 +161,8 @@ class Scheduler:
     _activity: int = attrs.field(init=False, default=0)
     _settle_waiter: anyio.Event | None = attrs.field(init=False, default=None)
     _store_failing: bool = attrs.field(init=False, default=False)
+    # Set when a run starts while none ran (the lease renewal loop waits for it).
+    _has_runs: anyio.Event = attrs.field(init=False, factory=anyio.Event)
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = _Deadlines(self.clock, self._deadlines_due)
@@ -233,6 +235,14 @@ class Scheduler:
             if self._is_quiet() and self._activity == marker:
                 return
 
+    def runs(self, work_id: str) -> bool:
+        """Whether a run of this work is in progress in this process."""
+        return work_id in self._running
+
+    def running_ids(self) -> list[str]:
+        """The works running in this process."""
+        return list(self._running)
+
     def interrupt(self, work_id: str, reason: StopReason) -> bool:
         """Stop a run of this process; returns False if it does not run here."""
         handle = self._running.get(work_id)
@@ -296,6 +306,9 @@ class Scheduler:
             async with anyio.create_task_group() as work_tg:
                 self._work_tg = work_tg
                 await work_tg.start(self._dispatch, name="wm_async dispatcher")
+                lease = self.store.lease_duration
+                if lease is not None:
+                    work_tg.start_soon(self._renew_leases, lease, name="wm_async lease renewal")
                 self._host_ready.set()
                 await self._stop_requested.wait()
                 if self._dispatch_scope is not None:
@@ -412,6 +425,7 @@ class Scheduler:
         self.publish(records)
         if self._all_idle.is_set():
             self._all_idle = anyio.Event()
+        self._has_runs.set()
         ready, running, limiter = self._ready, self._running, self._limiter
         for record in records:
             handle = RunHandle(record)
@@ -574,6 +588,43 @@ class Scheduler:
         if self._store_failing:
             self._store_failing = False
             logger.warning("store recovered")
+
+    async def _renew_leases(self, lease: float) -> None:
+        """Renew the leases of this process's runs every half lease while any run; stop
+        the runs whose lease was lost (their results would not be recorded)."""
+        clock = self.clock
+        while True:
+            if not self._running:
+                self._has_runs = anyio.Event()
+                await self._has_runs.wait()
+            # _all_idle cuts the sleep short when the last run ends: with a virtual clock,
+            # an idle manager then has no timer for advance() to step through.
+            await clock.sleep_until(clock.now() + lease / 2, self._all_idle)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                with self.tracked():
+                    lost = await self.store.renew_leases(
+                        owner=self.owner, ids=ids, now=clock.now()
+                    )
+                    if lost:
+                        await self._stop_lost(lost)
+            except StoreError as exc:
+                logger.error("renewing leases failed: %s", exc)
+
+    async def _stop_lost(self, lost: set[str]) -> None:
+        # Read why: a work cancelled by another process stops as CANCELLED_BY_APP; one
+        # taken over after its lease expired (this process stalled) as LEASE_LOST.
+        states = {r.id: r.state for r in await self.store.get(lost)}
+        for work_id in lost:
+            handle = self._running.get(work_id)
+            if handle is None or handle.finished:
+                continue  # ended meanwhile
+            cancelled = states.get(work_id) is WorkState.CANCELLED
+            reason = StopReason.CANCELLED_BY_APP if cancelled else StopReason.LEASE_LOST
+            logger.warning("stopping %r: its lease was lost (%s)", handle, reason.value)
+            handle.stop(reason)
 
     async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
         from . import _validators as v

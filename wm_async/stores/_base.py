@@ -12,9 +12,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TypeAlias
 
+import anyio
 import attrs
+from anyio.abc import TaskStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from .._lifecycle import Change, UniquePlan
     from .._model import WorkQuery
     from .._record import WorkRecord
@@ -56,6 +60,26 @@ class Claimed:
 
     records: list[WorkRecord]
     next_due: float | None
+
+
+@attrs.frozen(kw_only=True)
+class StoreListener:
+    """How a store shared by several processes reaches the manager using it
+    (:meth:`Store.follow`).
+
+    :ivar now: the manager's clock
+    :ivar real_time: whether that clock is the system clock (a store may then compare
+        due times and leases with its own clock, immune to host clock skew)
+    :ivar wake: due work may have appeared: the dispatcher should claim again
+    :ivar changed: other processes wrote these works (``None``: anything may have
+        changed, e.g. after a reconnection lost notifications); the manager re-reads the
+        ones it cares about
+    """
+
+    now: Callable[[], float]
+    real_time: bool
+    wake: Callable[[], None]
+    changed: Callable[[Sequence[str] | None], Awaitable[None]]
 
 
 class Store(abc.ABC):
@@ -160,6 +184,55 @@ class Store(abc.ABC):
         """
         return  # deliberately a no-op default, not an abstract method
 
+    @property
+    def lease_duration(self) -> float | None:
+        """How long a claim's lease lasts (seconds), for stores shared by several
+        processes; the scheduler renews its running works' leases every half of it.
+        ``None`` (the default): no leases, one scheduling process."""
+        return None
+
+    async def renew_leases(self, *, owner: str, ids: Collection[str], now: float) -> set[str]:
+        """Extend the leases ``owner`` holds on the RUNNING works ``ids`` by
+        :attr:`lease_duration` from ``now`` (or the store's own clock); return the ids
+        whose lease ``owner`` no longer holds (expired and taken over, cancelled, or
+        finished). Their runs should stop: their results would not be recorded.
+
+        The default (no leases) returns an empty set.
+        """
+        return set()
+
+    async def requeue_orphans(self, *, now: float) -> list[WorkRecord]:
+        """Return RUNNING works whose process is gone to ENQUEUED with stop reason
+        UNKNOWN, the attempt counted (:func:`wm_async._lifecycle.recover`); return the
+        records written.
+
+        The default, for single-scheduler stores (called once at start, after
+        :meth:`lock_for_scheduler`), treats every RUNNING work as orphaned. Stores with
+        leases override it to take only works whose lease has expired, and may be called
+        at any time by any process.
+        """
+        from .._lifecycle import recover
+        from .._model import WorkQuery, WorkState
+
+        running = await self.query(WorkQuery(states={WorkState.RUNNING}))
+        if not running:
+            return []
+        return await self.apply([recover(r, now=now) for r in running])
+
+    async def follow(
+        self,
+        listener: StoreListener,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Tell ``listener`` about changes made by other processes until cancelled (the
+        manager runs this in its task group).
+
+        The default (a store only this process uses) has nothing to follow and returns
+        at once.
+        """
+        task_status.started()
+
     async def signals_in_use(self) -> frozenset[str]:
         """The signal names that unfinished works' constraints need.
 
@@ -175,3 +248,44 @@ class Store(abc.ABC):
         """Delete finished works whose ``finished_at`` is before the given time, except
         those an unfinished work depends on (SEMANTICS 34); return how many were
         deleted."""
+
+
+def resolve_new(
+    records: Sequence[WorkRecord],
+    links: Mapping[str, Sequence[str]],
+    known: dict[str, WorkRecord],
+) -> tuple[list[WorkRecord], list[int], list[tuple[str, str, int]]]:
+    """For stores inserting chained works: each record in the state its prerequisites
+    give it (SEMANTICS 18), how many prerequisites each still waits for, and the edges
+    ``(prerequisite id, work id, position)`` to store.
+
+    ``known`` holds the stored prerequisites by id (read in the same transaction); the
+    new records are added to it as they are resolved, so later ones may depend on them.
+
+    :raises InvalidRequestError: if a prerequisite is neither stored nor new
+    """
+    from .. import _lifecycle as lc
+    from .._errors import InvalidRequestError
+    from .._model import WorkState
+
+    stored: list[WorkRecord] = []
+    waiting: list[int] = []
+    edges: list[tuple[str, str, int]] = []
+    for record in records:
+        pids = tuple(dict.fromkeys(links.get(record.id, ())))
+        left = 0
+        if pids:
+            missing = [p for p in pids if p not in known]
+            if missing:
+                raise InvalidRequestError(
+                    "prerequisite", missing[0], "no such work (pruned, or never enqueued)"
+                )
+            prereqs = [known[p] for p in pids]
+            record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
+            edges += [(p, record.id, i) for i, p in enumerate(pids)]
+            if record.state is WorkState.BLOCKED:
+                left = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
+        known[record.id] = record
+        stored.append(record)
+        waiting.append(left)
+    return stored, waiting, edges

@@ -38,7 +38,7 @@ from .._errors import (
 )
 from .._model import Constraints, WorkState
 from . import _sqlite_schema as sql
-from ._base import Claimed, ClaimParams, Store
+from ._base import Claimed, ClaimParams, Store, resolve_new
 
 if TYPE_CHECKING:
     from .._lifecycle import Change, UniquePlan
@@ -743,26 +743,8 @@ class SQLiteStore(Store):
         if wanted:
             found = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
             known = {row[1]: sql.record_from_row(row) for row in found}
-        stored: list[WorkRecord] = []
-        rows: list[tuple[object, ...]] = []
-        edges: list[tuple[str, str, int]] = []
-        for record in records:
-            pids = tuple(dict.fromkeys(links.get(record.id, ())))
-            waiting = 0
-            if pids:
-                missing = [p for p in pids if p not in known]
-                if missing:
-                    raise InvalidRequestError(
-                        "prerequisite", missing[0], "no such work (pruned, or never enqueued)"
-                    )
-                prereqs = [known[p] for p in pids]
-                record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
-                edges += [(p, record.id, i) for i, p in enumerate(pids)]
-                if record.state is WorkState.BLOCKED:
-                    waiting = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
-            known[record.id] = record
-            stored.append(record)
-            rows.append((*sql.insert_params(record), waiting))
+        stored, waiting, edges = resolve_new(records, links, known)
+        rows = [(*sql.insert_params(r), n) for r, n in zip(stored, waiting, strict=True)]
         await db.executemany(sql.INSERT_CHAINED, rows)
         await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
         await db.executemany(sql.INSERT_DEPENDENCY, edges)

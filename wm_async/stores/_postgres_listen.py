@@ -1,0 +1,151 @@
+"""PostgresStore's change feed: LISTEN for the ids other processes wrote, wake the
+dispatcher, poll when notifications may have been missed, reconnect when the
+connection drops."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import asyncpg
+import attrs
+from anyio.abc import TaskStatus
+
+if TYPE_CHECKING:
+    from ._base import StoreListener
+
+logger = logging.getLogger("wm_async.stores.postgres")
+
+#: Reconnection delays: from this, doubling, up to _RECONNECT_MAX (jittered ±25 %).
+_RECONNECT_MIN: Final = 0.1
+_RECONNECT_MAX: Final = 5.0
+#: Bound on closing the connection (a dead server must not hang the loop).
+_CLOSE_TIMEOUT: Final = 5.0
+
+
+def _jitter(seconds: float) -> float:
+    # Jitter spreads the polls of many processes started together over time.
+    return seconds * random.uniform(0.75, 1.25)  # not cryptographic
+
+
+@attrs.define(eq=False, repr=False)
+class ChangeFeed:
+    """One LISTEN connection and what it tells a :class:`StoreListener`.
+
+    Payloads are ``'<sender> <d|-> id,id,…'`` (see ``_postgres_schema._notifying``):
+    our own ones are skipped (the manager published those changes already), ``d`` wakes
+    the dispatcher, the ids go to ``listener.changed``.
+
+    :ivar poll_interval: the fallback poll, when the listener runs in real time
+    :ivar rescue_every: how often (in polls' time) to call ``rescue``
+    :ivar rescue: re-enqueue works whose lease expired, given ``now``; their ids
+    """
+
+    dsn: str
+    channel: str
+    sender: str
+    poll_interval: float
+    rescue_every: float
+    rescue: Callable[[float], Awaitable[list[str]]]
+    _inbox: deque[str] = attrs.field(init=False, factory=deque)
+    _arrived: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self._inbox.append(payload)
+        self._arrived.set()
+
+    async def run(
+        self,
+        listener: StoreListener,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Follow changes until cancelled; ready once the first connection listens (or
+        failed: the feed keeps retrying, and the manager runs meanwhile)."""
+        started = False
+        failures = 0
+        until_rescue = 0.0
+        while True:
+            lost = anyio.Event()
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(self.channel, self._on_notify)
+            except Exception as exc:  # noqa: BLE001  # any failure: reconnect later
+                await _close(conn)
+                if not started:
+                    task_status.started()
+                    started = True
+                failures += 1
+                delay = min(_RECONNECT_MIN * 2 ** (failures - 1), _RECONNECT_MAX)
+                logger.warning("listening for changes failed (%r); retrying in %.1fs", exc, delay)
+                await anyio.sleep(_jitter(delay))
+                continue
+            try:
+                if started:  # a reconnection: notifications may have been missed
+                    logger.info("listening for changes again")
+                    listener.wake()
+                    await _tell(listener, None)
+                else:
+                    task_status.started()
+                    started = True
+                failures = 0
+                while not lost.is_set() and not conn.is_closed():
+                    wait = _jitter(self.poll_interval) if listener.real_time else None
+                    with anyio.move_on_after(wait) as scope:
+                        await self._arrived.wait()
+                    self._arrived = anyio.Event()
+                    if self._inbox:
+                        await self._deliver(listener)
+                    if scope.cancelled_caught:  # the fallback poll
+                        listener.wake()
+                        until_rescue -= wait or 0.0
+                        if until_rescue <= 0:
+                            until_rescue = self.rescue_every
+                            rescued = await self.rescue(listener.now())
+                            if rescued:
+                                listener.wake()
+                                await _tell(listener, rescued)
+            finally:
+                await _close(conn)
+
+    async def _deliver(self, listener: StoreListener) -> None:
+        ids: list[str] = []
+        due = False
+        inbox = self._inbox
+        while inbox:
+            sender, _, rest = inbox.popleft().partition(" ")
+            if sender == self.sender:
+                continue
+            flag, _, listed = rest.partition(" ")
+            due = due or flag == "d"
+            if listed:
+                ids += listed.split(",")
+        if due:
+            listener.wake()
+        if ids:
+            await _tell(listener, ids)
+
+
+async def _tell(listener: StoreListener, ids: Sequence[str] | None) -> None:
+    try:
+        await listener.changed(ids)
+    except Exception:
+        logger.exception("handling other processes' changes failed")
+
+
+async def _close(conn: Any) -> None:
+    if conn is None:
+        return
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT) as scope:
+        try:
+            await conn.close()
+        except Exception:  # noqa: BLE001  # the connection is being dropped anyway
+            conn.terminate()
+    if scope.cancelled_caught:
+        conn.terminate()

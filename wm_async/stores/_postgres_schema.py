@@ -1,0 +1,374 @@
+"""PostgresStore's schema side: the SQL it runs (for one schema), migration files, DSN
+options and the classification of driver errors. The transactions live in
+``postgres.py``.
+
+Rows use the SQLite store's column encodings (:mod:`._sqlite_schema`), so both stores
+share one row <-> WorkRecord codec.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .._errors import InvalidRequestError, StoreError
+from .._model import FINISHED_STATES
+from ._sqlite_schema import COLUMNS, RUNTIME_COLUMNS
+
+#: Schema names: plain identifiers, short enough that the notification channel
+#: ``wm_async:<schema>`` stays within PostgreSQL's 63-byte identifier limit.
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+DEFAULT_SCHEMA: Final = "wm_async"
+#: First key of every advisory lock wm_async takes ('wmas'); the second is a hash.
+LOCK_CLASS: Final = 0x776D6173
+#: Ids per notification: 150 ids of 36 characters stay under the 8000-byte payload limit.
+NOTIFY_IDS: Final = 150
+#: The select list every read uses (``seq`` stands where SQLite has ``rowid``), so
+#: ``_sqlite_schema.record_from_row`` reads its rows.
+SELECT_COLUMNS: Final = ("seq", *COLUMNS)
+_FINISHED: Final = ", ".join(sorted(f"'{s.value}'" for s in FINISHED_STATES))
+
+#: PostgreSQL types of ``insert_params`` values, in order (COLUMNS, then signals).
+INSERT_TYPES: Final = (
+    "text", "text", "text", "text", "text", "float8", "text", "float8", "float8", "float8",
+    "int8", "int2", "text", "text", "int8", "float8", "text",
+    # runtime
+    "text", "int8", "float8", "float8", "float8", "float8", "text", "text", "text", "text",
+    "text", "int8", "text",
+    # signals
+    "text",
+)  # fmt: skip
+_RUNTIME_TYPES: Final = INSERT_TYPES[17:-1]
+
+
+def check_schema(name: object) -> str:
+    """``name`` if it is a valid schema name for wm_async.
+
+    :raises InvalidRequestError: otherwise
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise InvalidRequestError(
+            "schema", name, "expected an identifier: letters, digits and _, at most 48"
+        )
+    return name
+
+
+def quote(identifier: str) -> str:
+    """``identifier`` quoted for SQL (already validated: no quote can occur in it)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def split_dsn(dsn: str) -> tuple[str, str | None]:
+    """Remove wm_async's own options from a ``postgresql://`` URL (asyncpg would send
+    unknown query parameters to the server as settings).
+
+    :return: ``(dsn for asyncpg, schema option or None)``
+    """
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = None
+    kept = []
+    for key, value in query:
+        if key == "schema":
+            schema = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def _numbered(text: str) -> tuple[str, tuple[str, ...]]:
+    """Replace ``:name`` placeholders (not ``::casts``) with ``$n``; return the names."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", number, text), tuple(names)
+
+
+class Statement:
+    """A statement with named parameters, numbered for asyncpg."""
+
+    __slots__ = ("names", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text, self.names = _numbered(text)
+
+    def args(self, **values: object) -> list[object]:
+        """The positional arguments, from keyword values."""
+        return [values[name] for name in self.names]
+
+
+#: The database clock, when the caller passes no time (``:base`` NULL).
+_BASE: Final = "coalesce(:base::float8, extract(epoch from statement_timestamp()))"
+
+
+def _notifying(write: str, result: str) -> str:
+    """``write`` (a data-modifying CTE body returning at least ``id`` and ``state``)
+    followed by a NOTIFY of the ids it wrote, in chunks, committed with it.
+
+    The payload is ``'<sender> <d|-> id,id,…'``: ``d`` when a written work is ENQUEUED
+    (idle processes should claim). Nothing is sent when nothing was written.
+    """
+    return (
+        f"WITH w AS ({write}), "
+        "n AS (SELECT pg_notify(:channel, :sender || ' ' || p) FROM ("
+        "SELECT (CASE WHEN bool_or(state = 'ENQUEUED') THEN 'd' ELSE '-' END) || ' ' "
+        "|| string_agg(id, ',') AS p "
+        f"FROM (SELECT id, state, (row_number() OVER ()) / {NOTIFY_IDS} AS g FROM w) AS s "
+        "GROUP BY g) AS q) "
+        f"SELECT {result} FROM w CROSS JOIN (SELECT count(*) FROM n) AS m"
+    )
+
+
+class Schema:
+    """Every statement PostgresStore runs, for one schema."""
+
+    def __init__(self, name: str) -> None:
+        self.name = check_schema(name)
+        q = quote(name)
+        t = self.table = f"{q}.wm_work"
+        self.quoted = q
+        self.channel = f"wm_async:{name}"
+        select = ", ".join(SELECT_COLUMNS)
+        returning = ", ".join(f"w.{c}" for c in SELECT_COLUMNS)
+
+        self.get = Statement(f"SELECT {select} FROM {t} WHERE id = ANY(:ids::text[])")
+        self.existing = Statement(f"SELECT id FROM {t} WHERE id = ANY(:ids::text[])")
+        self.existing_rows = Statement(
+            f"SELECT id, worker, enqueued_at FROM {t} WHERE id = ANY(:ids::text[])"
+        )
+        cols = ", ".join((*COLUMNS, "signals"))
+        arrays = ", ".join(f":c{i}::{ty}[]" for i, ty in enumerate(INSERT_TYPES))
+        self.insert = Statement(
+            _notifying(
+                f"INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}) RETURNING id, state",
+                "w.id",
+            )
+        )
+        self.by_unique_name = Statement(
+            f"SELECT {select} FROM {t} WHERE unique_name = :name ORDER BY seq"
+        )
+        self.unique_lock = Statement("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))")
+        self.delete = Statement(f"DELETE FROM {t} WHERE id = ANY(:ids::text[])")
+        self.respec = Statement(
+            _notifying(
+                f"UPDATE {t} SET "
+                + ", ".join(f"{c} = :{c}" for c in COLUMNS[1:17])
+                + ", next_run_at = :next_run_at, signals = :signals "
+                "WHERE id = :id AND state = :exp_state AND run_attempt_count = :exp_attempts "
+                "AND generation = :exp_generation RETURNING id, state",
+                "w.id",
+            )
+        )
+
+        v_names = ("id", "exp_state", "exp_attempts", "exp_owner", *RUNTIME_COLUMNS)
+        v_types = ("text", "text", "int8", "text", *_RUNTIME_TYPES)
+        unnest = ", ".join(f":a{i}::{ty}[]" for i, ty in enumerate(v_types))
+        sets = ", ".join(f"{c} = v.{c}" for c in RUNTIME_COLUMNS)
+        self.apply = Statement(
+            _notifying(
+                f"UPDATE {t} AS w SET {sets}, lease_until = CASE WHEN v.state = 'RUNNING' "
+                f"THEN w.lease_until END FROM unnest({unnest}) AS v({', '.join(v_names)}) "
+                "WHERE w.id = v.id AND w.state = v.exp_state "
+                "AND w.run_attempt_count = v.exp_attempts "
+                "AND w.owner IS NOT DISTINCT FROM v.exp_owner "
+                "RETURNING w.id, w.state, w.generation",
+                "w.id, w.generation",
+            )
+        )
+        self.renew = Statement(
+            f"UPDATE {t} SET lease_until = {_BASE} + :lease "
+            "WHERE id = ANY(:ids::text[]) AND state = 'RUNNING' AND owner = :owner RETURNING id"
+        )
+        self.expired = Statement(
+            f"SELECT {select} FROM {t} WHERE state = 'RUNNING' AND lease_until < {_BASE} "
+            "ORDER BY lease_until LIMIT :limit FOR UPDATE SKIP LOCKED"
+        )
+        d = self.dependency = f"{q}.wm_dependency"
+
+        def prunable(w: str) -> str:
+            # Finished before the cut-off, and no unfinished work depends on it (34).
+            return (
+                f"{w}.finished_at < :before AND {w}.state IN ({_FINISHED}) AND NOT EXISTS ("
+                f"SELECT 1 FROM {d} AS e JOIN {t} AS c ON c.id = e.work_id "
+                f"WHERE e.prerequisite_id = {w}.id AND c.state NOT IN ({_FINISHED}))"
+            )
+
+        # Edges to a pruned work's prerequisites go with it; edges from its dependents
+        # (finished, or it would be kept) go when they are pruned.
+        self.prune = Statement(
+            f"WITH gone AS (DELETE FROM {t} AS w WHERE {prunable('w')} RETURNING w.id), "
+            f"edges AS (DELETE FROM {d} WHERE work_id IN (SELECT id FROM gone)) "
+            "SELECT 1 FROM gone"
+        )
+        # -- chains
+        self.insert_chained = Statement(
+            _notifying(
+                f"INSERT INTO {t} ({cols}, waiting) SELECT * FROM unnest({arrays}, "
+                ":waiting::int4[]) RETURNING id, state",
+                "w.id",
+            )
+        )
+        self.insert_edges = Statement(
+            f"INSERT INTO {d} (prerequisite_id, work_id, position) "
+            "SELECT * FROM unnest(:p::text[], :w::text[], :n::int4[])"
+        )
+        #: Prerequisites read at insert, locked so that one finishing concurrently
+        #: waits for the new edges to commit and then sees them.
+        self.get_for_share = Statement(
+            f"SELECT {select} FROM {t} WHERE id = ANY(:ids::text[]) ORDER BY id FOR SHARE"
+        )
+        self.have_dependents = Statement(
+            f"SELECT DISTINCT prerequisite_id FROM {d} WHERE prerequisite_id = ANY(:ids::text[])"
+        )
+        self.delete_edges = Statement(
+            f"DELETE FROM {d} WHERE work_id = ANY(:ids::text[]) "
+            "OR prerequisite_id = ANY(:ids::text[])"
+        )
+        #: The BLOCKED dependents of some works: (prerequisite id, *select).
+        self.dependents = Statement(
+            f"SELECT e.prerequisite_id, {returning} FROM {d} AS e JOIN {t} AS w "
+            "ON w.id = e.work_id WHERE e.prerequisite_id = ANY(:ids::text[]) "
+            "AND w.state = 'BLOCKED' ORDER BY w.id FOR UPDATE OF w"
+        )
+        #: Counts the success of some works in their BLOCKED dependents; returns
+        #: (waiting, *select) for each.
+        self.unblock = Statement(
+            f"UPDATE {t} AS w SET waiting = w.waiting - (SELECT count(*) FROM {d} AS e "
+            "WHERE e.work_id = w.id AND e.prerequisite_id = ANY(:ids::text[])) "
+            f"WHERE w.state = 'BLOCKED' AND w.id IN (SELECT work_id FROM {d} "
+            f"WHERE prerequisite_id = ANY(:ids::text[])) RETURNING w.waiting, {returning}"
+        )
+        #: The direct prerequisites' outputs of some works: (work id, position, output).
+        #: A statement of its own, so it sees what other transactions committed while
+        #: the UPDATE above waited for their row locks.
+        self.prerequisite_outputs = Statement(
+            f"SELECT e.work_id, e.position, p.output FROM {d} AS e JOIN {t} AS p "
+            "ON p.id = e.prerequisite_id WHERE e.work_id = ANY(:ids::text[])"
+        )
+        r_names = ("id", "input", *RUNTIME_COLUMNS)
+        r_types = ("text", "text", *_RUNTIME_TYPES)
+        r_unnest = ", ".join(f":r{i}::{ty}[]" for i, ty in enumerate(r_types))
+        r_sets = ", ".join(f"{c} = v.{c}" for c in r_names[1:])
+        self.write_resolved = Statement(
+            _notifying(
+                f"UPDATE {t} AS w SET {r_sets}, waiting = 0 FROM unnest({r_unnest}) "
+                f"AS v({', '.join(r_names)}) WHERE w.id = v.id AND w.state = 'BLOCKED' "
+                "RETURNING w.id, w.state",
+                "w.id",
+            )
+        )
+        self.signals_in_use = Statement(
+            f"SELECT DISTINCT constraints FROM {t} "
+            "WHERE signals <> '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
+        )
+        self.notify = Statement("SELECT pg_notify(:channel, :payload)")
+        self._returning = returning
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
+    def claim(self, blocked: bool) -> Statement:
+        """Claim up to ``:limit`` due unparked works, expedited first, locking them with
+        SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner and
+        lease are written by the same statement. Rows carry the work's expedited flag
+        and due time before the claim (for ordering) ahead of the select list."""
+        t = self.table
+        # A materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
+        # never takes more rows than asked for.
+        write = (
+            f"WITH due AS MATERIALIZED (SELECT id, expedited, next_run_at FROM {t} "
+            f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{self._unparked(blocked)} "
+            "ORDER BY expedited DESC, next_run_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {t} AS w SET state = 'RUNNING', "
+            "run_attempt_count = w.run_attempt_count + 1, next_run_at = NULL, "
+            "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
+            f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease) "
+            "FROM due WHERE w.id = due.id AND w.state = 'ENQUEUED' "
+            f"RETURNING due.expedited AS due_expedited, due.next_run_at AS due_at, "
+            f"{self._returning}"
+        )
+        names = ", ".join(f"w.{c}" for c in ("due_expedited", "due_at", *SELECT_COLUMNS))
+        return Statement(_notifying(write, names))
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019
+    def next_due(self, blocked: bool) -> Statement:
+        """The earliest due time of the remaining claimable ENQUEUED works, and the
+        clock the claim compared with (to convert between the database's clock and the
+        caller's)."""
+        t = self.table
+        first = (
+            f"(SELECT next_run_at FROM {t} WHERE state = 'ENQUEUED' AND expedited = %d"
+            f"{self._unparked(blocked)} ORDER BY next_run_at LIMIT 1)"
+        )
+        return Statement(f"SELECT LEAST({first % 1}, {first % 0}), {_BASE}")
+
+    @staticmethod
+    def _unparked(blocked: bool) -> str:
+        if not blocked:
+            return ""
+        return (
+            " AND (signals = '' OR id = ANY(:met::text[]) OR NOT EXISTS "
+            "(SELECT 1 FROM unnest(:blocked::text[]) AS b(k) WHERE strpos(signals, b.k) > 0))"
+        )
+
+    def query(self, *, ids: bool, tags: bool, names: bool, states: bool) -> Statement:
+        """Works matching the given kinds of filter (AND across kinds), oldest first."""
+        where = []
+        if ids:
+            where.append("id = ANY(:ids::text[])")
+        if tags:
+            where.append("tags::jsonb ?| :tags::text[]")
+        if names:
+            where.append("unique_name = ANY(:names::text[])")
+        if states:
+            where.append("state = ANY(:states::text[])")
+        text = f"SELECT {', '.join(SELECT_COLUMNS)} FROM {self.table}"
+        if where:
+            text += " WHERE " + " AND ".join(where)
+        return Statement(text + " ORDER BY enqueued_at, seq")
+
+
+# -- migrations and errors -----------------------------------------------------------------
+
+
+@functools.cache
+def migrations() -> tuple[tuple[int, str], ...]:
+    """``(version, script)`` of every ``_sql/postgres/NNN_name.sql``, in order.
+
+    Reads package files: call it in a worker thread.
+    """
+    folder = importlib.resources.files("wm_async.stores") / "_sql" / "postgres"
+    found = sorted(
+        (int(m.group(1)), entry.read_text("utf-8"))
+        for entry in folder.iterdir()
+        if (m := re.fullmatch(r"(\d{3})_\w+\.sql", entry.name))
+    )
+    if [n for n, _ in found] != list(range(1, len(found) + 1)):
+        raise StoreError("wm_async is installed incompletely: PostgreSQL migrations are missing")
+    return tuple(found)
+
+
+#: SQLSTATE classes and codes worth retrying: connection exceptions (08), serialization
+#: failure and deadlock (40001, 40P01), too many connections (53300), and the server
+#: shutting down or starting up (57P01-57P03: admin/crash shutdown, cannot connect now).
+_TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that a retry on a fresh connection may not meet again."""
+    import asyncpg
+
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        # InterfaceError: the connection was closed under us (terminated backend) or is
+        # in an unusable state; the pool replaces it.
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state.startswith("08") or state in _TRANSIENT_STATES
+    return False
