@@ -24,6 +24,7 @@ from datetime import timedelta
 import anyio
 
 import wm_async as wm
+import wm_async.stores
 
 FAST = wm.Backoff(wm.BackoffPolicy.LINEAR, timedelta(milliseconds=10))
 
@@ -90,34 +91,63 @@ class Workload:
             )
 
 
-def arm_commit_kill(mode: str, rng: random.Random) -> None:
+def arm_commit_kill(url: str, mode: str, rng: random.Random) -> None:
     """Kill this process just before or just after one of its first COMMITs."""
+    target = rng.randint(1, 40)
+    seen = 0
+
+    def at_commit(when: str) -> None:
+        if seen == target and mode == when:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if url.startswith("postgresql"):
+        import asyncpg.transaction
+
+        commit = asyncpg.transaction.Transaction._Transaction__commit  # type: ignore[attr-defined, unused-ignore]
+
+        async def pg_commit(self: object) -> None:
+            nonlocal seen
+            seen += 1
+            at_commit("before-commit")
+            await commit(self)
+            at_commit("after-commit")
+
+        asyncpg.transaction.Transaction._Transaction__commit = pg_commit  # type: ignore[attr-defined, unused-ignore]
+        return
+
     import aiosqlite
 
     original = aiosqlite.Connection.execute_fetchall
-    target = rng.randint(1, 40)
-    seen = 0
 
     async def execute_fetchall(self: aiosqlite.Connection, sql: str, *args: object) -> object:
         nonlocal seen
         if sql == "COMMIT":
             seen += 1
-            if seen == target and mode == "before-commit":
-                os.kill(os.getpid(), signal.SIGKILL)
+            at_commit("before-commit")
             result = await original(self, sql, *args)
-            if seen == target and mode == "after-commit":
-                os.kill(os.getpid(), signal.SIGKILL)
+            at_commit("after-commit")
             return result
         return await original(self, sql, *args)
 
     aiosqlite.Connection.execute_fetchall = execute_fetchall  # type: ignore[assignment,method-assign]
 
 
+def open_manager(url: str) -> wm.WorkManager:
+    """A manager on ``url``; on PostgreSQL with a 1 s lease, so that the restarted
+    process rescues the killed one's runs quickly."""
+    store: str | wm.stores.Store = url
+    if url.startswith("postgresql"):
+        from wm_async.stores.postgres import PostgresStore
+
+        store = PostgresStore(url, lease=1.0, poll_interval=0.2, pool_size=4)
+    return wm.WorkManager(store, max_concurrency=8, shutdown_grace=timedelta(seconds=5))
+
+
 async def main(url: str, log: str, phase: str, seed: int, mode: str) -> None:
     rng = random.Random(f"{seed}:{phase}")
     if mode != "timer" and phase == "A":
-        arm_commit_kill(mode, rng)
-    manager = wm.WorkManager(url, max_concurrency=8, shutdown_grace=timedelta(seconds=5))
+        arm_commit_kill(url, mode, rng)
+    manager = open_manager(url)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def note(event: str, ctx: wm.WorkContext) -> None:

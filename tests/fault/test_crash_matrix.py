@@ -1,5 +1,6 @@
 """The crash matrix: SIGKILL a manager at random moments (also just before and just after
-a COMMIT), restart it on the same store, and check the invariants after every trial.
+a COMMIT), restart it on the same store (SQLite, and PostgreSQL), and check the
+invariants after every trial.
 
 - no work lost: every setup step is stored entirely or not at all, and every stored
   work is still there, finished as its kind says;
@@ -8,7 +9,8 @@ a COMMIT), restart it on the same store, and check the invariants after every tr
 - chains are consistent: steps ran in order, with their prerequisites' outputs, and the
   dependents of a failure never ran; unique names hold one chain (APPEND) or at most
   one unfinished work (KEEP);
-- ``PRAGMA integrity_check`` is ``ok`` after the kill and at the end.
+- ``PRAGMA integrity_check`` is ``ok`` after the kill and at the end (PostgreSQL: no
+  dependency edge outlives its work).
 
 ``WM_ASYNC_FAULT_TRIALS`` sets the number of trials (default 50); a failure names the
 seed and kill mode that reproduce it.
@@ -30,8 +32,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
 import attrs
 import pytest
+from conftest import pg_execute, require_postgres
 
 TRIALS = int(os.environ.get("WM_ASYNC_FAULT_TRIALS", "50"))
 MODES = ("timer", "before-commit", "after-commit", "timer")
@@ -61,23 +65,43 @@ class Row:
     output: dict[str, Any]
 
 
-def snapshot(db: Path) -> dict[str, Row]:
-    """Every work in the file, after checking the file's integrity."""
-    if not db.exists():
-        return {}
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-        if "wm_work" not in tables:
-            return {}  # killed before the first migration committed
-        rows = conn.execute(
-            "SELECT id, state, run_attempt_count, unique_name, periodic, input, output "
-            "FROM wm_work"
-        ).fetchall()
+_COLUMNS = "id, state, run_attempt_count, unique_name, periodic, input, output"
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> dict[str, Row]:
     return {
         r[0]: Row(r[1], r[2], r[3], bool(r[4]), json.loads(r[5] or "{}"), json.loads(r[6] or "{}"))
         for r in rows
     }
+
+
+def snapshot(target: Path | str) -> dict[str, Row]:
+    """Every work in the store (a SQLite file, after checking its integrity, or a
+    PostgreSQL schema, after checking that every edge joins two stored works)."""
+    if isinstance(target, str):
+        return anyio.run(_pg_snapshot, target)
+    if not target.exists():
+        return {}
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        if "wm_work" not in tables:
+            return {}  # killed before the first migration committed
+        return _rows(conn.execute(f"SELECT {_COLUMNS} FROM wm_work").fetchall())
+
+
+async def _pg_snapshot(schema: str) -> dict[str, Row]:
+    tables = {r[0] for r in await pg_execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema
+    )}  # fmt: skip
+    if "wm_dependency" not in tables:
+        return {}  # killed before the migrations committed
+    dangling = await pg_execute(
+        f'SELECT count(*) FROM "{schema}".wm_dependency AS d WHERE NOT EXISTS '
+        f'(SELECT 1 FROM "{schema}".wm_work AS w WHERE w.id = d.work_id)'
+    )
+    assert dangling == [(0,)], "an edge outlives its work"
+    return _rows(await pg_execute(f'SELECT {_COLUMNS} FROM "{schema}".wm_work'))
 
 
 def log_lines(log: Path) -> list[list[str]]:
@@ -93,15 +117,35 @@ class Trial:
         return f"seed={self.seed} mode={self.mode}"
 
 
-def run_trial(trial: Trial, folder: Path) -> bool:
+def run_trial(trial: Trial, folder: Path, pg_dsn: str | None = None) -> bool:
     """Run one trial; return whether the kill interrupted a running work."""
     folder.mkdir()
-    db, log = folder / "wm.db", folder / "runs.log"
-    url = f"sqlite:///{db}"
+    log = folder / "runs.log"
+    target: Path | str
+    if pg_dsn is None:
+        target = folder / "wm.db"
+        url = f"sqlite:///{target}"
+    else:
+        target = f"wm_fault_{os.getpid()}_{trial.seed}"
+        url = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}schema={target}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, str(CHILD), url, str(log)]
     rng = random.Random(trial.seed)
+    try:
+        return _trial(trial, target, command, env, rng, log)
+    finally:
+        if isinstance(target, str):
+            anyio.run(pg_execute, f'DROP SCHEMA IF EXISTS "{target}" CASCADE')
 
+
+def _trial(
+    trial: Trial,
+    target: Path | str,
+    command: list[str],
+    env: dict[str, str],
+    rng: random.Random,
+    log: Path,
+) -> bool:
     first = subprocess.Popen(
         [*command, "A", str(trial.seed), trial.mode], env=env, stderr=subprocess.PIPE
     )
@@ -118,7 +162,7 @@ def run_trial(trial: Trial, folder: Path) -> bool:
     _, stderr = first.communicate()
     assert first.returncode in (0, -signal.SIGKILL), stderr.decode()
 
-    before = snapshot(db)
+    before = snapshot(target)
     check_atomic_steps(trial, before)
 
     second = subprocess.run(
@@ -130,7 +174,7 @@ def run_trial(trial: Trial, folder: Path) -> bool:
         check=False,
     )
     assert second.returncode == 0, second.stderr
-    after = snapshot(db)
+    after = snapshot(target)
     check_final(trial, before, after, log_lines(log))
     return any(r.state == "RUNNING" for r in before.values())
 
@@ -203,10 +247,25 @@ def _runs(lines: list[list[str]]) -> list[list[str]]:
     return [line for line in lines if len(line) == 4 and line[1] in ("start", "end")]
 
 
-@pytest.mark.timeout(900)
-def test_crash_matrix_sqlite(tmp_path: Path) -> None:
+def _matrix(tmp_path: Path, pg_dsn: str | None = None) -> None:
     trials = [Trial(seed, MODES[seed % len(MODES)]) for seed in range(TRIALS)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        interrupted = list(pool.map(lambda t: run_trial(t, tmp_path / f"trial-{t.seed}"), trials))
+        interrupted = list(
+            pool.map(lambda t: run_trial(t, tmp_path / f"trial-{t.seed}", pg_dsn), trials)
+        )
     # The kills must land mid-run often enough for the matrix to mean something.
     assert sum(interrupted) >= TRIALS // 5, f"only {sum(interrupted)} kills caught a run"
+
+
+@pytest.mark.timeout(900)
+def test_crash_matrix_sqlite(tmp_path: Path) -> None:
+    _matrix(tmp_path)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(1200)
+def test_crash_matrix_postgres(tmp_path: Path) -> None:
+    """The same matrix on PostgreSQL: the restarted process rescues the killed one's runs
+    once their (1 s) lease expires."""
+    dsn = anyio.run(require_postgres)
+    _matrix(tmp_path, dsn)
