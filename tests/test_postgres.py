@@ -214,6 +214,46 @@ async def test_cancel_from_another_manager_stops_the_run(schema: PgSchema) -> No
     assert reasons == [wm.StopReason.CANCELLED_BY_APP]
 
 
+async def test_a_run_whose_lease_was_taken_over_stops_with_lease_lost(
+    schema: PgSchema,
+) -> None:
+    """A process that stalled past its lease finds, at its next renewal, that another
+    process owns the work now: its run is stopped (LEASE_LOST) and its late result is
+    not recorded over the new owner's."""
+    url = schema.url()
+    manager = wm.WorkManager(PostgresStore(url, lease=1.0, poll_interval=0.2), shutdown_grace=0)
+    started, stopped, reasons = anyio.Event(), anyio.Event(), []
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            reasons.append(ctx.stop_reason)
+            stopped.set()
+
+    with anyio.fail_after(60):
+        async with manager:
+            req = wm.OneTimeWorkRequest("w")
+            await manager.enqueue(req)
+            await started.wait()
+            # What a rescuing process does once the lease expired: take the work over.
+            await pg_execute(
+                f'UPDATE "{schema.name}".wm_work SET owner = $1, '
+                "run_attempt_count = run_attempt_count + 1 WHERE id = $2",
+                "another-process",
+                str(req.id),
+            )
+            await stopped.wait()  # the next renewal (every half lease) notices
+        rows = await pg_execute(
+            f'SELECT state, owner, run_attempt_count FROM "{schema.name}".wm_work WHERE id = $1',
+            str(req.id),
+        )
+    assert reasons == [wm.StopReason.LEASE_LOST]
+    assert rows == [("RUNNING", "another-process", 2)]  # the new owner's run is untouched
+
+
 async def test_wait_and_watch_see_other_processes_changes(schema: PgSchema) -> None:
     url = schema.url()
     runner = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
