@@ -33,7 +33,7 @@ def main(argv: list[str]) -> dict[str, object]:
     except Skip as exc:
         return {"skipped": str(exc)}
     if workload == "check":
-        return {"ok": {}}
+        return {"ok": {"label": cls.label, "kind": cls.kind, "unsupported": cls.unsupported}}
     system.prepare()
     try:
         return {"ok": asyncio.run(WORKLOADS[workload](system, params))}

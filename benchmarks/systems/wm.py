@@ -173,7 +173,8 @@ class WmPostgres(_WmSystem):
         try:
             open_store(PG_BENCH_URL.format(db=PG_DB))
         except Exception as exc:
-            raise Skip(f"PostgresStore not available ({exc})") from exc
+            cause = exc.__cause__ or exc  # the ImportError behind open_store's StoreError
+            raise Skip(f"PostgresStore not available ({cause})") from exc
         pg_ping()
 
     def prepare(self) -> None:
