@@ -56,7 +56,9 @@ class ArqRedis(System):
             yield
         finally:
             if worker is not None and task is not None:
-                await worker.close()
+                # close() gathers the worker's job tasks, which it has just cancelled
+                with suppress(asyncio.CancelledError):
+                    await worker.close()
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
