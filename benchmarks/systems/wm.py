@@ -38,11 +38,12 @@ class _WmSystem(System):
 
     def _manager(self) -> wm.WorkManager:
         manager = wm.WorkManager(self.store(), max_concurrency=MAX_CONCURRENCY)
-        record = self.tracker.record
+        tracker = self.tracker
 
         @manager.worker("job")
         async def job(ctx: wm.WorkContext) -> None:
-            record(str(ctx.id))
+            # The id (a UUID built on access) only where lateness needs it.
+            tracker.record(str(ctx.id) if tracker.keep_times else "")
 
         return manager
 
