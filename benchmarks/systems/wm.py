@@ -199,8 +199,10 @@ class WmPostgres(_WmSystem):
         for helper in helpers:
             helper.start()
         try:
-            for r in ready:
-                while not r.is_set():  # noqa: ASYNC110  (another process's event)
+            for r, helper in zip(ready, helpers, strict=True):
+                while not r.is_set():
+                    if not helper.is_alive():
+                        raise RuntimeError(f"helper process exited ({helper.exitcode})")
                     await asyncio.sleep(0.05)
             async with super().running(workers=workers):
                 yield
