@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"  {system}: {next(iter(outcome.values()))}")
 
     labels, kinds = {}, {}
+    loads: list[float] = []  # 1-minute load average before each measurement
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for workload in args.workloads:
         entries = results.setdefault(workload, {})
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             runnable.append(system)
         for round_no in range(args.rounds):  # interleaved: A B C, A B C, ...
             for system in runnable:
+                loads.append(os.getloadavg()[0])
                 t0 = time.perf_counter()
                 outcome = run_child(system, workload, params[workload], args.child_timeout)
                 took = time.perf_counter() - t0
@@ -230,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "load_average_before": load_before,
         "load_average_after": load_after,
+        # The benchmark itself adds about 1 to the load; more means other work is running.
+        "load_average_during": {
+            "mean": round(sum(loads) / len(loads), 2) if loads else None,
+            "max": round(max(loads), 2) if loads else None,
+        },
         "machine": machine(),
         "params": params,
         "systems": {s: {"label": labels.get(s, s), "kind": kinds.get(s)} for s in args.systems},
@@ -240,9 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     m = report["machine"]
     print(
         f"\nwm_async benchmarks, {started:%Y-%m-%d %H:%M} UTC: {m['cores']} cores ({m['cpu']}), "
-        f"{m['implementation']} {m['python']}, SQLite {m['sqlite']}; load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
+        f"{m['implementation']} {m['python']}, SQLite {m['sqlite']}"
     )
+    during = report["load_average_during"]
+    print(
+        f"load average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after, "
+        f"mean {during['mean']} / max {during['max']} during (the benchmark alone adds ~1)"
+    )
+    if during["max"] is not None and during["max"] > 2.5:
+        print("WARNING: the machine was busy with other work: figures are provisional")
     print(f"command: {command}   (figures: median (min-max) of {args.rounds} round(s))")
     if args.quick:
         print("QUICK RUN: sizes are far below the targets' own; figures are indicative only")
