@@ -1,1 +1,1 @@
-"""wm_async benchmarks: scripts that print figures side by side (``python -m benchmarks.<name>``)."""
+"""wm_async benchmarks: ``python -m benchmarks`` (see benchmarks/README.md)."""

@@ -1,13 +1,10 @@
-"""Shared helpers for the benchmark scripts: timing rounds, printing tables, RSS."""
+"""Shared helpers for the benchmarks: printing tables, resident memory."""
 
 from __future__ import annotations
 
 import gc
 import os
-import statistics
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 
 def rss_bytes() -> int:
@@ -22,11 +19,6 @@ def settle_memory() -> int:
     gc.collect()
     gc.collect()
     return rss_bytes()
-
-
-def summary(values: Sequence[float]) -> tuple[float, float, float]:
-    """(median, min, max)."""
-    return statistics.median(values), min(values), max(values)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -51,9 +43,3 @@ def _fmt(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def temp_sqlite_url(tag: str) -> tuple[str, Path]:
-    """A fresh SQLite file URL in a temp dir (returned so callers can delete it)."""
-    directory = Path(tempfile.mkdtemp(prefix=f"wm_async_bench_{tag}_"))
-    return f"sqlite:///{directory / 'bench.db'}", directory
