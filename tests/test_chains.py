@@ -477,7 +477,7 @@ async def test_append_waits_for_the_leaves_and_takes_their_outputs(
         assert await states(manager, a, b, c) == [S.ENQUEUED, S.BLOCKED, S.BLOCKED]
         await clock.advance(10)
         assert await states(manager, a, b, c) == [S.SUCCEEDED] * 3
-        d = steps.work()  # every leaf succeeded: ENQUEUED at once
+        d = steps.work(initial_delay=60)  # every leaf succeeded: ENQUEUED at once
         await manager.enqueue_unique_work("job", "APPEND", d)
         info = await manager.get_work_info(d.id)
         assert info is not None
@@ -532,7 +532,7 @@ async def test_keep_on_a_unique_chain_keeps_all_or_nothing(
         await manager.enqueue_unique_work("job", "KEEP", a)
         await manager.begin_unique_work("job", "KEEP", b).then(c).enqueue()
         assert await states(manager, a, b, c) == [S.ENQUEUED, None, None]
-        d, e = steps.work(), steps.work()
+        d, e = steps.work(initial_delay=60), steps.work()
         await manager.begin_unique_work("job", "REPLACE", d).then(e).enqueue()
         assert await states(manager, a, d, e) == [None, S.ENQUEUED, S.BLOCKED]
         infos = await manager.get_work_infos(wm.WorkQuery(unique_names={"job"}))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from . import _validators as v
+from ._chain import ArrayCreatingInputMerger, OverwritingInputMerger
 from ._errors import InvalidRequestError
 from ._model import (
     DEFAULT_BACKOFF,
@@ -28,8 +30,45 @@ if TYPE_CHECKING:
     from ._chain import InputMerger
 
 
+_NO_DELAY: Final = timedelta(0)
+_NO_TAGS: Final[frozenset[str]] = frozenset()
+
+
 def _initial_delay(value: timedelta | float) -> timedelta:
+    if value is _NO_DELAY:  # the default: nothing to check (requests are built per work)
+        return value
     return _duration("initial_delay", value)
+
+
+def _tags(value: Iterable[str]) -> frozenset[str]:
+    return _NO_TAGS if value is _NO_TAGS else _to_tags(value)
+
+
+class _RandomIds:
+    """Version-4 UUIDs from a buffer of ``os.urandom`` bytes: one system call per 256
+    ids instead of one per id. The buffer is dropped in a forked child, which must not
+    hand out its parent's ids."""
+
+    __slots__ = ("_buffer", "_pos")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._buffer, self._pos = b"", 0
+
+    def __call__(self) -> uuid.UUID:
+        pos = self._pos
+        if pos >= len(self._buffer):
+            self._buffer, pos = os.urandom(4096), 0
+        self._pos = pos + 16
+        return uuid.UUID(bytes=self._buffer[pos : pos + 16], version=4)
+
+
+_new_id: Final = _RandomIds()
+_DEFAULT_MERGER: type[InputMerger] = OverwritingInputMerger
 
 
 def _timeout(value: timedelta | float | None) -> timedelta | None:
@@ -45,6 +84,8 @@ def _to_input(value: Mapping[str, JSONValue] | None) -> Data:
 
 
 def _to_id(value: uuid.UUID | str) -> uuid.UUID:
+    if value.__class__ is uuid.UUID:
+        return value
     return v.to_uuid("id", value)
 
 
@@ -58,18 +99,10 @@ def _check_max_attempts(
     v.check_optional_positive_int("max_attempts", value)
 
 
-def _default_merger() -> type[InputMerger]:
-    from ._chain import OverwritingInputMerger
-
-    return OverwritingInputMerger
-
-
 def _check_merger(
     instance: object, attribute: attrs.Attribute[type[InputMerger]], value: object
 ) -> None:
-    from ._chain import MERGERS
-
-    if value not in MERGERS.values():
+    if value is not OverwritingInputMerger and value is not ArrayCreatingInputMerger:
         raise InvalidRequestError(
             "input_merger", value, "expected OverwritingInputMerger or ArrayCreatingInputMerger"
         )
@@ -82,18 +115,15 @@ class _WorkRequest:
     worker: str = attrs.field(validator=_check_worker, kw_only=False)
     input: Data = attrs.field(default=None, converter=_to_input)
     constraints: Constraints = attrs.field(default=NO_CONSTRAINTS)
-    initial_delay: timedelta = attrs.field(
-        default=timedelta(0),
-        converter=_initial_delay,
-    )
+    initial_delay: timedelta = attrs.field(default=_NO_DELAY, converter=_initial_delay)
     backoff: Backoff = attrs.field(default=DEFAULT_BACKOFF)
-    tags: frozenset[str] = attrs.field(default=frozenset(), converter=_to_tags)
+    tags: frozenset[str] = attrs.field(default=_NO_TAGS, converter=_tags)
     timeout: timedelta | None = attrs.field(
         default=None,
         converter=_timeout,
     )
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
-    id: uuid.UUID = attrs.field(factory=uuid.uuid4, converter=_to_id)
+    id: uuid.UUID = attrs.field(factory=_new_id, converter=_to_id)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.constraints, Constraints):
@@ -129,7 +159,7 @@ class OneTimeWorkRequest(_WorkRequest):
     """
 
     expedited: bool = attrs.field(default=False, validator=_check_bool)
-    input_merger: type[InputMerger] = attrs.field(factory=_default_merger, validator=_check_merger)
+    input_merger: type[InputMerger] = attrs.field(default=_DEFAULT_MERGER, validator=_check_merger)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()

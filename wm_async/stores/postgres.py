@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -110,7 +111,9 @@ class _Op:
     """One caller's ``apply``, waiting for the next group commit."""
 
     changes: list[Change]
-    wake: anyio.Event = attrs.field(factory=anyio.Event)  # result ready, or: lead
+    # result ready, or: lead. An asyncio Event: one is made per write, and anyio's costs
+    # ten times as much to create (it looks up the backend); the scheduler is asyncio's.
+    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
     pending: bool = True  # not yet taken into a batch
     promoted: bool = False  # handed the lead while queued
     result: list[WorkRecord] = attrs.field(factory=list)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import fcntl
 import json
@@ -79,7 +80,9 @@ class _Op:
 
     kind: _Kind
     arg: Any
-    wake: anyio.Event = attrs.field(factory=anyio.Event)  # result ready, or: lead
+    # result ready, or: lead. An asyncio Event: one is made per write, and anyio's costs
+    # ten times as much to create (it looks up the backend); the scheduler is asyncio's.
+    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
     queued: bool = True  # not yet taken into a batch
     promoted: bool = False  # handed the leadership while queued
     prepared: Any = None
