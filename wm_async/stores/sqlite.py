@@ -59,6 +59,8 @@ _HINTS: Final[dict[type[StoreError], str]] = {
     StoreReadOnlyError: " (the file, its directory or its mount is read-only)",
     StoreBusyError: " (another process holds the database lock; retry later)",
 }
+#: Rows written between WAL checkpoints (a few MB of WAL at typical row sizes).
+_CHECKPOINT_ROWS: Final = 4000
 _BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
 _BUSY_BACKOFF: Final = 0.05
 
@@ -88,6 +90,19 @@ class _Op:
     prepared: Any = None
     result: Any = None
     error: BaseException | None = None
+
+
+def _rows_written(op: _Op) -> int:
+    """About how many rows a committed op wrote (it paces the WAL checkpoints)."""
+    if op.kind is _Kind.INSERT:
+        return len(op.arg[0])
+    if op.kind is _Kind.APPLY:
+        return len(op.arg)
+    if op.kind is _Kind.CLAIM:
+        return len(op.result.records) if op.result is not None else 0
+    if op.kind is _Kind.PRUNE:
+        return int(op.result or 0)
+    return 1
 
 
 class _BatchError(Exception):
@@ -149,6 +164,10 @@ class SQLiteStore(Store):
     _busy: bool = attrs.field(init=False, default=False)  # a leader runs, or is handed over
     _idle: anyio.Event | None = attrs.field(init=False, default=None)
     _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
+    # WAL checkpoints run on a connection of their own, off the commit path (see open).
+    _checkpointer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
+    _checkpointing: asyncio.Task[None] | None = attrs.field(init=False, default=None)
+    _written: int = attrs.field(init=False, default=0)  # rows written since the last one
     _scheduler_lock: int | None = attrs.field(init=False, default=None)  # flock'd descriptor
 
     def __repr__(self) -> str:
@@ -178,6 +197,7 @@ class SQLiteStore(Store):
                 await self._initialise(writer, migrations)
                 reader = await self._connect(conns)
                 await reader.execute_fetchall("PRAGMA query_only = 1")
+                checkpointer = await self._connect(conns)
             except BaseException as exc:
                 with anyio.CancelScope(shield=True):
                     for db in conns:
@@ -189,6 +209,7 @@ class SQLiteStore(Store):
                     raise self._error(exc, "opening") from exc
                 raise
             self._writer, self._reader, self._accepting = writer, reader, True
+            self._checkpointer = checkpointer
 
     async def _connect(self, conns: list[aiosqlite.Connection]) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -236,6 +257,10 @@ class SQLiteStore(Store):
         if str(next(iter(rows))[0]).lower() != "wal":
             raise StoreError(f"cannot use WAL mode for {self._path} (a network filesystem?)")
         await db.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
+        # SQLite checkpoints the WAL inside whichever COMMIT crosses 1000 pages, which
+        # stalls that writer for milliseconds (a timer's work starts late). The writer
+        # leaves it to the checkpointer connection instead (see _checkpoint_soon).
+        await db.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
         if version == latest:
             return
         # Another process may be migrating too: re-read the version inside the transaction.
@@ -304,14 +329,35 @@ class SQLiteStore(Store):
                     self._idle = anyio.Event()
                     await self._idle.wait()
                 self._writer = self._reader = None
+                if self._checkpointing is not None:
+                    await self._checkpointing
+                checkpointer, self._checkpointer = self._checkpointer, None
                 failure: aiosqlite.Error | None = None
-                for db in (reader, writer):
+                for db in (reader, checkpointer, writer):
+                    if db is None:
+                        continue
                     try:
                         await db.close()
                     except aiosqlite.Error as exc:
                         failure = failure or exc
                 if failure is not None:
                     raise self._error(failure, "closing") from failure
+
+    def _checkpoint_soon(self) -> None:
+        """Checkpoint the WAL on the checkpointer's thread, without holding up the
+        commit that asked for it. PASSIVE: it copies what it can without waiting for (or
+        blocking) the writer, and the next one catches up."""
+        self._written = 0
+        self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            if self._checkpointer is not None:
+                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except aiosqlite.Error as exc:  # the next checkpoint retries; nothing is lost
+            logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
+        finally:
+            self._checkpointing = None
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
         cls = sql.error_class(exc)
@@ -568,15 +614,23 @@ class SQLiteStore(Store):
             return
         db = self._writer
         assert db is not None  # close() waits for the batch in progress
+        # A claim alone needs no explicit transaction: it writes with one statement, an
+        # UPDATE … RETURNING guarded by state = 'ENQUEUED', which commits atomically by
+        # itself. That saves two round trips to the connection's thread on the path
+        # from a timer firing to its work starting.
+        single = len(ops) == 1 and ops[0].kind is _Kind.CLAIM
         for attempt in count():
             try:
-                await db.execute_fetchall("BEGIN IMMEDIATE")
-                try:
+                if single:
                     outcomes = await self._execute(db, ops)
-                    await db.execute_fetchall("COMMIT")
-                except BaseException:
-                    await self._rollback(db)
-                    raise
+                else:
+                    await db.execute_fetchall("BEGIN IMMEDIATE")
+                    try:
+                        outcomes = await self._execute(db, ops)
+                        await db.execute_fetchall("COMMIT")
+                    except BaseException:
+                        await self._rollback(db)
+                        raise
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
                 transient = sql.is_transient(exc)
                 if not transient or attempt >= _BUSY_RETRIES:
@@ -589,6 +643,9 @@ class SQLiteStore(Store):
                 self._commits += 1
                 for op in ops:
                     op.result, op.error = outcomes[op]
+                self._written += sum(_rows_written(op) for op in ops)
+                if self._written >= _CHECKPOINT_ROWS and self._checkpointing is None:
+                    self._checkpoint_soon()
                 return
             await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
 
