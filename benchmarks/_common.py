@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def rss_bytes() -> int:
@@ -43,3 +46,14 @@ def _fmt(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def summary(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, min, max)."""
+    return statistics.median(values), min(values), max(values)
+
+
+def temp_sqlite_url(tag: str) -> tuple[str, Path]:
+    """A fresh SQLite file URL in a temp dir (returned so callers can delete it)."""
+    directory = Path(tempfile.mkdtemp(prefix=f"wm_async_bench_{tag}_"))
+    return f"sqlite:///{directory / 'bench.db'}", directory
