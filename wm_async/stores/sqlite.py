@@ -61,6 +61,8 @@ _HINTS: Final[dict[type[StoreError], str]] = {
 }
 #: Rows written between WAL checkpoints (a few MB of WAL at typical row sizes).
 _CHECKPOINT_ROWS: Final = 4000
+#: WAL frames (pages) past which the writer completes a checkpoint (~16 MB at 4 KiB).
+_WAL_RESET_FRAMES: Final = 4000
 _BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
 _BUSY_BACKOFF: Final = 0.05
 
@@ -168,6 +170,7 @@ class SQLiteStore(Store):
     _checkpointer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
     _checkpointing: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _written: int = attrs.field(init=False, default=0)  # rows written since the last one
+    _reset_wal: bool = attrs.field(init=False, default=False)
     _scheduler_lock: int | None = attrs.field(init=False, default=None)  # flock'd descriptor
 
     def __repr__(self) -> str:
@@ -353,11 +356,24 @@ class SQLiteStore(Store):
     async def _checkpoint(self) -> None:
         try:
             if self._checkpointer is not None:
-                await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                rows = await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+                _, frames, _ = next(iter(rows))
+                # While the writer keeps writing, a checkpoint on another connection never
+                # catches up with the end of the WAL, so the WAL never starts over and the
+                # file grows. Once it is long, the writer finishes the checkpoint itself
+                # right after a commit: only the last frames are left to copy by then.
+                self._reset_wal = frames >= _WAL_RESET_FRAMES
         except aiosqlite.Error as exc:  # the next checkpoint retries; nothing is lost
             logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
         finally:
             self._checkpointing = None
+
+    async def _finish_checkpoint(self, db: aiosqlite.Connection) -> None:
+        self._reset_wal = False
+        try:
+            await db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+        except aiosqlite.Error as exc:
+            logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
         cls = sql.error_class(exc)
@@ -646,6 +662,8 @@ class SQLiteStore(Store):
                 self._written += sum(_rows_written(op) for op in ops)
                 if self._written >= _CHECKPOINT_ROWS and self._checkpointing is None:
                     self._checkpoint_soon()
+                if self._reset_wal:
+                    await self._finish_checkpoint(db)
                 return
             await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
 
