@@ -175,10 +175,13 @@ async def main(url: str, log: str, phase: str, seed: int, mode: str) -> None:
         assert isinstance(seen, list)
         return wm.Result.success({"seen": [*seen, ctx.input["k"]]})
 
+    ticked = anyio.Event()
+
     @manager.worker("tick")
     async def tick(ctx: wm.WorkContext) -> None:
         note("start", ctx)
         note("end", ctx)
+        ticked.set()
 
     workload = Workload(seed)
     async with manager:
@@ -187,6 +190,10 @@ async def main(url: str, log: str, phase: str, seed: int, mode: str) -> None:
         for request in workload.one_time():
             if await manager.get_work_info(request.id) is not None:
                 await manager.wait(request.id)
+        # The periodic work runs here too (a run the kill interrupted runs again once
+        # recovered, on PostgreSQL after its lease expires): wait for one.
+        with anyio.move_on_after(30):
+            await ticked.wait()
     os.write(fd, f"{phase} done\n".encode())
 
 
