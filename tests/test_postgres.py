@@ -536,3 +536,36 @@ async def test_unique_keep_race_across_processes_leaves_one_work(
         f"SELECT state FROM \"{schema.name}\".wm_work WHERE unique_name = 'the-name'"
     )
     assert rows == [("ENQUEUED",)]
+
+
+async def test_appends_from_two_managers_form_one_chain_while_it_runs(schema: PgSchema) -> None:
+    """Chains across processes: two managers on one database APPEND to one name while
+    both run the works. Each APPEND reads the leaves while another manager may be
+    finishing one of them; the prerequisites are locked FOR SHARE at insert, so a
+    finish either precedes the insert (the new work starts ENQUEUED) or sees its edge
+    (and unblocks it). None may stay BLOCKED, and the chain is one line of 40."""
+    url = schema.url()
+    managers = [
+        wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0) for _ in range(2)
+    ]
+
+    async def link(ctx: wm.WorkContext) -> wm.Result:
+        await anyio.sleep(0.005)
+        seen = ctx.input.get("seen", [])
+        assert isinstance(seen, list)
+        return wm.Result.success({"seen": [*seen, ctx.input["k"]]})
+
+    for m in managers:
+        m.register_worker("link", link)
+    requests = [wm.OneTimeWorkRequest("link", input={"k": k}) for k in range(40)]
+    with anyio.fail_after(90):
+        async with managers[0], managers[1]:
+            async with anyio.create_task_group() as tg:
+                for k, request in enumerate(requests):
+                    tg.start_soon(managers[k % 2].enqueue_unique_work, "log", "APPEND", request)
+                    await anyio.sleep(0.003)  # enqueues interleave with runs finishing
+            infos = [await managers[0].wait(r.id) for r in requests]
+    assert {i.state for i in infos} == {wm.WorkState.SUCCEEDED}
+    seen = [i.output["seen"] for i in infos]
+    lengths = sorted(len(s) for s in seen if isinstance(s, list))
+    assert lengths == list(range(1, 41))  # one chain: each saw every work before it
