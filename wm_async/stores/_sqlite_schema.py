@@ -10,8 +10,9 @@ import os
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._chain import MERGERS
@@ -303,10 +304,9 @@ def runtime_params(r: WorkRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def outputs_in_order(text: str) -> list[Data]:
-    """The outputs column of UNBLOCK as Data objects, in prerequisite order."""
-    pairs = sorted(json.loads(text))
-    return [_load(output) for _, output in pairs]
+def outputs_in_order(pairs: Iterable[Sequence[Any]]) -> list[Data]:
+    """Prerequisites' ``(position, stored output)`` pairs as Data, in position order."""
+    return [_load(output) for _, output in sorted(pairs, key=itemgetter(0))]
 
 
 def resolved_params(r: WorkRecord) -> tuple[object, ...]:

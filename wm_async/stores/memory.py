@@ -16,7 +16,7 @@ from .._heap import DueHeap
 from .._lifecycle import claim
 from .._model import WorkState
 from .._record import RUNTIME_FIELDS, WorkRecord
-from ._base import Claimed, ClaimParams, Store
+from ._base import Claimed, ClaimParams, Store, resolve_new
 
 if TYPE_CHECKING:
     from .._lifecycle import Change, UniquePlan
@@ -105,23 +105,17 @@ class MemoryStore(Store):
                 stored[record.id] = record
                 self._index(record)
             return list(records)
-        out: list[WorkRecord] = []
-        for record in records:
-            rid = record.id
-            pids = prerequisites.get(rid)
-            if pids:
-                pids = tuple(dict.fromkeys(pids))
-                prereqs = [stored[p] for p in pids]
-                record = lc.resolve(record, prereqs, now=record.last_enqueue_time)
-                self._prerequisites[rid] = pids
-                for pid in pids:
-                    self._dependents.setdefault(pid, []).append(rid)
-                if record.state is WorkState.BLOCKED:
-                    self._waiting[rid] = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
-            stored[rid] = record
+        known = {p: stored[p] for ps in prerequisites.values() for p in ps if p in stored}
+        resolved, waiting, edges = resolve_new(records, prerequisites, known)
+        for record, left in zip(resolved, waiting, strict=True):
+            stored[record.id] = record
             self._index(record)
-            out.append(record)
-        return out
+            if record.state is WorkState.BLOCKED:
+                self._waiting[record.id] = left
+        for pid, rid, _ in edges:  # in position order per work
+            self._prerequisites[rid] = (*self._prerequisites.get(rid, ()), pid)
+            self._dependents.setdefault(pid, []).append(rid)
+        return resolved
 
     def _active(self, blocked: frozenset[str], expedited: bool) -> list[DueHeap[str]]:
         return [

@@ -51,7 +51,7 @@ from ._sqlite_schema import (
 
 if TYPE_CHECKING:
     from .._lifecycle import Change, UniquePlan
-    from .._model import Data, WorkQuery
+    from .._model import WorkQuery
     from .._record import WorkRecord
     from ._base import UniquePlanner
 
@@ -606,7 +606,7 @@ class PostgresStore(Store):
                     ):
                         outputs.setdefault(work_id, []).append((position, output))
                     unblocked = [
-                        lc.unblock(child, _ordered(outputs.get(child.id, [])), now=now)
+                        lc.unblock(child, outputs_in_order(outputs.get(child.id, [])), now=now)
                         for child in ready
                     ]
                     await self._write_resolved(conn, unblocked)
@@ -843,8 +843,3 @@ def _safe_dsn(dsn: str) -> str:
         return dsn
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _ordered(outputs: list[tuple[int, str]]) -> list[Data]:
-    """Prerequisite outputs (position, stored text) as Data, in position order."""
-    return outputs_in_order(json.dumps(outputs))

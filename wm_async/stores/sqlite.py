@@ -853,7 +853,9 @@ class SQLiteStore(Store):
                     (
                         origin,
                         lc.unblock(
-                            sql.record_from_row(row[2:]), sql.outputs_in_order(row[1]), now=now
+                            sql.record_from_row(row[2:]),
+                            sql.outputs_in_order(json.loads(row[1])),
+                            now=now,
                         ),
                     )
                     for row in await db.execute_fetchall(sql.UNBLOCK, (ids,))
