@@ -2,13 +2,18 @@
 
 Entries are ``(due, seq, key)``. ``_current`` maps each live key to the seq of its one
 valid entry, so rescheduling or removing a key is O(log n) / O(1) with no search: stale
-entries are dropped when they reach the top, and the heap is rebuilt when stale entries
+entries are dropped when they reach the top, and the entries are rebuilt when stale ones
 outnumber live ones two to one (as trio's ``Deadlines`` does).
+
+Most pushes come in due order (work enqueued to run now, or all with the same delay), so
+an entry due no earlier than the last one appended goes to a FIFO lane instead of the
+heap: O(1) in and out. The earliest entry is the smaller of the two heads.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -18,12 +23,15 @@ _REBUILD_THRESHOLD = 1000
 
 
 class DueHeap(Generic[K]):
-    """Keys ordered by due time; each key appears at most once."""
+    """Keys ordered by due time (equal times in push order); each key appears at most
+    once."""
 
-    __slots__ = ("_current", "_heap", "_seq")
+    __slots__ = ("_current", "_fifo", "_heap", "_seq")
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, K]] = []
+        # Sorted by (due, seq): appended only when due >= the tail's due.
+        self._fifo: deque[tuple[float, int, K]] = deque()
         self._current: dict[K, int] = {}
         self._seq = 0
 
@@ -39,7 +47,11 @@ class DueHeap(Generic[K]):
         current = self._current
         replacing = key in current
         current[key] = seq
-        heapq.heappush(self._heap, (due, seq, key))
+        fifo = self._fifo
+        if not fifo or due >= fifo[-1][0]:
+            fifo.append((due, seq, key))
+        else:
+            heapq.heappush(self._heap, (due, seq, key))
         if replacing:  # only a replaced entry turns stale; a new key keeps the ratio
             self._maybe_rebuild()
 
@@ -48,31 +60,37 @@ class DueHeap(Generic[K]):
         if self._current.pop(key, None) is not None:
             self._maybe_rebuild()
 
-    def _drop_stale_top(self) -> None:
-        heap, current = self._heap, self._current
-        while heap and current.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)
-
     def peek(self) -> tuple[float, K] | None:
         """The earliest ``(due, key)``, or ``None`` if empty."""
-        self._drop_stale_top()
-        if not self._heap:
+        heap, fifo, current = self._heap, self._fifo, self._current
+        while heap and current.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        while fifo and current.get(fifo[0][2]) != fifo[0][1]:
+            fifo.popleft()
+        if fifo and (not heap or fifo[0] < heap[0]):
+            due, _, key = fifo[0]
+        elif heap:
+            due, _, key = heap[0]
+        else:
             return None
-        due, _, key = self._heap[0]
         return due, key
 
     def pop(self) -> tuple[float, K]:
         """Remove and return the earliest ``(due, key)``; raises IndexError if empty."""
-        heap, current = self._heap, self._current
+        heap, fifo, current = self._heap, self._fifo, self._current
         while True:
-            due, seq, key = heapq.heappop(heap)
+            if fifo and (not heap or fifo[0] < heap[0]):
+                due, seq, key = fifo.popleft()
+            else:
+                due, seq, key = heapq.heappop(heap)
             if current.get(key) == seq:
                 del current[key]
                 return due, key
 
     def _maybe_rebuild(self) -> None:
         live = len(self._current)
-        if len(self._heap) > 2 * live + _REBUILD_THRESHOLD:
+        if len(self._heap) + len(self._fifo) > 2 * live + _REBUILD_THRESHOLD:
             current = self._current
             self._heap = [e for e in self._heap if current.get(e[2]) == e[1]]
             heapq.heapify(self._heap)
+            self._fifo = deque(e for e in self._fifo if current.get(e[2]) == e[1])
