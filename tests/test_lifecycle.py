@@ -534,3 +534,47 @@ def test_plan_unique_append_or_replace_replaces_after_a_failed_leaf() -> None:
     appended = lc.plan_unique("APPEND_OR_REPLACE", [old_running], [old_running], [new], now=NOW)
     assert appended.prerequisites == {new.id: (old_running.id,)}
     assert appended.deletes == ()
+
+
+# -- records are values
+
+
+def _snapshot(record: WorkRecord) -> dict[str, object]:
+    return {f.name: getattr(record, f.name) for f in attrs.fields(WorkRecord)}
+
+
+_TRANSITIONS: Final[dict[str, tuple[Callable[[], WorkRecord], Callable[[WorkRecord], Any]]]] = {
+    "claim": (enqueued, lambda r: lc.claim(r, now=NOW, owner=OWNER)),
+    "succeed": (running, lambda r: lc.finish(r, lc.Succeeded({"x": 1}), now=NOW)),
+    "fail": (running, lambda r: lc.finish(r, lc.Failed(), now=NOW)),
+    "retry": (running, lambda r: lc.finish(r, lc.Retry(), now=NOW)),
+    "retry-exhausted": (
+        lambda: running(max_attempts=1),
+        lambda r: lc.finish(r, lc.Retry(), now=NOW),
+    ),
+    "interrupt": (running, lambda r: lc.finish(r, lc.Interrupted(R.TIMEOUT), now=NOW)),
+    "cancel": (running, lambda r: lc.cancel(r, now=NOW)),
+    "recover": (running, lambda r: lc.recover(r, now=NOW)),
+    "progress": (running, lambda r: lc.set_progress(r, {"pct": 75})),
+    "unblock": (blocked, lambda r: lc.unblock(r, [{"a": 1}], now=NOW)),
+    "prerequisite-failed": (
+        blocked,
+        lambda r: lc.prerequisite_failed(r, finished(lc.Failed()), now=NOW),
+    ),
+    "prerequisite-cancelled": (blocked, lambda r: lc.prerequisite_cancelled(r, now=NOW)),
+}
+
+
+@pytest.mark.parametrize("name", list(_TRANSITIONS))
+def test_transitions_never_change_the_record_they_start_from(name: str) -> None:
+    """WorkRecord is not a frozen class (copies are cheaper that way), so this checks
+    what frozen would enforce: a transition returns a new record and leaves the one it
+    was given, which stores, events and WorkInfos share, exactly as it was."""
+    make, transition = _TRANSITIONS[name]
+    record = make()
+    before = _snapshot(record)
+    result = transition(record)
+    assert _snapshot(record) == before
+    after = result.after if isinstance(result, lc.Change) else result
+    assert after is not record
+    assert _snapshot(after) != before

@@ -48,11 +48,15 @@ RUNTIME_FIELDS: Final = (
 )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True, eq=True)
 class WorkRecord:
     """One work as stored. Times are UTC epoch seconds.
 
-    The lifecycle computes new records with :func:`attrs.evolve`; stores persist them.
+    Records are values: nothing changes one once built. The lifecycle computes new
+    records with :func:`evolve`; stores persist them. (The class is not frozen only
+    because a frozen class's copies go through ``object.__setattr__`` per field, which
+    made copying a record cost more than the rest of a run of a trivial worker;
+    ``tests/test_lifecycle.py`` checks that transitions leave their input untouched.)
     """
 
     # -- spec
@@ -167,25 +171,17 @@ class WorkRecord:
 
 
 def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
-    slots = {
-        f"_set_{a.name}": getattr(WorkRecord, a.name).__set__ for a in attrs.fields(WorkRecord)
-    }
-    namespace: dict[str, object] = {
-        "_new": object.__new__,
-        "_Record": WorkRecord,
-        **slots,
-    }
+    namespace: dict[str, object] = {"_new": object.__new__, "_Record": WorkRecord}
     exec(src, namespace)  # noqa: S102  # code generated from our own field names only
     return namespace[name]  # type: ignore[return-value]
 
 
 def _copier(changed: tuple[str, ...]) -> Callable[[WorkRecord, dict[str, object]], WorkRecord]:
-    # The lifecycle copies records on every transition, several per run. attrs.evolve
-    # introspects the class and a frozen __init__ goes through object.__setattr__ per
-    # field; writing the slots through their descriptors, in code generated once per set
-    # of changed fields, is several times faster and keeps the class frozen for others.
+    # The lifecycle copies records on every transition, several per run: plain slot
+    # stores in code generated once per set of changed fields are several times faster
+    # than attrs.evolve, which introspects the class and calls __init__.
     body = "".join(
-        f"    _set_{n}(new, c[{n!r}])\n" if n in changed else f"    _set_{n}(new, r.{n})\n"
+        f"    new.{n} = c[{n!r}]\n" if n in changed else f"    new.{n} = r.{n}\n"
         for n in _FIELDS
     )
     return _generate("copy", f"def copy(r, c):\n    new = _new(_Record)\n{body}    return new\n")
@@ -207,9 +203,9 @@ def evolve(record: WorkRecord, **changes: object) -> WorkRecord:
 
 
 def _make_new() -> Callable[..., WorkRecord]:
-    # A positional constructor writing slots directly (see _make_evolve for why).
+    # A positional constructor storing slots directly (see _copier for why).
     names = [a.name for a in attrs.fields(WorkRecord)]
-    body = "".join(f"    _set_{n}(new, {n})\n" for n in names)
+    body = "".join(f"    new.{n} = {n}\n" for n in names)
     return _generate(
         "new", f"def new({', '.join(names)}):\n    new = _new(_Record)\n{body}    return new\n"
     )
