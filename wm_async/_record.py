@@ -181,8 +181,7 @@ def _copier(changed: tuple[str, ...]) -> Callable[[WorkRecord, dict[str, object]
     # stores in code generated once per set of changed fields are several times faster
     # than attrs.evolve, which introspects the class and calls __init__.
     body = "".join(
-        f"    new.{n} = c[{n!r}]\n" if n in changed else f"    new.{n} = r.{n}\n"
-        for n in _FIELDS
+        f"    new.{n} = c[{n!r}]\n" if n in changed else f"    new.{n} = r.{n}\n" for n in _FIELDS
     )
     return _generate("copy", f"def copy(r, c):\n    new = _new(_Record)\n{body}    return new\n")
 
@@ -213,6 +212,9 @@ def _make_new() -> Callable[..., WorkRecord]:
 
 _FIELDS: Final = tuple(a.name for a in attrs.fields(WorkRecord))
 _new: Final = _make_new()
+#: ``WorkRecord`` from every field, positionally in field order (no keyword parsing):
+#: for stores decoding rows.
+record_new: Final = _new
 
 
 def first_period_due(periodic: Periodicity, start: float) -> float:
@@ -244,4 +246,4 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-__all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord", "evolve"]
+__all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord", "evolve", "record_new"]

@@ -35,7 +35,7 @@ from .._model import (
     WorkError,
     WorkState,
 )
-from .._record import WorkRecord
+from .._record import WorkRecord, record_new
 from .._validators import EMPTY_DATA, FrozenData, dump_data
 
 if TYPE_CHECKING:
@@ -350,34 +350,35 @@ def _record_from_row(row: Sequence[Any]) -> WorkRecord:
         periodic, state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
         progress, stop_reason, error_type, error_message, period_count, owner,
     ) = row  # fmt: skip
-    return WorkRecord(
-        id=id_,
-        worker=sys.intern(worker),
-        input=_load(input_),
-        tags=_interned(_TAGS_IN, tags, _tags_in),
-        constraints=_interned(_CONSTRAINTS_IN, constraints, _constraints_in),
-        initial_delay=initial_delay,
-        backoff=_interned(_BACKOFF_IN, (policy, delay, max_delay), _backoff_in),
-        timeout=timeout,
-        max_attempts=max_attempts,
-        expedited=expedited == 1,
-        input_merger=_merger_in(merger),
-        unique_name=unique_name,
-        generation=generation,
-        enqueued_at=enqueued_at,
-        state=_STATES[state],
-        run_attempt_count=attempts,
-        next_run_at=next_run_at,
-        last_enqueue_time=last_enqueue_time,
-        started_at=started_at,
-        finished_at=finished_at,
-        output=_load(output),
-        progress=_load(progress),
-        stop_reason=_STOP_REASONS[stop_reason],
-        error=None if error_type is None else WorkError(type=error_type, message=error_message),
-        period_count=period_count,
-        owner=None if owner is None else sys.intern(owner),
-        periodic=_interned(_PERIODIC_IN, periodic, _periodic_in) if periodic else None,
+    # Positional, in field order (record_new): this runs for every work claimed.
+    return record_new(
+        id_,
+        sys.intern(worker),
+        _load(input_),
+        _interned(_TAGS_IN, tags, _tags_in),
+        _interned(_CONSTRAINTS_IN, constraints, _constraints_in),
+        initial_delay,
+        _interned(_BACKOFF_IN, (policy, delay, max_delay), _backoff_in),
+        timeout,
+        max_attempts,
+        expedited == 1,
+        _merger_in(merger),
+        unique_name,
+        generation,
+        enqueued_at,
+        _STATES[state],
+        attempts,
+        next_run_at,
+        last_enqueue_time,
+        started_at,
+        finished_at,
+        _load(output),
+        _load(progress),
+        _STOP_REASONS[stop_reason],
+        None if error_type is None else WorkError(type=error_type, message=error_message),
+        period_count,
+        None if owner is None else sys.intern(owner),
+        _interned(_PERIODIC_IN, periodic, _periodic_in) if periodic else None,
     )
 
 
