@@ -413,8 +413,10 @@ class Scheduler:
                     continue
                 failures = 0
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
-                    await anyio.lowlevel.checkpoint()
-                    continue  # capacity is full; a finishing run wakes us
+                    # More may be due: claim again at once, before the runners start the
+                    # works just claimed. A store with a writer thread then writes this
+                    # claim while the loop runs those works (they are ready to run).
+                    continue
                 self._asleep = True
                 self._touch()
                 await clock.sleep_until(claimed.next_due, self._wakeup)

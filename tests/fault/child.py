@@ -20,6 +20,7 @@ import signal
 import sys
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import anyio
 
@@ -117,19 +118,26 @@ def arm_commit_kill(url: str, mode: str, rng: random.Random) -> None:
 
     import aiosqlite
 
-    original = aiosqlite.Connection.execute_fetchall
+    from wm_async.stores import sqlite as sqlite_store
 
-    async def execute_fetchall(self: aiosqlite.Connection, sql: str, *args: object) -> object:
-        nonlocal seen
-        if sql == "COMMIT":
-            seen += 1
-            at_commit("before-commit")
-            result = await original(self, sql, *args)
-            at_commit("after-commit")
-            return result
-        return await original(self, sql, *args)
+    # Transactions run statement by statement through aiosqlite, or whole inside the
+    # connection's thread through sqlite_store._InThread: hook both.
+    for cls in (aiosqlite.Connection, sqlite_store._InThread):
+        original = cls.execute_fetchall
 
-    aiosqlite.Connection.execute_fetchall = execute_fetchall  # type: ignore[assignment,method-assign]
+        async def execute_fetchall(
+            self: object, sql: str, *args: object, _original: Any = original
+        ) -> object:
+            nonlocal seen
+            if sql == "COMMIT":
+                seen += 1
+                at_commit("before-commit")
+                result = await _original(self, sql, *args)
+                at_commit("after-commit")
+                return result
+            return await _original(self, sql, *args)
+
+        setattr(cls, "execute_fetchall", execute_fetchall)  # noqa: B010  # two classes
 
 
 def open_manager(url: str) -> wm.WorkManager:

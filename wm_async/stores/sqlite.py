@@ -18,10 +18,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import count
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import aiosqlite
 import anyio
@@ -105,6 +105,61 @@ def _rows_written(op: _Op) -> int:
     if op.kind is _Kind.PRUNE:
         return int(op.result or 0)
     return 1
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+class _DB(Protocol):
+    """What a transaction uses of a connection: aiosqlite's connection, or _InThread."""
+
+    async def execute_fetchall(
+        self, sql: str, parameters: Iterable[Any] | None = None
+    ) -> Iterable[Any]: ...
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Closable: ...
+
+
+class _Cursor:
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    async def close(self) -> None:
+        self._cursor.close()
+
+
+class _InThread:
+    """The writer's sqlite3 connection, called from inside its own thread through the
+    two aiosqlite methods transactions use. These coroutines never suspend, so a whole
+    transaction runs there to its end in one trip, driven by ``send(None)``.
+
+    With aiosqlite, each statement is a trip: the thread runs it, then waits for the
+    event loop to pick up the result and send the next one, and a loop busy running
+    works keeps it waiting. Reaching the connection's thread needs two private names of
+    aiosqlite (``Connection._execute`` and ``Connection._conn``, stable since 0.17);
+    without them (:data:`_IN_THREAD` is false) transactions go statement by statement.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute_fetchall(
+        self, sql: str, parameters: Iterable[Any] | None = None
+    ) -> Iterable[Any]:
+        return self._conn.execute(sql, () if parameters is None else parameters).fetchall()  # type: ignore[arg-type]
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Cursor:
+        return _Cursor(self._conn.executemany(sql, parameters))  # type: ignore[arg-type]
+
+
+_IN_THREAD: Final = callable(getattr(aiosqlite.Connection, "_execute", None)) and isinstance(
+    getattr(aiosqlite.Connection, "_conn", None), property
+)
 
 
 class _BatchError(Exception):
@@ -546,20 +601,25 @@ class SQLiteStore(Store):
                         self._hand_off()
                 raise
             if op.queued:  # promoted: lead the batch that holds this op
-                await self._lead()
+                await self._lead(gather=True)
         else:
             self._busy = True
-            await self._lead()
+            # A claim starts its batch at once: the dispatcher issues it right after
+            # handing the last claim's works to runners, and letting their results join
+            # would keep the writer idle while they run. They make the next batch, which
+            # the writer runs while the loop starts the works just claimed.
+            await self._lead(gather=kind is not _Kind.CLAIM)
         if op.error is not None:
             raise op.error
         return op.result
 
-    async def _lead(self) -> None:
+    async def _lead(self, *, gather: bool) -> None:
         """Run one batch (every queued op), then hand the lead to the next queued caller,
         so no caller serves others for longer than one batch."""
         try:
             with anyio.CancelScope(shield=True):  # a batch is never left half done
-                await anyio.lowlevel.checkpoint()  # let concurrent callers join this batch
+                if gather:
+                    await anyio.lowlevel.checkpoint()  # let concurrent callers join
                 batch, self._queue = self._queue, []
                 for op in batch:
                     op.queued = False
@@ -637,16 +697,15 @@ class SQLiteStore(Store):
         single = len(ops) == 1 and ops[0].kind is _Kind.CLAIM
         for attempt in count():
             try:
-                if single:
-                    outcomes = await self._execute(db, ops)
+                if _IN_THREAD:
+                    # The whole transaction in one trip to the connection's thread: the
+                    # loop goes on running works meanwhile instead of waking up between
+                    # statements (see _InThread).
+                    outcomes = await db._execute(  # type: ignore[no-untyped-call]
+                        self._transact_in_thread, db._conn, ops, single
+                    )
                 else:
-                    await db.execute_fetchall("BEGIN IMMEDIATE")
-                    try:
-                        outcomes = await self._execute(db, ops)
-                        await db.execute_fetchall("COMMIT")
-                    except BaseException:
-                        await self._rollback(db)
-                        raise
+                    outcomes = await self._transaction(db, ops, single)
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
                 transient = sql.is_transient(exc)
                 if not transient or attempt >= _BUSY_RETRIES:
@@ -667,14 +726,39 @@ class SQLiteStore(Store):
                 return
             await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
 
+    def _transact_in_thread(
+        self, conn: sqlite3.Connection, ops: list[_Op], single: bool
+    ) -> _Outcomes:
+        """In the writer connection's thread: run the transaction to its end."""
+        transaction = self._transaction(_InThread(conn), ops, single)
+        try:
+            transaction.send(None)
+        except StopIteration as done:
+            outcomes: _Outcomes = done.value
+            return outcomes
+        transaction.close()
+        raise RuntimeError("a transaction awaited something outside the database")
+
+    async def _transaction(self, db: _DB, ops: list[_Op], single: bool) -> _Outcomes:
+        if single:
+            return await self._execute(db, ops)
+        await db.execute_fetchall("BEGIN IMMEDIATE")
+        try:
+            outcomes = await self._execute(db, ops)
+            await db.execute_fetchall("COMMIT")
+        except BaseException:
+            await self._rollback(db)
+            raise
+        return outcomes
+
     @staticmethod
-    async def _rollback(db: aiosqlite.Connection) -> None:
+    async def _rollback(db: _DB) -> None:
         try:
             await db.execute_fetchall("ROLLBACK")
         except aiosqlite.Error:
             pass  # BEGIN had failed: there is no transaction to roll back
 
-    async def _execute(self, db: aiosqlite.Connection, ops: list[_Op]) -> _Outcomes:
+    async def _execute(self, db: _DB, ops: list[_Op]) -> _Outcomes:
         # Ops of one batch are concurrent, so any order is a valid serial order: inserts
         # first (their works can be claimed at once), all applies merged, then the rest.
         out: _Outcomes = {}
@@ -699,7 +783,7 @@ class SQLiteStore(Store):
         return out
 
     async def _unique(
-        self, db: aiosqlite.Connection, name: str, plan: UniquePlanner
+        self, db: _DB, name: str, plan: UniquePlanner
     ) -> tuple[UniquePlan, list[WorkRecord]]:
         # Inside the writer's transaction: no other write can slip between the read and
         # the plan's writes, so concurrent enqueues on one name serialise.
@@ -753,7 +837,7 @@ class SQLiteStore(Store):
         return decided, written
 
     @staticmethod
-    async def _respec(db: aiosqlite.Connection, change: Change) -> WorkRecord | None:
+    async def _respec(db: _DB, change: Change) -> WorkRecord | None:
         before, after = change.before, change.after
         params = sql.insert_params(after)
         rows = await db.execute_fetchall(
@@ -767,7 +851,7 @@ class SQLiteStore(Store):
         await db.executemany(sql.INSERT_TAG, [(tag, after.id) for tag in after.tags])
         return after
 
-    async def _insert(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
+    async def _insert(self, db: _DB, ops: list[_Op], out: _Outcomes) -> None:
         ids = [r.id for op in ops for r in op.arg[0]]
         taken = {r[0] for r in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(ids),))}
         works: list[tuple[object, ...]] = []
@@ -803,7 +887,7 @@ class SQLiteStore(Store):
 
     async def _insert_new(
         self,
-        db: aiosqlite.Connection,
+        db: _DB,
         records: Sequence[WorkRecord],
         links: _Links,
         *,
@@ -829,7 +913,7 @@ class SQLiteStore(Store):
         return stored
 
     async def _propagate(
-        self, db: aiosqlite.Connection, ended: dict[str, tuple[WorkRecord, Any]]
+        self, db: _DB, ended: dict[str, tuple[WorkRecord, Any]]
     ) -> list[tuple[Any, WorkRecord]]:
         """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin)),
         level by level; return ``(origin, record)`` for each dependent written, its origin
@@ -872,7 +956,7 @@ class SQLiteStore(Store):
 
     @staticmethod
     async def _stop_dependents(
-        db: aiosqlite.Connection, stopped: dict[str, tuple[WorkRecord, Any]]
+        db: _DB, stopped: dict[str, tuple[WorkRecord, Any]]
     ) -> list[tuple[Any, WorkRecord]]:
         """Fail or cancel the BLOCKED dependents of failed or cancelled works."""
         rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(stopped)),))
@@ -889,7 +973,7 @@ class SQLiteStore(Store):
                 decided[child.id] = (origin, after)
         return list(decided.values())
 
-    async def _apply(self, db: aiosqlite.Connection, ops: list[_Op], out: _Outcomes) -> None:
+    async def _apply(self, db: _DB, ops: list[_Op], out: _Outcomes) -> None:
         # A work changed twice in one batch goes into successive statements, so the second
         # change is checked against the first one's write, as if applied one by one.
         slots: list[list[WorkRecord | None]] = []
@@ -937,7 +1021,7 @@ class SQLiteStore(Store):
         for op, slot in zip(ops, slots, strict=True):
             out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
 
-    async def _claim(self, db: aiosqlite.Connection, params: ClaimParams) -> Claimed:
+    async def _claim(self, db: _DB, params: ClaimParams) -> Claimed:
         limit = max(params.limit, 0)
         blocked = sorted(params.blocked_signals)
         args: dict[str, object] = {"now": params.now, "k": limit + 1}
