@@ -434,7 +434,9 @@ class WorkManager:
     # -- enqueue
 
     def _check_request(self, request: object) -> OneTimeWorkRequest | PeriodicWorkRequest:
-        if not isinstance(request, OneTimeWorkRequest | PeriodicWorkRequest):
+        if type(request) is not OneTimeWorkRequest and not isinstance(
+            request, OneTimeWorkRequest | PeriodicWorkRequest
+        ):
             raise InvalidRequestError(
                 "request", request, "expected a OneTimeWorkRequest or PeriodicWorkRequest"
             )
