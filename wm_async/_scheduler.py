@@ -163,6 +163,9 @@ class Scheduler:
     _store_failing: bool = attrs.field(init=False, default=False)
     # Set when a run starts while none ran (the lease renewal loop waits for it).
     _has_runs: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    # Outcomes of runs that ended normally, waiting for the recorder (see _record_soon).
+    _results: list[tuple[RunHandle, lc.Change]] = attrs.field(init=False, factory=list)
+    _results_waiter: asyncio.Future[None] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = _Deadlines(self.clock, self._deadlines_due)
@@ -306,6 +309,7 @@ class Scheduler:
             async with anyio.create_task_group() as work_tg:
                 self._work_tg = work_tg
                 await work_tg.start(self._dispatch, name="wm_async dispatcher")
+                work_tg.start_soon(self._recorder, name="wm_async result recorder")
                 lease = self.store.lease_duration
                 if lease is not None:
                     work_tg.start_soon(self._renew_leases, lease, name="wm_async lease renewal")
@@ -351,10 +355,12 @@ class Scheduler:
             await self._all_idle.wait()
         stuck = list(self._running.values())
         if stuck:
-            # Workers that swallow cancellation: record them as interrupted ourselves so
-            # they run again on the next start; their late results fail the CAS guard.
+            # Workers that swallow cancellation (or results a failing store would not
+            # take): record them as interrupted ourselves so they run again on the next
+            # start; their late results fail the CAS guard.
             logger.error(
-                "%d worker(s) ignored cancellation at shutdown and were abandoned: %s",
+                "%d run(s) ignored cancellation at shutdown (or their results could not be "
+                "recorded) and were abandoned: %s",
                 len(stuck),
                 ", ".join(repr(h) for h in stuck),
             )
@@ -376,6 +382,7 @@ class Scheduler:
             task_status.started()
             store, clock = self.store, self.clock
             failures = 0
+            full_claims = 0
             while True:
                 self._wakeup = anyio.Event()  # before claiming: a wake-up during it counts
                 self._asleep = False
@@ -413,10 +420,16 @@ class Scheduler:
                     continue
                 failures = 0
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
-                    # More may be due: claim again at once, before the runners start the
-                    # works just claimed. A store with a writer thread then writes this
-                    # claim while the loop runs those works (they are ready to run).
+                    # More may be due: claim again, the first time at once, before the
+                    # runners start the works just claimed: a store with a writer thread
+                    # then writes that claim while the loop runs them. A store that
+                    # answers without suspending gets a checkpoint every other claim, so
+                    # a backlog never holds the loop for long.
+                    full_claims += 1
+                    if full_claims % 2 == 0:
+                        await anyio.lowlevel.checkpoint()
                     continue
+                full_claims = 0
                 self._asleep = True
                 self._touch()
                 await clock.sleep_until(claimed.next_due, self._wakeup)
@@ -492,6 +505,7 @@ class Scheduler:
         timeout = record.timeout if record.timeout is not None else self.default_timeout
         if timeout is not None:
             self._deadlines.add(handle, timeout, self.clock.now())
+        queued = False
         try:
             try:
                 outcome = await execute(
@@ -513,18 +527,90 @@ class Scheduler:
                     reason = StopReason.UNKNOWN
                 await self._record(handle, lc.Interrupted(reason))
                 raise
-            await self._record(handle, outcome)
+            if (
+                handle.stop_reason is None
+                and not handle.abandoned
+                and not isinstance(outcome, lc.Interrupted)
+            ):
+                self._record_soon(handle, outcome)
+                queued = True
+            else:
+                await self._record(handle, outcome)
         finally:
-            handle.finished = True
-            # A work re-enqueued with no delay (zero backoff, interruption) may already
-            # have been claimed again while this run recorded its outcome: drop only our
-            # own entry.
-            if self._running.get(record.id) is handle:
-                del self._running[record.id]
-            self._limiter.release_on_behalf_of(handle)
-            if not self._running:
-                self._all_idle.set()
-            self.wake()
+            if not queued:
+                self._release(handle)
+
+    def _release(self, handle: RunHandle) -> None:
+        """The run's outcome is recorded (or given up): free its place."""
+        handle.finished = True
+        # A work re-enqueued with no delay (zero backoff, interruption) may already have
+        # been claimed again while this run recorded its outcome: drop only our own entry.
+        work_id = handle.record.id
+        if self._running.get(work_id) is handle:
+            del self._running[work_id]
+        self._limiter.release_on_behalf_of(handle)
+        if not self._running:
+            self._all_idle.set()
+        self.wake()
+
+    # -- recording outcomes
+
+    def _record_soon(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+        """Hand a normal outcome to the recorder, which writes the outcomes of all the
+        runs that ended meanwhile with one store call. The runner goes on to its next run
+        at once; this run keeps its place (capacity, ``runs()``) until it is recorded."""
+        self._results.append((handle, lc.finish(handle.record, outcome, now=self.clock.now())))
+        self._in_flight += 1  # a virtual clock waits for the write
+        waiter = self._results_waiter
+        if waiter is not None:
+            self._results_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _recorder(self) -> None:
+        """Write the queued outcomes, a batch per turn, for as long as the manager runs.
+
+        Nothing cancels it while runs are in progress (shutdown stops it once they are
+        all recorded), so, as a runner's own write was, the write is not shielded.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._results:
+                self._results_waiter = waiter = loop.create_future()
+                await waiter
+                continue
+            batch, self._results = self._results, []
+            try:
+                written = await self.store.apply([change for _, change in batch])
+            except StoreError as exc:
+                # Retry each outcome on its own, as runs once recorded their own: a change
+                # the store keeps refusing then holds up its run alone.
+                tg = self._work_tg
+                assert tg is not None
+                for handle, change in batch:
+                    tg.start_soon(self._record_after_failure, handle, change, exc)
+                continue
+            self._store_recovered()
+            try:
+                if written:
+                    self.publish(written)
+            finally:
+                for handle, _ in batch:
+                    self._release(handle)
+                self._in_flight -= len(batch)
+                self._touch()
+
+    async def _record_after_failure(
+        self, handle: RunHandle, change: lc.Change, exc: StoreError
+    ) -> None:
+        try:
+            written = await self._retry(exc, "recording a result", change)
+            if written:
+                self.publish(written)
+        finally:
+            self._release(handle)
+            self._in_flight -= 1
+            self._touch()
 
     async def _record(self, handle: RunHandle, outcome: lc.Outcome) -> None:
         if handle.abandoned:
@@ -533,20 +619,13 @@ class Scheduler:
         written: list[WorkRecord] = []
         self._in_flight += 1
         try:
-            if handle.stop_reason is None and not isinstance(outcome, lc.Interrupted):
-                # Nothing is cancelling this task, so the write needs no shield (the hot
-                # path: a scope per run is measurable). Shutdown cancels only runs it has
-                # stopped first, which take the shielded branch.
+            # Runs that ended normally go through the recorder (_record_soon); these were
+            # stopped or interrupted, and shutdown may be cancelling their task.
+            with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
                 try:
                     written = await self.store.apply([change])
                 except StoreError as exc:
                     written = await self._retry(exc, "recording a result", change)
-            else:
-                with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True):
-                    try:
-                        written = await self.store.apply([change])
-                    except StoreError as exc:
-                        written = await self._retry(exc, "recording a result", change)
             if written:
                 self.publish(written)
         finally:

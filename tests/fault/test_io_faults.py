@@ -233,3 +233,53 @@ async def test_the_scheduler_rides_out_a_failing_store(
     assert len(errors) == 1  # once per outage, not once per retry
     assert "store failed" in errors[0].getMessage()
     assert any("store recovered" in r.getMessage() for r in caplog.records)
+
+
+class PickyStore(MemoryStore):
+    """A memory store that refuses every write touching the ``refused`` works, and
+    counts the applies it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: set[str] = set()
+        self.applies: list[int] = []
+
+    async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
+        self.applies.append(len(changes))
+        if any(c.before.id in self.refused for c in changes):
+            raise wm.StoreError("refused (test)")
+        return await super().apply(changes)
+
+
+async def test_a_result_the_store_refuses_holds_up_only_its_own_run(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Results are written in batches; when a batch fails, each result is retried on
+    its own, so one the store keeps refusing does not stop the others from being
+    recorded, and it is recorded once the store takes it."""
+    store = PickyStore()
+    manager = wm.WorkManager(store, clock=clock, max_concurrency=50, shutdown_grace=0)
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        pass
+
+    requests = [wm.OneTimeWorkRequest("w") for _ in range(40)]
+    stuck = requests[7]
+    store.refused.add(str(stuck.id))
+    caplog.set_level(logging.ERROR, logger="wm_async")
+    async with manager:
+        await manager.enqueue(*requests)
+        await clock.advance(5)
+        every = wm.WorkQuery(states=set(S))
+        infos = {i.id: i.state for i in await manager.get_work_infos(every)}
+        assert infos.pop(stuck.id) is S.RUNNING  # ran, its result not recorded yet
+        assert set(infos.values()) == {S.SUCCEEDED}
+        assert manager.statistics()["running"] == 1  # it keeps its place meanwhile
+        store.refused.clear()
+        await clock.advance(5)
+        recorded = await manager.get_work_info(stuck.id)
+        assert recorded is not None
+        assert recorded.state is S.SUCCEEDED
+    assert max(store.applies) > 1  # results are written several to a store call
+    assert any("store failed" in r.getMessage() for r in caplog.records)
