@@ -17,7 +17,14 @@ import attrs
 from ._chain import MERGERS
 from ._errors import InvalidRequestError
 from ._model import Data, StopReason, UpdateResult, WorkError, WorkState
-from ._record import RUNTIME_FIELDS, WorkRecord, evolve, first_period_due, next_period_due
+from ._record import (
+    RUNTIME_FIELDS,
+    WorkRecord,
+    evolve,
+    first_period_due,
+    next_period_due,
+    transition,
+)
 from ._validators import EMPTY_DATA, FrozenData
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
@@ -72,18 +79,27 @@ class Interrupted:
 Outcome = Succeeded | Failed | Retry | Interrupted
 
 
+_claimed: Final = transition(
+    "state", "run_attempt_count", "next_run_at", "started_at", "progress", "stop_reason", "owner"
+)
+_succeeded: Final = transition(
+    "state", "next_run_at", "finished_at", "output", "progress", "error", "owner"
+)
+
+
 def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
     """ENQUEUED → RUNNING; the attempt is counted in the same write (SEMANTICS 7)."""
     assert record.state is WorkState.ENQUEUED, record.state
-    return evolve(
+    # The stop reason describes this run from now on (as WorkManager's does).
+    return _claimed(
         record,
-        state=WorkState.RUNNING,
-        run_attempt_count=record.run_attempt_count + 1,
-        next_run_at=None,
-        started_at=now,
-        progress=_EMPTY,
-        stop_reason=StopReason.NOT_STOPPED,  # describes this run from now on (as WM does)
-        owner=owner,
+        WorkState.RUNNING,
+        record.run_attempt_count + 1,
+        None,
+        now,
+        _EMPTY,
+        StopReason.NOT_STOPPED,
+        owner,
     )
 
 
@@ -123,15 +139,8 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
     ``record`` is the RUNNING record the run was started with.
     """
     if isinstance(outcome, Succeeded):
-        after = evolve(
-            record,
-            state=WorkState.SUCCEEDED,
-            next_run_at=None,
-            finished_at=now,
-            output=outcome.output,
-            progress=_EMPTY,
-            error=None,
-            owner=None,
+        after = _succeeded(
+            record, WorkState.SUCCEEDED, None, now, outcome.output, _EMPTY, None, None
         )
     elif isinstance(outcome, Failed):
         after = _failed(record, now, outcome.output, outcome.error)
