@@ -23,6 +23,16 @@ class Timer(Protocol):
         """Do not run the callback (no-op if it already ran)."""
 
 
+class Wakeup(Protocol):
+    """What a sleep can be woken by: an ``anyio.Event`` or an ``asyncio.Event``."""
+
+    def is_set(self) -> bool:
+        """Whether it is set."""
+
+    async def wait(self) -> object:
+        """Return once it is set."""
+
+
 class Participant(Protocol):
     """Something a virtual clock waits for before and after moving time (a scheduler)."""
 
@@ -37,7 +47,7 @@ class Clock:
         """The current wall-clock time, UTC epoch seconds."""
         raise NotImplementedError
 
-    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+    async def sleep_until(self, deadline: float | None, wakeup: Wakeup) -> None:
         """Return when ``wakeup`` is set or ``deadline`` (wall time) has passed.
 
         ``deadline=None`` waits for ``wakeup`` only.
@@ -65,7 +75,7 @@ class SystemClock(Clock):
         """Wall-clock UTC epoch seconds."""
         return time.time()
 
-    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+    async def sleep_until(self, deadline: float | None, wakeup: Wakeup) -> None:
         """Sleep on the loop's monotonic clock until ``deadline`` or ``wakeup``."""
         if deadline is None:
             await wakeup.wait()

@@ -137,7 +137,9 @@ class Scheduler:
     _scope_type: type[anyio.CancelScope] = attrs.field(init=False, default=anyio.CancelScope)
     _limiter: anyio.CapacityLimiter = attrs.field(init=False)
     _sync_limiter: anyio.CapacityLimiter = attrs.field(init=False)
-    _wakeup: anyio.Event = attrs.field(init=False, factory=anyio.Event)
+    # An asyncio.Event: one is made per dispatcher turn, and anyio.Event() looks up the
+    # async backend each time.
+    _wakeup: asyncio.Event = attrs.field(init=False, factory=asyncio.Event)
     _running: dict[str, RunHandle] = attrs.field(init=False, factory=dict)
     _all_idle: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _stop_requested: anyio.Event = attrs.field(init=False, factory=anyio.Event)
@@ -146,6 +148,7 @@ class Scheduler:
     _work_tg: TaskGroup | None = attrs.field(init=False, default=None)
     _ready: deque[RunHandle] = attrs.field(init=False, factory=deque)
     _runners: int = attrs.field(init=False, default=0)
+    _runner_starting: bool = attrs.field(init=False, default=False)
     _idle_runners: deque[asyncio.Future[None]] = attrs.field(init=False, factory=deque)
     _deadlines: _Deadlines = attrs.field(init=False)
     # Settling (virtual clocks): the dispatcher is asleep and no store call is in flight.
@@ -384,7 +387,7 @@ class Scheduler:
             failures = 0
             full_claims = 0
             while True:
-                self._wakeup = anyio.Event()  # before claiming: a wake-up during it counts
+                self._wakeup = asyncio.Event()  # before claiming: a wake-up during it counts
                 self._asleep = False
                 self._touch()
                 free = math.floor(self._limiter.available_tokens)
@@ -462,8 +465,17 @@ class Scheduler:
             self._grow()
 
     def _grow(self) -> None:
-        if self._runners < self.max_concurrency and self._work_tg is not None:
+        # One runner starting at a time: a runner that takes the next ready run while the
+        # one just started has not run yet would otherwise start another for every run it
+        # takes, and a backlog of quick works would start max_concurrency runners that a
+        # couple could serve.
+        if (
+            not self._runner_starting
+            and self._runners < self.max_concurrency
+            and self._work_tg is not None
+        ):
             self._runners += 1
+            self._runner_starting = True
             self._work_tg.start_soon(self._runner, name=f"wm_async runner {self._runners}")
 
     async def _runner(self) -> None:
@@ -472,6 +484,7 @@ class Scheduler:
         # a runner that finishes a run takes the next ready one without a context switch.
         # Runs share the runner's cancel scope until one is stopped; then the spent scope
         # is left (it swallows the cancellation) and the next runs get a fresh one.
+        self._runner_starting = False
         ready = self._ready
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()

@@ -33,7 +33,7 @@ import attrs
 
 from . import _lifecycle as lc
 from . import _validators as v
-from ._clock import Clock, Participant, Timer
+from ._clock import Clock, Participant, Timer, Wakeup
 from ._errors import InvalidRequestError
 from ._manager import WorkManager
 from ._model import WorkInfo
@@ -85,7 +85,7 @@ class VirtualClock(Clock):
         """The virtual time as an aware UTC datetime."""
         return datetime.fromtimestamp(self._now, UTC)
 
-    async def sleep_until(self, deadline: float | None, wakeup: anyio.Event) -> None:
+    async def sleep_until(self, deadline: float | None, wakeup: Wakeup) -> None:
         """Wait for ``wakeup`` or until :meth:`advance` reaches ``deadline``."""
         if deadline is not None and deadline <= self._now:
             return
