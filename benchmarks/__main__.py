@@ -280,8 +280,16 @@ def main(argv: list[str] | None = None) -> int:
             written += _report.charts(results, labels, kinds, args.out)
         except ImportError as exc:
             log(f"no charts: {exc} (pip install -e '.[bench]')")
-    print("\nwritten: " + ", ".join(str(p.relative_to(ROOT)) for p in written))
+    print("\nwritten: " + ", ".join(_shown(p) for p in written))
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (``--out`` may not be)."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":
