@@ -45,6 +45,7 @@ from wm_async._record import RUNTIME_FIELDS, WorkRecord
 from wm_async._requests import OneTimeWorkRequest
 from wm_async.stores import Claimed, ClaimParams, Store
 from wm_async.stores import _sqlite_schema as schema
+from wm_async.stores import sqlite as sqlite_store
 from wm_async.stores.sqlite import SQLiteStore
 
 NOW = 1_700_000_000.0
@@ -736,3 +737,31 @@ async def test_sqlite_allows_one_scheduling_manager_per_file(tmp_path: Path) -> 
         await second.get([])  # reading the file is still fine (the CLI does)
     async with SQLiteStore(path) as third:
         await third.lock_for_scheduler("third-owner")  # released when first closed
+
+
+@pytest.mark.parametrize("in_thread", [True, False], ids=["one-trip", "statement-by-statement"])
+async def test_sqlite_transactions_behave_the_same_on_both_paths(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, in_thread: bool
+) -> None:
+    """A transaction runs whole in the connection's thread when aiosqlite exposes it, or
+    statement by statement otherwise: inserts, claims, guarded applies, chains and a
+    failing write that must roll back give the same results either way."""
+    monkeypatch.setattr(sqlite_store, "_IN_THREAD", in_thread)
+    async with SQLiteStore(db_path) as store:
+        first, second = record(), record()
+        child = record(input_merger=ArrayCreatingInputMerger)
+        await store.insert([first, second])
+        await store.insert([child], {child.id: [first.id, second.id]})
+        claimed = (await claim_due(store)).records
+        assert sorted(ids(claimed)) == sorted([first.id, second.id])
+        done = [finish(r, Succeeded({"n": i}), now=NOW + 1) for i, r in enumerate(claimed)]
+        written = await store.apply(done)
+        by_id = {r.id: r for r in written}
+        assert by_id[child.id].state is WorkState.ENQUEUED  # unblocked with the last one
+        assert sorted(by_id[child.id].input["n"]) == [0, 1]  # type: ignore[arg-type,type-var]
+        assert await store.apply(done) == []  # the guard: already applied
+        bad = attrs.evolve(record(), max_attempts=2**70)  # too big for SQLite's INTEGER
+        with pytest.raises(StoreError):
+            await store.insert([record(), bad])
+        stored = await store.query(WorkQuery(states=set(WorkState)))
+        assert sorted(ids(stored)) == sorted([first.id, second.id, child.id])  # rolled back
