@@ -476,7 +476,14 @@ class WorkManager:
             else WorkRecord.from_periodic_request(r, now=now)  # type: ignore[arg-type]
             for r in checked
         ]
-        self._signals.require({n for r in checked for n in r.constraints.signal_names()})
+        self._signals.require(
+            {
+                n
+                for r in checked
+                if r.constraints is not NO_CONSTRAINTS
+                for n in r.constraints.signal_names()
+            }
+        )
         await self._store.insert(records)
         self._publish(records)
         self._scheduler.wake()

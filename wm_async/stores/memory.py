@@ -14,7 +14,7 @@ from .. import _lifecycle as lc
 from .._errors import InvalidRequestError
 from .._heap import DueHeap
 from .._lifecycle import claim
-from .._model import WorkState
+from .._model import NO_CONSTRAINTS, WorkState
 from .._record import RUNTIME_FIELDS, WorkRecord
 from ._base import Claimed, ClaimParams, Store, resolve_new
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ("MemoryStore",)
 
 _Group = tuple[bool, frozenset[str]]
+#: The group of works with no constraints, not expedited: most of them.
+_PLAIN: _Group = (False, frozenset())
 
 
 @attrs.define(eq=False, repr=False)
@@ -81,6 +83,10 @@ class MemoryStore(Store):
         prerequisites: Mapping[str, Sequence[str]] | None,
         gone: Collection[str],
     ) -> None:
+        if not prerequisites and not gone:  # the common case: new ids only, checked in C
+            new_ids = [r.id for r in records]
+            if len(set(new_ids)) == len(new_ids) and self._records.keys().isdisjoint(new_ids):
+                return
         seen: set[str] = set()
         for record in records:
             rid = record.id
@@ -101,9 +107,20 @@ class MemoryStore(Store):
     ) -> list[WorkRecord]:
         stored = self._records
         if not prerequisites:
+            heap = self._heaps.get(_PLAIN)
             for record in records:
                 stored[record.id] = record
-                self._index(record)
+                if (
+                    heap is not None
+                    and record.constraints is NO_CONSTRAINTS
+                    and not record.expedited
+                    and record.state is WorkState.ENQUEUED
+                    and record.next_run_at is not None
+                ):
+                    heap.push(record.id, record.next_run_at)  # what _index does, in short
+                else:
+                    self._index(record)
+                    heap = self._heaps.get(_PLAIN)
             return list(records)
         known = {p: stored[p] for ps in prerequisites.values() for p in ps if p in stored}
         resolved, waiting, edges = resolve_new(records, prerequisites, known)
