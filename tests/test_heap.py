@@ -224,3 +224,29 @@ def test_matches_a_dict_model(threshold: int, ops: list[tuple[str, int, float]])
             rest.append(heap.pop())
         expected_rest = sorted(model.entries.items(), key=lambda item: item[1])
         assert rest == [(due, key) for key, (due, _) in expected_rest]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(st.tuples(_KEYS, _DUES, st.booleans()), max_size=60),
+    now=_DUES,
+    limit=st.integers(min_value=0, max_value=20),
+)
+def test_pop_due_matches_peek_and_pop(
+    ops: list[tuple[int, float, bool]], now: float, limit: int
+) -> None:
+    """pop_due(now, limit) takes exactly what peek/pop in a loop would take."""
+    one: DueHeap[int] = DueHeap()
+    other: DueHeap[int] = DueHeap()
+    for key, due, drop in ops:
+        for heap in (one, other):
+            if drop:
+                heap.discard(key)
+            else:
+                heap.push(key, due)
+    expected: list[int] = []
+    while len(expected) < limit and (top := other.peek()) is not None and top[0] <= now:
+        expected.append(other.pop()[1])
+    assert one.pop_due(now, limit) == expected
+    assert len(one) == len(other)
+    assert [one.pop() for _ in range(len(one))] == [other.pop() for _ in range(len(other))]

@@ -87,6 +87,34 @@ class DueHeap(Generic[K]):
                 del current[key]
                 return due, key
 
+    def pop_due(self, now: float, limit: int) -> list[K]:
+        """Remove and return up to ``limit`` keys due at or before ``now``, earliest first
+        (what ``peek`` and ``pop`` in a loop do, in one call)."""
+        out: list[K] = []
+        heap, fifo, current = self._heap, self._fifo, self._current
+        while len(out) < limit:
+            if fifo and (not heap or fifo[0] < heap[0]):
+                due, seq, key = fifo[0]
+                if current.get(key) != seq:
+                    fifo.popleft()  # stale
+                    continue
+                if due > now:
+                    break
+                fifo.popleft()
+            elif heap:
+                due, seq, key = heap[0]
+                if current.get(key) != seq:
+                    heapq.heappop(heap)
+                    continue
+                if due > now:
+                    break
+                heapq.heappop(heap)
+            else:
+                break
+            del current[key]
+            out.append(key)
+        return out
+
     def _maybe_rebuild(self) -> None:
         live = len(self._current)
         if len(self._heap) + len(self._fifo) > 2 * live + _REBUILD_THRESHOLD:

@@ -74,8 +74,9 @@ class _TimeOrderedIds:
         self._random = []
 
     def _refill(self) -> list[int]:
-        self._random = values = [
-            value & _RAND_B for (value,) in struct.iter_unpack(">Q", os.urandom(2048))
+        self._random = values = [  # the version and variant bits set already
+            value & _RAND_B | _VERSION_BITS
+            for (value,) in struct.iter_unpack(">Q", os.urandom(2048))
         ]
         return values
 
@@ -90,15 +91,14 @@ class _TimeOrderedIds:
         new = _uuid_new(uuid.UUID)
         _set_uuid_int(
             new,
-            (stamp >> 12) << 80 | _V7 | (stamp & 0xFFF) << 64 | _VARIANT | random.pop(),
+            (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random.pop(),
         )
         _set_uuid_safe(new, _UUID_UNKNOWN)
         return new
 
 
 _RAND_B: Final = (1 << 62) - 1
-_V7: Final = 7 << 76
-_VARIANT: Final = 2 << 62
+_VERSION_BITS: Final = 7 << 76 | 2 << 62  # version 7, RFC 9562 variant
 _uuid_new: Final = object.__new__
 _set_uuid_int: Final = _setter(uuid.UUID, "int")
 _set_uuid_safe: Final = _setter(uuid.UUID, "is_safe")

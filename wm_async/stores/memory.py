@@ -148,8 +148,15 @@ class MemoryStore(Store):
         records = self._records
         if params.constraints_met and blocked:
             self._claim_met(params, claimed)
+        owner = params.owner
         for expedited in (True, False):
             heaps = self._active(blocked, expedited)
+            if len(heaps) == 1:  # one group to take from (most often): no merging
+                for rid in heaps[0].pop_due(now, limit - len(claimed)):
+                    running = claim(records[rid], now=now, owner=owner)
+                    records[rid] = running
+                    claimed.append(running)
+                continue
             while len(claimed) < limit and heaps:
                 # The earliest due across the active groups (few groups: a linear scan).
                 best: DueHeap[str] | None = None
