@@ -76,6 +76,7 @@ class _Kind(enum.Enum):
     PRUNE = 4
     RESPEC = 5
     UNIQUE = 6
+    QUARANTINE = 7
 
 
 @attrs.define(eq=False)
@@ -101,7 +102,7 @@ def _rows_written(op: _Op) -> int:
     if op.kind is _Kind.APPLY:
         return len(op.arg)
     if op.kind is _Kind.CLAIM:
-        return len(op.result.records) if op.result is not None else 0
+        return len(op.result[0]) if op.result is not None else 0
     if op.kind is _Kind.PRUNE:
         return int(op.result or 0)
     return 1
@@ -465,8 +466,22 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        claimed: Claimed = await self._submit(_Kind.CLAIM, params)
-        return claimed
+        rows, next_due = await self._submit(_Kind.CLAIM, params)
+        # The rows are decoded here, on the loop, not in the transaction: the writer
+        # thread is the busier one.
+        records: list[WorkRecord] = []
+        unreadable: list[tuple[float, str, int]] = []
+        for row in rows:
+            try:
+                records.append(sql.record_from_row(row))
+            except StoreCorruptError as exc:
+                # Failing the whole claim would stop the dispatcher and retry the row
+                # forever; fail this work alone instead.
+                logger.error("%s; marked FAILED", exc)
+                unreadable.append((params.now, str(exc), row[0]))
+        if unreadable:
+            await self._submit(_Kind.QUARANTINE, unreadable)
+        return Claimed(records=records, next_due=next_due)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes; return the records written.
@@ -773,6 +788,9 @@ class SQLiteStore(Store):
                 out[op] = (await self._claim(db, op.arg), None)
             elif op.kind is _Kind.UNIQUE:
                 out[op] = (await self._unique(db, *op.arg), None)
+            elif op.kind is _Kind.QUARANTINE:
+                await (await db.executemany(sql.QUARANTINE, op.arg)).close()
+                out[op] = (None, None)
             elif op.kind is _Kind.RESPEC:
                 out[op] = (await self._respec(db, op.arg), None)
             elif op.kind is _Kind.PRUNE:
@@ -1021,7 +1039,8 @@ class SQLiteStore(Store):
         for op, slot in zip(ops, slots, strict=True):
             out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
 
-    async def _claim(self, db: _DB, params: ClaimParams) -> Claimed:
+    async def _claim(self, db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]:
+        """Claim in the database; the caller decodes the rows (``claim_due``)."""
         limit = max(params.limit, 0)
         blocked = sorted(params.blocked_signals)
         args: dict[str, object] = {"now": params.now, "k": limit + 1}
@@ -1043,7 +1062,7 @@ class SQLiteStore(Store):
             if rest and (next_due is None or rest[0][0] < next_due):
                 next_due = rest[0][0]
         if not chosen:
-            return Claimed(records=[], next_due=next_due)
+            return [], next_due
         rows = list(
             await db.execute_fetchall(
                 sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen))
@@ -1051,13 +1070,4 @@ class SQLiteStore(Store):
         )
         order = {rowid: i for i, rowid in enumerate(chosen)}
         rows.sort(key=lambda row: order[row[0]])
-        records: list[WorkRecord] = []
-        for row in rows:
-            try:
-                records.append(sql.record_from_row(row))
-            except StoreCorruptError as exc:
-                # Failing the whole claim would stop the dispatcher and retry the row
-                # forever; fail this work alone instead.
-                logger.error("%s; marked FAILED", exc)
-                await db.execute_fetchall(sql.QUARANTINE, (params.now, str(exc), row[0]))
-        return Claimed(records=records, next_due=next_due)
+        return rows, next_due
