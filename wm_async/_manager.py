@@ -267,7 +267,11 @@ class WorkManager:
                 stack.callback(self._clock.detach, self._scheduler)
                 if self.blocked_loop_warning is not None:
                     # Stopped after the task group exits, so it watches the shutdown too.
-                    watchdog = LoopWatchdog(self.blocked_loop_warning, self._scheduler.is_busy)
+                    watchdog = LoopWatchdog(
+                        self.blocked_loop_warning,
+                        self._scheduler.is_busy,
+                        self._scheduler.describe_task,
+                    )
                     watchdog.start()
                     stack.callback(watchdog.stop)
                 tg = await stack.enter_async_context(anyio.create_task_group())

@@ -151,6 +151,8 @@ class Scheduler:
     _ready: deque[RunHandle] = attrs.field(init=False, factory=deque)
     _runners: int = attrs.field(init=False, default=0)
     _runner_starting: bool = attrs.field(init=False, default=False)
+    # Each runner task's current (or last) run: see describe_task.
+    _runs_in: dict[asyncio.Task[object] | None, RunHandle] = attrs.field(init=False, factory=dict)
     _idle_runners: deque[asyncio.Future[None]] = attrs.field(init=False, factory=deque)
     _deadlines: _Deadlines = attrs.field(init=False)
     # Settling (virtual clocks): the dispatcher is asleep and no store call is in flight.
@@ -242,6 +244,14 @@ class Scheduler:
                 await anyio.lowlevel.checkpoint()
             if self._is_quiet() and self._activity == marker:
                 return
+
+    def describe_task(self, task: asyncio.Task[object]) -> str | None:
+        """The work a runner task is running, in words (safe to call from another
+        thread: a dict lookup)."""
+        handle = self._runs_in.get(task)
+        if handle is None or handle.finished or not handle.in_worker:
+            return None
+        return f"work {handle.record.id} ({handle.record.worker!r})"
 
     def runs(self, work_id: str) -> bool:
         """Whether a run of this work is in progress in this process."""
@@ -489,6 +499,7 @@ class Scheduler:
         self._runner_starting = False
         ready = self._ready
         task = asyncio.current_task()
+        runs_in = self._runs_in
         loop = asyncio.get_running_loop()
         new_scope = self._scope_type
         while True:
@@ -505,9 +516,9 @@ class Scheduler:
                     handle = ready.popleft()
                     if ready and not self._idle_runners:
                         self._grow()
-                    if task is not None:
-                        record = handle.record
-                        task.set_name(f"wm_async work {record.id} ({record.worker!r})")
+                    # Which run this task is in, for the loop watchdog (renaming the task
+                    # per run costs more than this).
+                    runs_in[task] = handle
                     handle.scope = scope
                     await self._run(handle)
 

@@ -37,9 +37,15 @@ class LoopWatchdog:
     :param busy: called from the thread; true while works run (must be thread-safe)
     """
 
-    def __init__(self, threshold: float, busy: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        busy: Callable[[], bool],
+        describe: Callable[[asyncio.Task[object]], str | None] = lambda task: None,
+    ) -> None:
         self.threshold = threshold
         self._busy = busy
+        self._describe = describe  # what a task is doing (the work it runs), if known
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +115,13 @@ class LoopWatchdog:
             task = asyncio.current_task(loop)
         except RuntimeError:  # pragma: no cover - the loop closed meanwhile
             task = None
-        who = "code outside any task" if task is None else f"task {task.get_name()!r}"
+        if task is None:
+            who = "code outside any task"
+        else:
+            who = f"task {task.get_name()!r}"
+            doing = self._describe(task)
+            if doing is not None:
+                who += f" running {doing}"
         frame = sys._current_frames().get(self._loop_thread)
         if frame is not None:
             code = frame.f_code
