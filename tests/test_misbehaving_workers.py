@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import wm_async as wm
 from wm_async import _scheduler
 from wm_async._executor import WorkerFn
-from wm_async._watchdog import THREAD_NAME
+from wm_async._watchdog import THREAD_NAME, LoopWatchdog
 from wm_async.stores.memory import MemoryStore
 from wm_async.testing import VirtualClock
 
@@ -422,3 +423,26 @@ async def test_manager_keeps_no_reference_to_finished_runs_contexts(
         assert alive == [], f"{len(alive)} finished runs' contexts are still referenced"
         gate.set()
         await manager.wait(blocker.id, timeout=10)
+
+
+async def test_an_idle_watchdog_sleeps_and_always_stops() -> None:
+    """With nothing running the watchdog thread sleeps (it pings the loop only once woken
+    by runs starting), and stop() ends it whatever it was doing, even when it stops
+    right as the thread checks whether to sleep."""
+    busy = False
+    dog = LoopWatchdog(0.02, lambda: busy)
+    dog.start()
+    await anyio.sleep(0.1)  # twenty periods, idle
+    assert dog._acked == 0  # no ping reached the loop
+    busy = True
+    dog.wake()
+    with anyio.fail_after(5):
+        while dog._acked == 0:  # noqa: ASYNC110  # the thread sets it; no event to await
+            await anyio.sleep(0.01)
+    dog.stop()
+    for _ in range(200):  # a 1 ms period: stop() races the thread's checks
+        quick = LoopWatchdog(0.004, lambda: False)
+        quick.start()
+        await anyio.lowlevel.checkpoint()
+        quick.stop()
+    assert watchdog_threads() == []

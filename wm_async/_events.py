@@ -112,7 +112,7 @@ class EventHub:
         waiters = self._waiters
         if waiters:
             for record in records:
-                if record.state.is_finished and record.id in waiters:
+                if record.id in waiters and record.state.is_finished:
                     for event in waiters.pop(record.id):
                         event.set()
         if self._subscriptions:

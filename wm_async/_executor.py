@@ -18,6 +18,7 @@ from ._lifecycle import Failed, Interrupted, Outcome, Retry, Succeeded
 from ._model import Data, JSONValue, Result, ResultKind, StopReason, WorkError
 
 if TYPE_CHECKING:
+    from ._lifecycle import Change
     from ._record import WorkRecord
 
 logger = logging.getLogger("wm_async.worker")
@@ -51,7 +52,16 @@ class RunHandle:
     while its worker is being called.
     """
 
-    __slots__ = ("abandoned", "finished", "in_worker", "record", "scope", "stop_reason")
+    __slots__ = (
+        "abandoned",
+        "change",
+        "deadline",
+        "finished",
+        "in_worker",
+        "record",
+        "scope",
+        "stop_reason",
+    )
 
     def __init__(self, record: WorkRecord) -> None:
         self.record = record
@@ -61,6 +71,10 @@ class RunHandle:
         self.finished = False
         #: Left behind by shutdown (its worker ignored cancellation): record nothing.
         self.abandoned = False
+        #: When its timeout stops it (set by the scheduler's deadline queue).
+        self.deadline = 0.0
+        #: Its outcome, once waiting for the recorder.
+        self.change: Change | None = None
 
     def __repr__(self) -> str:
         return f"<run {self.record.id} ({self.record.worker!r})>"

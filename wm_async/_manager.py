@@ -274,6 +274,7 @@ class WorkManager:
                     )
                     watchdog.start()
                     stack.callback(watchdog.stop)
+                    self._scheduler.on_busy = watchdog.wake
                 tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
                 # Before recovery: a shared store learns which clock to compare leases

@@ -14,7 +14,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import attrs
@@ -71,7 +71,8 @@ class _Deadlines:
     def __init__(self, clock: Clock, on_expired: Callable[[], None]) -> None:
         self._clock = clock
         self._on_expired = on_expired
-        self._queues: dict[float, deque[tuple[float, RunHandle]]] = {}
+        # Handles, each with its deadline set (no tuple per run to allocate).
+        self._queues: dict[float, deque[RunHandle]] = {}
         self._timer: Timer | None = None
         self._timer_at = math.inf
 
@@ -80,10 +81,10 @@ class _Deadlines:
         queue = self._queues.get(timeout)
         if queue is None:
             queue = self._queues[timeout] = deque()
-        while queue and queue[0][1].finished:
+        while queue and queue[0].finished:
             queue.popleft()
-        deadline = now + timeout
-        queue.append((deadline, handle))
+        deadline = handle.deadline = now + timeout
+        queue.append(handle)
         if deadline < self._timer_at:
             self._arm(deadline)
 
@@ -102,12 +103,12 @@ class _Deadlines:
         out: list[RunHandle] = []
         earliest = math.inf
         for timeout, queue in list(self._queues.items()):
-            while queue and (queue[0][1].finished or queue[0][0] <= now):
-                _, handle = queue.popleft()
+            while queue and (queue[0].finished or queue[0].deadline <= now):
+                handle = queue.popleft()
                 if not handle.finished:
                     out.append(handle)
             if queue:
-                earliest = min(earliest, queue[0][0])
+                earliest = min(earliest, queue[0].deadline)
             else:
                 del self._queues[timeout]
         if earliest < math.inf:
@@ -135,9 +136,14 @@ class Scheduler:
     publish: Callable[[Sequence[WorkRecord]], None]
     blocked_signals: Callable[[], frozenset[str]] = frozenset
     constraints_met: set[str] = attrs.field(factory=set)
+    #: Called when runs start while none ran (the loop watchdog wakes up).
+    on_busy: Callable[[], None] = attrs.field(default=lambda: None)
 
     _scope_type: type[anyio.CancelScope] = attrs.field(init=False, default=anyio.CancelScope)
-    _limiter: anyio.CapacityLimiter = attrs.field(init=False)
+    # Capacity: runs claimed and not yet recorded. A count, not an anyio CapacityLimiter:
+    # nothing ever waits for a slot (the dispatcher claims only what is free), and the
+    # limiter's bookkeeping cost a measurable share of a quick run.
+    _slots_used: int = attrs.field(init=False, default=0)
     _sync_limiter: anyio.CapacityLimiter = attrs.field(init=False)
     # An asyncio.Event: one is made per dispatcher turn, and anyio.Event() looks up the
     # async backend each time.
@@ -171,12 +177,11 @@ class Scheduler:
     # Set when a run starts while none ran (the lease renewal loop waits for it).
     _has_runs: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     # Outcomes of runs that ended normally, waiting for the recorder (see _record_soon).
-    _results: list[tuple[RunHandle, lc.Change]] = attrs.field(init=False, factory=list)
+    _results: list[RunHandle] = attrs.field(init=False, factory=list)
     _results_waiter: asyncio.Future[None] | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self._deadlines = _Deadlines(self.clock, self._deadlines_due)
-        self._limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._sync_limiter = anyio.CapacityLimiter(self.max_concurrency)
         self._all_idle.set()
 
@@ -187,12 +192,11 @@ class Scheduler:
 
     def statistics(self) -> dict[str, object]:
         """Capacity figures for the manager's stats."""
-        stats = self._limiter.statistics()
         return {
             "running": len(self._running),
             "max_concurrency": self.max_concurrency,
-            "borrowed_tokens": stats.borrowed_tokens,
-            "tasks_waiting": stats.tasks_waiting,
+            "borrowed_tokens": self._slots_used,
+            "tasks_waiting": 0,
         }
 
     def is_busy(self) -> bool:
@@ -402,7 +406,7 @@ class Scheduler:
                 self._wakeup = asyncio.Event()  # before claiming: a wake-up during it counts
                 self._asleep = False
                 self._touch()
-                free = math.floor(self._limiter.available_tokens)
+                free = self.max_concurrency - self._slots_used
                 if free <= 0:
                     self._asleep = True
                     self._touch()
@@ -453,15 +457,18 @@ class Scheduler:
         tg = self._work_tg
         assert tg is not None
         self.publish(records)
-        if self._all_idle.is_set():
+        was_idle = self._all_idle.is_set()
+        if was_idle:
             self._all_idle = anyio.Event()
         self._has_runs.set()
-        ready, running, limiter = self._ready, self._running, self._limiter
+        ready, running = self._ready, self._running
+        self._slots_used += len(records)
         for record in records:
             handle = RunHandle(record)
-            limiter.acquire_on_behalf_of_nowait(handle)
             running[record.id] = handle
             ready.append(handle)
+        if was_idle:
+            self.on_busy()  # after filling _running, which the watchdog reads
         # Hand the runs to idle runners; if none is idle, start one. Each runner that
         # takes a run while more wait starts the next (see _runner), so the pool grows
         # one task at a time: the first run starts at once instead of after a burst of
@@ -568,13 +575,15 @@ class Scheduler:
 
     def _release(self, handle: RunHandle) -> None:
         """The run's outcome is recorded (or given up): free its place."""
+        if handle.finished:
+            return  # released already
         handle.finished = True
         # A work re-enqueued with no delay (zero backoff, interruption) may already have
         # been claimed again while this run recorded its outcome: drop only our own entry.
         work_id = handle.record.id
         if self._running.get(work_id) is handle:
             del self._running[work_id]
-        self._limiter.release_on_behalf_of(handle)
+        self._slots_used -= 1
         if not self._running:
             self._all_idle.set()
         self.wake()
@@ -585,7 +594,8 @@ class Scheduler:
         """Hand a normal outcome to the recorder, which writes the outcomes of all the
         runs that ended meanwhile with one store call. The runner goes on to its next run
         at once; this run keeps its place (capacity, ``runs()``) until it is recorded."""
-        self._results.append((handle, lc.finish(handle.record, outcome, now=self.clock.now())))
+        handle.change = lc.finish(handle.record, outcome, now=self.clock.now())
+        self._results.append(handle)
         self._in_flight += 1  # a virtual clock waits for the write
         waiter = self._results_waiter
         if waiter is not None:
@@ -606,14 +616,16 @@ class Scheduler:
                 await waiter
                 continue
             batch, self._results = self._results, []
+            # Every handle queued by _record_soon carries its change.
+            changes = cast("list[lc.Change]", [handle.change for handle in batch])
             try:
-                written = await self.store.apply([change for _, change in batch])
+                written = await self.store.apply(changes)
             except StoreError as exc:
                 # Retry each outcome on its own, as runs once recorded their own: a change
                 # the store keeps refusing then holds up its run alone.
                 tg = self._work_tg
                 assert tg is not None
-                for handle, change in batch:
+                for handle, change in zip(batch, changes, strict=True):
                     tg.start_soon(self._record_after_failure, handle, change, exc)
                 continue
             self._store_recovered()
@@ -621,7 +633,8 @@ class Scheduler:
                 if written:
                     self.publish(written)
             finally:
-                for handle, _ in batch:
+                for handle in batch:
+                    handle.change = None
                     self._release(handle)
                 self._in_flight -= len(batch)
                 self._touch()

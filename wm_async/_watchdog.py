@@ -5,10 +5,11 @@ A worker that calls blocking code (``time.sleep``, a synchronous HTTP client, a 
 computation) inside ``async def`` stalls every other work, the dispatcher and the whole
 application. The loop cannot report that itself, so a daemon thread pings it: while runs
 are in progress it schedules a no-op callback on the loop every quarter threshold, and
-when one has waited longer than the threshold it reads the loop's current task (runner
-tasks are named ``wm_async work <id> (<worker>)``) and the code it is executing, and logs
-a WARNING; another when the loop turns again. With nothing running it does not wake the
-loop at all; with runs in progress the cost is a few callbacks a second.
+when one has waited longer than the threshold it reads the loop's current task (the
+scheduler says which work a runner task runs) and the code it is executing, and logs a
+WARNING; another when the loop turns again. With nothing running the thread sleeps until
+the scheduler wakes it (:meth:`LoopWatchdog.wake`), so an idle manager costs nothing;
+with runs in progress the cost is a few callbacks a second.
 
 It measures real time (``time.monotonic``), not the manager's clock: a stalled loop is a
 real-time fact, and a virtual clock must not see the watchdog at all.
@@ -47,6 +48,7 @@ class LoopWatchdog:
         self._busy = busy
         self._describe = describe  # what a task is doing (the work it runs), if known
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set when runs start, or to stop
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -63,9 +65,14 @@ class LoopWatchdog:
         self._thread = threading.Thread(target=self._watch, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Runs have started: watch the loop again (call on the loop, or anywhere)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop the thread (it wakes at once and exits)."""
         self._stop.set()
+        self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=1.0)
@@ -90,7 +97,12 @@ class LoopWatchdog:
                         reported,
                     )
                     reported = None
+                # Cleared before asking busy() and _stop, both set before wake() and
+                # stop() set _wake: neither is missed.
+                self._wake.clear()
                 if not self._busy():
+                    if not self._stop.is_set():
+                        self._wake.wait()  # nothing runs: sleep until runs start (or stop)
                     continue
                 sent += 1
                 sent_at = now
