@@ -129,9 +129,14 @@ class MemoryStore(Store):
             self._index(record)
             if record.state is WorkState.BLOCKED:
                 self._waiting[record.id] = left
-        for pid, rid, _ in edges:  # in position order per work
-            self._prerequisites[rid] = (*self._prerequisites.get(rid, ()), pid)
+        # In position order per work; gathered in lists first (a tuple grown one edge at a
+        # time made a fan-in of N cost O(N^2)).
+        added: dict[str, list[str]] = {}
+        for pid, rid, _ in edges:
+            added.setdefault(rid, []).append(pid)
             self._dependents.setdefault(pid, []).append(rid)
+        for rid, pids in added.items():
+            self._prerequisites[rid] = (*self._prerequisites.get(rid, ()), *pids)
         return resolved
 
     def _active(self, blocked: frozenset[str], expedited: bool) -> list[DueHeap[str]]:
