@@ -430,9 +430,16 @@ async def test_an_idle_watchdog_sleeps_and_always_stops() -> None:
     by runs starting), and stop() ends it whatever it was doing, even when it stops
     right as the thread checks whether to sleep."""
     busy = False
-    dog = LoopWatchdog(0.02, lambda: busy)
+    asked: list[bool] = []
+
+    def is_busy() -> bool:
+        asked.append(busy)
+        return busy
+
+    dog = LoopWatchdog(0.02, is_busy)
     dog.start()
     await anyio.sleep(0.1)  # twenty periods, idle
+    assert len(asked) <= 2  # it asked once (maybe twice), then slept: no polling
     assert dog._acked == 0  # no ping reached the loop
     busy = True
     dog.wake()

@@ -22,7 +22,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import wm_async as wm
-from wm_async._clock import Wakeup
 from wm_async.signals import (
     Flag,
     Predicate,
@@ -75,7 +74,7 @@ class StepClock(VirtualClock):
         self._waiters -= 1
         self._notify()
 
-    async def sleep_until(self, deadline: float | None, wakeup: Wakeup) -> None:
+    async def sleep_until(self, deadline: float | None, wakeup: wm.Wakeup) -> None:
         if deadline is None or deadline <= self.now():
             await super().sleep_until(deadline, wakeup)
             return

@@ -12,6 +12,7 @@ from ._chain import OverwritingInputMerger as OverwritingInputMerger
 from ._chain import WorkContinuation as WorkContinuation
 from ._clock import Clock as Clock
 from ._clock import SystemClock as SystemClock
+from ._clock import Wakeup as Wakeup
 from ._errors import DataTooLargeError as DataTooLargeError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import NotRunningError as NotRunningError
@@ -91,6 +92,7 @@ __all__ = (
     # clocks
     "Clock",
     "SystemClock",
+    "Wakeup",
     # errors
     "WorkManagerError",
     "InvalidRequestError",

@@ -266,21 +266,20 @@ class OneTimeWorkRequest(_WorkRequest):
             self._check_expedited()
 
     def _check_expedited(self) -> None:
-        if self.expedited:
-            if self.initial_delay > timedelta(0):
-                raise InvalidRequestError(
-                    "initial_delay", self.initial_delay, "expedited work cannot be delayed"
-                )
-            c = self.constraints
-            if (
-                c.requires_charging
-                or c.requires_battery_not_low
-                or c.requires_device_idle
-                or c.signals
-            ):
-                raise InvalidRequestError(
-                    "constraints", c, "expedited work accepts only network and storage constraints"
-                )
+        if self.initial_delay > timedelta(0):
+            raise InvalidRequestError(
+                "initial_delay", self.initial_delay, "expedited work cannot be delayed"
+            )
+        c = self.constraints
+        if (
+            c.requires_charging
+            or c.requires_battery_not_low
+            or c.requires_device_idle
+            or c.signals
+        ):
+            raise InvalidRequestError(
+                "constraints", c, "expedited work accepts only network and storage constraints"
+            )
 
 
 _FIELDS = attrs.fields(OneTimeWorkRequest)

@@ -253,7 +253,7 @@ class Scheduler:
         """The work a runner task is running, in words (safe to call from another
         thread: a dict lookup)."""
         handle = self._runs_in.get(task)
-        if handle is None or handle.finished or not handle.in_worker:
+        if handle is None or not handle.in_worker:
             return None
         return f"work {handle.record.id} ({handle.record.worker!r})"
 
