@@ -8,8 +8,11 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import wm_async as wm
+from wm_async._record import WorkRecord, id_text
 
 _RANDOM_BITS = (1 << 62) - 1
 
@@ -66,3 +69,12 @@ def test_a_forked_child_does_not_reuse_the_parents_random_bits() -> None:
     child = [uuid.UUID(t) for t in b"".join(chunks).decode().split(",")]
     assert len(child) == 50
     assert not {i.int & _RANDOM_BITS for i in parent} & {i.int & _RANDOM_BITS for i in child}
+
+
+@given(st.uuids() | st.integers(0, (1 << 128) - 1).map(lambda i: uuid.UUID(int=i)))
+def test_a_work_is_stored_under_its_ids_canonical_text(work_id: uuid.UUID) -> None:
+    # Stores key works by this text; it must be exactly str(uuid), or an id given by
+    # the app would not find its work.
+    assert id_text(work_id) == str(work_id)
+    record = WorkRecord.from_request(wm.OneTimeWorkRequest("w", id=work_id), now=0.0)
+    assert record.id == str(work_id)

@@ -226,7 +226,8 @@ async def execute(
         outcome = Failed(error=_error(exc))
     finally:
         handle.in_worker = False
-    if scope is not None and scope.cancel_called:
+    # Only stop() cancels the scope, and it sets stop_reason first.
+    if handle.stop_reason is not None and scope is not None and scope.cancel_called:
         return Interrupted(handle.reason())
     if outcome is not None:
         return outcome

@@ -509,9 +509,11 @@ class Scheduler:
         runs_in = self._runs_in
         loop = asyncio.get_running_loop()
         new_scope = self._scope_type
+        workers, set_progress = self.workers, self._set_progress
+        sync_limiter, max_data_bytes = self._sync_limiter, self.max_data_bytes
         while True:
             with new_scope() as scope:
-                while not scope.cancel_called:
+                while True:
                     if not ready:
                         # A bare future, not an anyio Event: a runner parks here after
                         # almost every run of a busy backlog, and this is several times
@@ -527,51 +529,66 @@ class Scheduler:
                     # per run costs more than this).
                     runs_in[task] = handle
                     handle.scope = scope
-                    await self._run(handle)
+                    # The run, inline rather than in a coroutine of its own (one frame
+                    # fewer per run); _run_ended does what follows the worker.
+                    record = handle.record
+                    timeout = record.timeout
+                    if timeout is None:
+                        timeout = self.default_timeout
+                    if timeout is not None:
+                        self._deadlines.add(handle, timeout, self.clock.now())
+                    try:
+                        outcome = await execute(
+                            handle,
+                            workers.get(record.worker),
+                            set_progress,
+                            sync_limiter=sync_limiter,
+                            max_data_bytes=max_data_bytes,
+                        )
+                    except Exception:  # pragma: no cover - execute maps worker errors itself
+                        logger.exception("internal error running %r", handle)
+                        outcome = lc.Interrupted(StopReason.UNKNOWN)
+                    except BaseException as exc:
+                        await self._run_raised(handle, exc)
+                        raise
+                    if self._run_ended(handle, outcome):
+                        await self._record_stopped(handle, outcome)
+                    if handle.stop_reason is not None and scope.cancel_called:
+                        break  # the scope is spent: leave it for a fresh one
 
     def _deadlines_due(self) -> None:
         for handle in self._deadlines.expired(self.clock.now()):
             handle.stop(StopReason.TIMEOUT)
 
-    async def _run(self, handle: RunHandle) -> None:
-        record = handle.record
-        timeout = record.timeout if record.timeout is not None else self.default_timeout
-        if timeout is not None:
-            self._deadlines.add(handle, timeout, self.clock.now())
-        queued = False
+    async def _run_raised(self, handle: RunHandle, exc: BaseException) -> None:
+        """A run's task is being cancelled from outside (execute maps a worker's own
+        exceptions to outcomes): record the run as interrupted (it runs again later) and
+        free its place; the caller lets the exception propagate."""
         try:
-            try:
-                outcome = await execute(
-                    handle,
-                    self.workers.get(record.worker),
-                    self._set_progress,
-                    sync_limiter=self._sync_limiter,
-                    max_data_bytes=self.max_data_bytes,
-                )
-            except Exception:  # pragma: no cover - execute maps worker errors itself
-                logger.exception("internal error running %r", handle)
-                outcome = lc.Interrupted(StopReason.UNKNOWN)
-            except BaseException as exc:
-                # Cancellation from outside (execute maps a worker's own BaseExceptions
-                # to failures): record the run as interrupted (it runs again later), then
-                # let it propagate.
-                reason = handle.stop_reason or StopReason.SHUTDOWN
-                if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                    reason = StopReason.UNKNOWN
-                await self._record(handle, lc.Interrupted(reason))
-                raise
-            if (
-                handle.stop_reason is None
-                and not handle.abandoned
-                and not isinstance(outcome, lc.Interrupted)
-            ):
-                self._record_soon(handle, outcome)
-                queued = True
-            else:
-                await self._record(handle, outcome)
+            reason = handle.stop_reason or StopReason.SHUTDOWN
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                reason = StopReason.UNKNOWN
+            await self._record(handle, lc.Interrupted(reason))
         finally:
-            if not queued:
-                self._release(handle)
+            self._release(handle)
+
+    def _run_ended(self, handle: RunHandle, outcome: lc.Outcome) -> bool:
+        """Queue a normal outcome for the recorder; True if the run was stopped or
+        interrupted instead, for the caller to record at once (_record_stopped)."""
+        if (
+            handle.stop_reason is None
+            and not handle.abandoned
+            and outcome.__class__ is not lc.Interrupted
+        ):
+            self._record_soon(handle, outcome)
+            return False
+        return True
+
+    async def _record_stopped(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+        try:
+            await self._record(handle, outcome)
+        finally:
+            self._release(handle)
 
     def _release(self, handle: RunHandle) -> None:
         """The run's outcome is recorded (or given up): free its place."""
