@@ -180,8 +180,9 @@ async def execute(
     """
     record = handle.record
     scope = handle.scope
-    if handle.stop_reason is not None:
-        return Interrupted(handle.stop_reason)  # stopped before its worker was called
+    stopped = handle.stop_reason  # (a local: mypy would keep the attribute narrowed)
+    if stopped is not None:
+        return Interrupted(stopped)  # stopped before its worker was called
     if worker is None:
         err = UnknownWorkerError(record.worker)
         logger.warning("work %s failed: %s", record.id, err)

@@ -37,6 +37,7 @@ def id_text(work_id: uuid.UUID) -> str:
     h = work_id.int.to_bytes(16, "big").hex("-", 2)  # 8 groups of 4, 7 dashes
     return h[:4] + h[5:29] + h[30:34] + h[35:]
 
+
 #: Fields that lifecycle transitions change. Everything else is the work's spec, changed
 #: only by ``update_work`` (which bumps ``generation``).
 RUNTIME_FIELDS: Final = (
