@@ -108,6 +108,34 @@ def test_request_is_frozen() -> None:
     req = wm.OneTimeWorkRequest("w")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         req.worker = "other"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        del req.tags  # type: ignore[misc]
+    # Built without going through the frozen setters, and none the less a plain request
+    # with a plain UUID once built.
+    assert type(req) is wm.OneTimeWorkRequest
+    assert type(req.id) is uuid.UUID
+    with pytest.raises(TypeError):
+        req.id.int = 1  # type: ignore[misc]
+
+
+def test_a_subclass_of_request_is_built_field_by_field() -> None:
+    class Tagged(wm.OneTimeWorkRequest):
+        __slots__ = ("note",)
+
+    req = Tagged("w", tags={"t"}, max_attempts=3)
+    object.__setattr__(req, "note", "mine")
+    assert type(req) is Tagged
+    assert (req.worker, req.tags, req.max_attempts, req.note) == ("w", {"w", "t"}, 3, "mine")
+    assert req == attrs.evolve(req)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        req.worker = "other"  # type: ignore[misc]
+
+
+def test_every_field_of_a_built_request_is_set() -> None:
+    req = wm.OneTimeWorkRequest("w")
+    for field in attrs.fields(wm.OneTimeWorkRequest):
+        getattr(req, field.name)  # an unset slot raises AttributeError
+    assert attrs.evolve(req) == req
 
 
 def test_worker_name_of_maximum_length_is_accepted() -> None:

@@ -37,16 +37,33 @@ PREREQUISITE_FAILED: Final = "wm_async.PrerequisiteFailed"
 MERGE_FAILED: Final = "wm_async.InputMergeFailed"
 
 
-@attrs.frozen
 class Change:
     """Write ``after`` if the stored record still has ``before``'s state and attempt count.
 
     The guard makes every transition a compare-and-set: a late result of a cancelled run,
     or a second process racing on the same work, changes nothing.
+
+    (A plain class, one built per run: a frozen attrs class sets each field through
+    ``object.__setattr__``, which cost more than the rest of building it. Nothing
+    changes one once built.)
     """
 
-    before: WorkRecord
-    after: WorkRecord
+    __slots__ = ("after", "before")
+
+    def __init__(self, before: WorkRecord, after: WorkRecord) -> None:
+        self.before = before
+        self.after = after
+
+    def __repr__(self) -> str:
+        return f"Change(before={self.before!r}, after={self.after!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Change:
+            return NotImplemented
+        assert isinstance(other, Change)
+        return self.before == other.before and self.after == other.after
+
+    __hash__ = None  # type: ignore[assignment]  # records are not hashable either
 
 
 @attrs.frozen

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
@@ -87,23 +87,28 @@ class _TimeOrderedIds:
         if stamp <= self._last:
             stamp = self._last + 1
         self._last = stamp
-        # Built without UUID.__init__'s argument parsing (a third of a request's cost).
-        new = _uuid_new(uuid.UUID)
-        _set_uuid_int(
-            new,
-            (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random.pop(),
-        )
-        _set_uuid_safe(new, _UUID_UNKNOWN)
-        return new
+        # Built without UUID.__init__'s argument parsing (a third of a request's cost),
+        # filled as a _FillingUUID as requests are (see OneTimeWorkRequest.__init__).
+        new: Any = _uuid_new(_FillingUUID)
+        new.int = (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random.pop()
+        new.is_safe = _UUID_UNKNOWN
+        new.__class__ = uuid.UUID
+        return new  # type: ignore[no-any-return]
+
+
+class _FillingUUID(uuid.UUID):
+    """A UUID being filled by _TimeOrderedIds: the same layout, plain attribute stores."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__  # type: ignore[assignment]
+    __delattr__ = object.__delattr__
 
 
 _RAND_B: Final = (1 << 62) - 1
 _VERSION_BITS: Final = 7 << 76 | 2 << 62  # version 7, RFC 9562 variant
 _uuid_new: Final = object.__new__
-_set_uuid_int: Final = _setter(uuid.UUID, "int")
-_set_uuid_safe: Final = _setter(uuid.UUID, "is_safe")
 _UUID_UNKNOWN: Final = uuid.SafeUUID.unknown
-_new_id: Final = _TimeOrderedIds()
+_new_id: Final = _TimeOrderedIds().__call__  # bound: cheaper to call than the instance
 _DEFAULT_MERGER: type[InputMerger] = OverwritingInputMerger
 
 
@@ -235,33 +240,51 @@ class OneTimeWorkRequest(_WorkRequest):
         if worker_tags is None:
             _check_worker(self, _FIELD_WORKER, worker)
             worker_tags = _worker_tags(worker)
-        _set_worker(self, worker)
-        _set_input(self, _EMPTY_INPUT if input is None else _to_input(input))
-        _set_constraints(self, constraints)
-        _set_initial_delay(self, _initial_delay(initial_delay))
-        _set_backoff(self, backoff)
+        input_data = _EMPTY_INPUT if input is None else _to_input(input)
+        delay = _initial_delay(initial_delay)
         if tags is _NO_TAGS:
             tags = worker_tags
         else:
             tags = _to_tags(tags)
             if worker not in tags:  # SEMANTICS 1: the worker name is always a tag
                 tags = tags | {worker}
-        _set_tags(self, tags)
-        _set_timeout(self, None if timeout is None else _timeout(timeout))
+        if timeout is not None:
+            timeout = _timeout(timeout)
         if max_attempts is not None:
             _check_max_attempts(self, _FIELD_MAX_ATTEMPTS, max_attempts)
-        _set_max_attempts(self, max_attempts)
-        _set_id(self, _new_id() if id is _NEW_ID else _to_id(id))
+        work_id = _new_id() if id is _NEW_ID else _to_id(id)
         if expedited is not False:
             _check_bool(self, _FIELD_EXPEDITED, expedited)
-        _set_expedited(self, expedited)
         if input_merger is not _DEFAULT_MERGER:
             _check_merger(self, _FIELD_MERGER, input_merger)
-        _set_input_merger(self, input_merger)
         if constraints is not NO_CONSTRAINTS and not isinstance(constraints, Constraints):
             raise InvalidRequestError("constraints", constraints, "expected a Constraints")
         if backoff is not DEFAULT_BACKOFF and not isinstance(backoff, Backoff):
             raise InvalidRequestError("backoff", backoff, "expected a Backoff")
+        cls = self.__class__
+        if cls is OneTimeWorkRequest:
+            # Filled as a _Filling (the same layout, with plain attribute stores), then
+            # made a OneTimeWorkRequest again: frozen attrs sets each field through
+            # object.__setattr__, and those eleven calls were a third of a request's cost.
+            _set_class(self, _Filling)
+            filling: Any = self
+            filling.worker = worker
+            filling.input = input_data
+            filling.constraints = constraints
+            filling.initial_delay = delay
+            filling.backoff = backoff
+            filling.tags = tags
+            filling.timeout = timeout
+            filling.max_attempts = max_attempts
+            filling.id = work_id
+            filling.expedited = expedited
+            filling.input_merger = input_merger
+            filling.__class__ = cls
+        else:  # a subclass (its layout may differ): field by field
+            values: tuple[object, ...] = (worker, input_data, constraints, delay, backoff)
+            values += (tags, timeout, max_attempts, work_id, expedited, input_merger)
+            for name, value in zip(_FIELD_NAMES, values, strict=True):
+                object.__setattr__(self, name, value)
         if expedited:
             self._check_expedited()
 
@@ -282,22 +305,21 @@ class OneTimeWorkRequest(_WorkRequest):
             )
 
 
+class _Filling(OneTimeWorkRequest):
+    """A OneTimeWorkRequest being filled by its ``__init__`` (see there)."""
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+
+_set_class: Final = object.__dict__["__class__"].__set__
 _FIELDS = attrs.fields(OneTimeWorkRequest)
+_FIELD_NAMES: Final = tuple(f.name for f in _FIELDS)
 _FIELD_WORKER: Final = _FIELDS.worker
 _FIELD_MAX_ATTEMPTS: Final = _FIELDS.max_attempts
 _FIELD_EXPEDITED: Final = _FIELDS.expedited
 _FIELD_MERGER: Final = _FIELDS.input_merger
-_set_worker: Final = _setter(_WorkRequest, "worker")
-_set_input: Final = _setter(_WorkRequest, "input")
-_set_constraints: Final = _setter(_WorkRequest, "constraints")
-_set_initial_delay: Final = _setter(_WorkRequest, "initial_delay")
-_set_backoff: Final = _setter(_WorkRequest, "backoff")
-_set_tags: Final = _setter(_WorkRequest, "tags")
-_set_timeout: Final = _setter(_WorkRequest, "timeout")
-_set_max_attempts: Final = _setter(_WorkRequest, "max_attempts")
-_set_id: Final = _setter(_WorkRequest, "id")
-_set_expedited: Final = _setter(OneTimeWorkRequest, "expedited")
-_set_input_merger: Final = _setter(OneTimeWorkRequest, "input_merger")
 
 
 def _optional_interval(field: str) -> Callable[[timedelta | float | None], timedelta | None]:
