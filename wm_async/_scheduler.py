@@ -592,16 +592,27 @@ class Scheduler:
 
     def _release(self, handle: RunHandle) -> None:
         """The run's outcome is recorded (or given up): free its place."""
-        if handle.finished:
-            return  # released already
-        handle.finished = True
-        # A work re-enqueued with no delay (zero backoff, interruption) may already have
-        # been claimed again while this run recorded its outcome: drop only our own entry.
-        work_id = handle.record.id
-        if self._running.get(work_id) is handle:
-            del self._running[work_id]
-        self._slots_used -= 1
-        if not self._running:
+        self._release_all((handle,))
+
+    def _release_all(self, handles: Sequence[RunHandle]) -> None:
+        """:meth:`_release` for each run, waking the dispatcher once."""
+        running = self._running
+        released = 0
+        for handle in handles:
+            if handle.finished:
+                continue  # released already
+            handle.finished = True
+            released += 1
+            # A work re-enqueued with no delay (zero backoff, interruption) may already
+            # have been claimed again while this run recorded its outcome: drop only our
+            # own entry.
+            work_id = handle.record.id
+            if running.get(work_id) is handle:
+                del running[work_id]
+        if not released:
+            return
+        self._slots_used -= released
+        if not running:
             self._all_idle.set()
         self.wake()
 
@@ -652,7 +663,7 @@ class Scheduler:
             finally:
                 for handle in batch:
                     handle.change = None
-                    self._release(handle)
+                self._release_all(batch)
                 self._in_flight -= len(batch)
                 self._touch()
 
