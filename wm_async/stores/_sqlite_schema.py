@@ -278,6 +278,8 @@ _BACKOFF_OUT: dict[Backoff, tuple[str, float, float]] = {}
 _BACKOFF_IN: dict[tuple[str, float, float], Backoff] = {}
 _TAGS_OUT: dict[frozenset[str], str] = {}
 _TAGS_IN: dict[str, frozenset[str]] = {}
+_NO_CONSTRAINTS_OUT: Final = _constraints_out(NO_CONSTRAINTS)
+_DEFAULT_BACKOFF_OUT: Final = _backoff_out(DEFAULT_BACKOFF)
 
 
 def _dump(data: Data) -> str:
@@ -296,9 +298,10 @@ def _load(text: str) -> Data:
 def runtime_params(r: WorkRecord) -> tuple[object, ...]:
     """The values of RUNTIME_COLUMNS for ``r``."""
     e = r.error
+    # Enum ``_value_`` is a plain attribute; ``value`` is a property (a call per read).
     return (
-        r.state.value, r.run_attempt_count, r.next_run_at, r.last_enqueue_time, r.started_at,
-        r.finished_at, _dump(r.output), _dump(r.progress), r.stop_reason.value,
+        r.state._value_, r.run_attempt_count, r.next_run_at, r.last_enqueue_time,
+        r.started_at, r.finished_at, _dump(r.output), _dump(r.progress), r.stop_reason._value_,
         None if e is None else e.type, None if e is None else e.message, r.period_count,
         r.owner,
     )  # fmt: skip
@@ -316,10 +319,20 @@ def resolved_params(r: WorkRecord) -> tuple[object, ...]:
 
 def insert_params(r: WorkRecord) -> tuple[object, ...]:
     """The parameters of INSERT_WORK for ``r``."""
-    constraints, signals = _interned(_CONSTRAINTS_OUT, r.constraints, _constraints_out)
+    # The defaults by identity: Constraints and Backoff hash in Python (attrs), and
+    # almost every work has both defaults. A frozenset caches its hash.
+    c, b = r.constraints, r.backoff
+    if c is NO_CONSTRAINTS:
+        constraints, signals = _NO_CONSTRAINTS_OUT
+    else:
+        constraints, signals = _interned(_CONSTRAINTS_OUT, c, _constraints_out)
+    backoff = (
+        _DEFAULT_BACKOFF_OUT if b is DEFAULT_BACKOFF else _interned(_BACKOFF_OUT, b, _backoff_out)
+    )
+    tags = _TAGS_OUT.get(r.tags) or _interned(_TAGS_OUT, r.tags, _tags_out)
     return (
-        r.id, r.worker, _dump(r.input), _interned(_TAGS_OUT, r.tags, _tags_out), constraints,
-        r.initial_delay, *_interned(_BACKOFF_OUT, r.backoff, _backoff_out), r.timeout,
+        r.id, r.worker, _dump(r.input), tags, constraints,
+        r.initial_delay, *backoff, r.timeout,
         r.max_attempts, 1 if r.expedited else 0, r.input_merger, r.unique_name, r.generation,
         r.enqueued_at, _periodic_out(r.periodic), *runtime_params(r), signals,
     )  # fmt: skip

@@ -693,7 +693,7 @@ class SQLiteStore(Store):
             ]
         if op.kind is _Kind.APPLY:
             return [
-                (c.before.id, c.before.state.value, c.before.run_attempt_count,
+                (c.before.id, c.before.state._value_, c.before.run_attempt_count,
                  *sql.runtime_params(c.after))
                 for c in op.arg
             ]  # fmt: skip
