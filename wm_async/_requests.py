@@ -46,11 +46,6 @@ def _tags(value: Iterable[str]) -> frozenset[str]:
     return _NO_TAGS if value is _NO_TAGS else _to_tags(value)
 
 
-def _setter(cls: type, name: str) -> Callable[[object, object], None]:
-    setter: Callable[[object, object], None] = getattr(cls, name).__set__
-    return setter
-
-
 class _TimeOrderedIds:
     """Version-7 UUIDs (RFC 9562): 48 bits of Unix milliseconds, 12 bits of sub-millisecond
     time, 62 random bits.
