@@ -58,9 +58,8 @@ class Change:
         return f"Change(before={self.before!r}, after={self.after!r})"
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Change:
+        if not isinstance(other, Change):
             return NotImplemented
-        assert isinstance(other, Change)
         return self.before == other.before and self.after == other.after
 
     __hash__ = None  # type: ignore[assignment]  # records are not hashable either
