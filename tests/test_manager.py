@@ -659,7 +659,12 @@ async def test_watch_yields_every_state_change_once(
     async def work(ctx: wm.WorkContext) -> wm.Result:
         return wm.Result.retry() if ctx.run_attempt_count == 0 else wm.Result.success()
 
-    req = request(tags={"watched"}, backoff=wm.Backoff(delay=timedelta(seconds=5)))
+    # A watcher delivers each work's latest state; it sees every change only while its
+    # consumer keeps up. The delay holds the first run back until the watcher's first
+    # snapshot (which advance() waits for) has been read.
+    req = request(
+        tags={"watched"}, initial_delay=1, backoff=wm.Backoff(delay=timedelta(seconds=5))
+    )
     seen: list[wm.WorkInfo] = []
     async with manager:
         watcher = manager.watch(wm.WorkQuery(tags={"watched"}))
@@ -667,6 +672,8 @@ async def test_watch_yields_every_state_change_once(
             tg.start_soon(collect, watcher, seen)
             await manager.enqueue(req, request())  # the second is not watched
             await clock.advance(0)
+            assert [i.state for i in seen] == [wm.WorkState.ENQUEUED]
+            await clock.advance(1)
             await clock.advance(5)
             await watcher.aclose()
     states = [(i.state, i.run_attempt_count) for i in seen]

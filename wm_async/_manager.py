@@ -831,7 +831,14 @@ class WorkManager:
         self._require("watch")
         if not isinstance(query, WorkQuery):
             raise InvalidRequestError("query", query, "expected a WorkQuery")
-        return self._events.subscribe(query, lambda: self._store.query(query))
+
+        async def load() -> Sequence[WorkRecord]:
+            # Tracked, so a virtual clock's advance() waits for the first snapshot
+            # rather than running the works past it.
+            with self._scheduler.tracked():
+                return await self._store.query(query)
+
+        return self._events.subscribe(query, load)
 
     # -- cancellation
 
