@@ -142,7 +142,12 @@ class VirtualClock(Clock):
 
     async def advance(self, delta: timedelta | float) -> None:
         """Move time forward by ``delta``, running everything that becomes due on the way,
-        in order, and return when all managers on this clock are settled."""
+        in order, and return when all managers on this clock are settled.
+
+        Settled means: no dispatcher has anything to do now and no store call of theirs
+        is in flight, including the first read of a watcher whose consumer has started
+        iterating. Time never moves while a store call is in flight.
+        """
         step = v.to_timedelta("delta", delta)
         v.check_non_negative("delta", step)
         target = self._now + step.total_seconds()
