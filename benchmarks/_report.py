@@ -157,7 +157,9 @@ def targets(results: dict[str, Any], kinds: dict[str, str]) -> list[dict[str, st
                 {"target": name, "measured": shown, "verdict": "PASS" if ok(measured) else "MISS"}
             )
 
-    tp = lambda system: _median(results, "throughput", system, "jobs_per_s")
+    def tp(system: str) -> float | None:
+        return _median(results, "throughput", system, "jobs_per_s")
+
     raw, mem, sql, pg = tp("raw-asyncio"), tp("wm-memory"), tp("wm-sqlite"), tp("wm-postgres")
     ratio = mem / raw if mem and raw else None
     add(
@@ -172,10 +174,14 @@ def targets(results: dict[str, Any], kinds: dict[str, str]) -> list[dict[str, st
     ):
         mine, best = tp(system), _fastest_peer(results, kinds, kind)
         x = mine / best[1] if mine and best else None
+
+        def at_least(v: float, f: int = factor) -> bool:
+            return v >= f
+
         add(
             label,
             x,
-            lambda v, f=factor: v >= f,
+            at_least,
             f"{x:.1f}x ({fmt(mine)} vs {best[0]} {fmt(best[1])})" if x and best else "",
         )
     add("SQLite store >= 10,000 jobs/s", sql, lambda v: v >= 10_000, f"{fmt(sql)} jobs/s")

@@ -143,10 +143,10 @@ async def main() -> None:
     rows = []
     for name in workloads:
         for store in stores:
-            chained = summary(results[(name, store, "chained")])
-            independent = summary(results[(name, store, "independent")])
-            ratio = f"{chained[0] / independent[0]:.2f}"
-            rows.append([name, store, _us(chained), _us(independent), ratio])
+            chained_s = summary(results[(name, store, "chained")])
+            independent_s = summary(results[(name, store, "independent")])
+            ratio = f"{chained_s[0] / independent_s[0]:.2f}"
+            rows.append([name, store, _us(chained_s), _us(independent_s), ratio])
     print(f"Per-work time, µs (median of {args.rounds} rounds, range), enqueue to last SUCCEEDED")
     print(table(["workload", "store", "chained", "independent", "ratio"], rows))
 

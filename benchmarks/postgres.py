@@ -118,6 +118,8 @@ async def run(dsn: str, mode: str, n: int, procs: int, concurrency: int) -> floa
             await asyncio.to_thread(child.wait)
         assert all(c.returncode == 0 for c in children), "a benchmark process failed"
         conn = await asyncpg.connect(dsn)
+        done: int
+        last: float  # max(finished_at): double precision, epoch seconds
         try:
             done, last = await conn.fetchrow(
                 f'SELECT count(*), max(finished_at) FROM "{schema}".wm_work '

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -114,7 +114,7 @@ async def idle(system: System, p: dict[str, Any]) -> dict[str, float]:
     return {"cpu_pct": 100 * (cpu1 - cpu0) / (wall1 - wall0)}
 
 
-WORKLOADS: dict[str, Callable[[System, dict[str, Any]], Awaitable[dict[str, float]]]] = {
+WORKLOADS: dict[str, Callable[[System, dict[str, Any]], Coroutine[Any, Any, dict[str, float]]]] = {
     "throughput": throughput,
     "enqueue": enqueue,
     "timers": timers,

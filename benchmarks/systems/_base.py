@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 
@@ -160,5 +160,8 @@ async def nothing() -> AsyncIterator[None]:
     yield
 
 
-def chunks(keys: Sequence[str], size: int) -> list[Sequence[str]]:
+_T = TypeVar("_T")
+
+
+def chunks(keys: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [keys[i : i + size] for i in range(0, len(keys), size)]

@@ -34,7 +34,7 @@ class _Huey(System):
         self.huey = self.make_huey()
         record = self.tracker.record
 
-        @self.huey.task()
+        @self.huey.task()  # type: ignore[untyped-decorator]  # huey ships no type hints
         def job(key: str) -> None:
             record(key)
 

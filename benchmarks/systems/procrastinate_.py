@@ -7,11 +7,15 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import procrastinate
 
 from benchmarks.systems._base import PG_BENCH_URL, System, chunks
 from benchmarks.systems._services import pg_ping, pg_recreate
+
+if TYPE_CHECKING:
+    from procrastinate.types import JSONDict
 
 DB = "wm_async_bench_procrastinate"
 CONCURRENCY = 10
@@ -72,7 +76,8 @@ class Procrastinate(System):
 
     async def submit_batch(self, keys: Sequence[str], *, batch: int) -> None:
         for part in chunks(keys, batch):
-            await self.job.batch_defer_async(*[{"key": key} for key in part])
+            task_kwargs: list[JSONDict] = [{"key": key} for key in part]
+            await self.job.batch_defer_async(*task_kwargs)
 
     async def schedule(
         self, items: Sequence[tuple[str, float]], *, batch: int

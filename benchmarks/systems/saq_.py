@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 from saq import Queue, Worker
+from saq.types import Context
 
 from benchmarks.systems._base import REDIS_URL, System, chunks
 from benchmarks.systems._services import redis_fresh
@@ -40,7 +40,7 @@ class SaqRedis(System):
         await self.queue.connect()
         record = self.tracker.record
 
-        async def job(ctx: dict[str, Any], *, k: str) -> None:
+        async def job(ctx: Context, *, k: str) -> None:
             record(k)
 
         worker = task = None

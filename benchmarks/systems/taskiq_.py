@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.systems._base import REDIS_URL, System, chunks
 from benchmarks.systems._services import redis_fresh
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
 
 #: concurrent kiq() calls in flight (taskiq has no batch send)
 IN_FLIGHT = 50
@@ -22,7 +25,7 @@ class _Taskiq(System):
         "scale": _NO_DELAY,
     }
 
-    def make_broker(self) -> Any:
+    def make_broker(self) -> AsyncBroker:
         raise NotImplementedError
 
     @asynccontextmanager
@@ -70,7 +73,7 @@ class TaskiqMemory(_Taskiq):
     }
     settings = f"InMemoryBroker defaults; kiq() per task, {IN_FLIGHT} in flight"
 
-    def make_broker(self) -> Any:
+    def make_broker(self) -> AsyncBroker:
         from taskiq import InMemoryBroker
 
         return InMemoryBroker()
@@ -91,7 +94,7 @@ class TaskiqRedis(_Taskiq):
     def prepare(self) -> None:
         redis_fresh()
 
-    def make_broker(self) -> Any:
+    def make_broker(self) -> AsyncBroker:
         from taskiq_redis import ListQueueBroker
 
         return ListQueueBroker(REDIS_URL, queue_name="wm_async_bench")
