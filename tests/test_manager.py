@@ -11,6 +11,8 @@ import anyio
 import pytest
 
 import wm_async as wm
+from wm_async._record import WorkRecord
+from wm_async.stores.memory import MemoryStore
 from wm_async.testing import TestDriver, VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]
@@ -686,6 +688,61 @@ async def test_watch_yields_every_state_change_once(
     ]
     assert all(i.id == req.id for i in seen)
     assert all(a != b for a, b in itertools.pairwise(seen))
+
+
+class GatedQueryStore(MemoryStore):
+    """A memory store whose queries wait while the test holds the gate (a slow read)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: anyio.Event | None = None
+
+    async def query(self, query: wm.WorkQuery) -> list[WorkRecord]:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().query(query)
+
+
+async def test_advance_waits_for_a_watchers_first_read(clock: VirtualClock) -> None:
+    # While a watcher's first read is in flight, time must not move: works run past a
+    # snapshot nobody has yet, and the watcher would deliver only their latest state.
+    store = GatedQueryStore()
+    manager = wm.WorkManager(store, clock=clock, shutdown_grace=0)
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        return None
+
+    req = request(initial_delay=1)
+    seen: list[wm.WorkInfo] = []
+    advanced = anyio.Event()
+
+    async def advance() -> None:
+        await clock.advance(1)
+        advanced.set()
+
+    start = clock.now()
+    async with manager:
+        await manager.enqueue(req)
+        store.gate = gate = anyio.Event()
+        watcher = manager.watch(wm.WorkQuery(ids={req.id}))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, watcher, seen)
+            tg.start_soon(advance)
+            for _ in range(100):
+                await anyio.lowlevel.checkpoint()
+            assert not advanced.is_set()  # held by the read in flight
+            assert clock.now() == start
+            assert seen == []
+            gate.set()
+            await advanced.wait()
+            await clock.advance(0)
+            await watcher.aclose()
+    assert [i.state for i in seen] == [
+        wm.WorkState.ENQUEUED,
+        wm.WorkState.RUNNING,
+        wm.WorkState.SUCCEEDED,
+    ]
 
 
 async def test_watch_starts_with_current_state_and_ends_on_stop(
