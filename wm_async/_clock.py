@@ -2,8 +2,10 @@
 
 Persisted times are wall-clock UTC epoch seconds (``now()``); sleeping uses the event
 loop's monotonic clock, re-derived from the wall time each time, so a wall-clock jump
-delays nothing by more than the jump. Nothing outside this module and
-:mod:`wm_async.testing` reads the time.
+delays nothing by more than the jump. Durations that must not follow the wall clock (run
+timeouts) are measured on ``monotonic()`` and timed with ``call_later``: stepping the
+wall clock an hour forward must not time out a healthy run. Nothing outside this module
+and :mod:`wm_async.testing` reads the time.
 """
 
 from __future__ import annotations
@@ -58,6 +60,22 @@ class Clock:
         """Run ``callback`` (synchronously, on the loop) once wall time reaches ``when``."""
         raise NotImplementedError
 
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (its origin is arbitrary): what durations
+        such as run timeouts are measured on.
+
+        The default is :meth:`now`, for clocks whose time never steps (a virtual clock).
+        """
+        return self.now()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """Run ``callback`` (synchronously, on the loop) ``delay`` seconds of
+        :meth:`monotonic` time from now.
+
+        The default schedules it with :meth:`call_at` at ``now() + delay``.
+        """
+        return self.call_at(self.now() + delay, callback)
+
     def attach(self, participant: Participant) -> None:
         """Register a scheduler driven by this clock (used by virtual clocks)."""
 
@@ -90,3 +108,11 @@ class SystemClock(Clock):
         """Schedule ``callback`` on the running asyncio loop."""
         # asyncio's TimerHandle is the cheapest timer there is; wm_async is asyncio-native.
         return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)
+
+    def monotonic(self) -> float:
+        """The event loop's clock (monotonic: a wall-clock step does not move it)."""
+        return asyncio.get_running_loop().time()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        """Schedule ``callback`` ``delay`` seconds from now on the running asyncio loop."""
+        return asyncio.get_running_loop().call_later(max(0.0, delay), callback)
