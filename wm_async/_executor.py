@@ -3,6 +3,7 @@ did (returned, raised, was cancelled) to a lifecycle outcome."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import uuid
@@ -14,7 +15,7 @@ import attrs
 
 from . import _validators as v
 from ._errors import DataTooLargeError, UnknownWorkerError
-from ._lifecycle import Failed, Interrupted, Outcome, Retry, Succeeded
+from ._lifecycle import Failed, Interrupted, Outcome, Retry, Succeeded, Unstarted
 from ._model import Data, JSONValue, Result, ResultKind, StopReason, WorkError
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class RunHandle:
         "in_worker",
         "record",
         "scope",
+        "started",
         "stop_reason",
     )
 
@@ -68,6 +70,8 @@ class RunHandle:
         self.scope: anyio.CancelScope | None = None
         self.stop_reason: StopReason | None = None
         self.in_worker = False
+        #: Its worker has been called (a run stopped before that is undone, not counted).
+        self.started = False
         self.finished = False
         #: Left behind by shutdown (its worker ignored cancellation): record nothing.
         self.abandoned = False
@@ -175,14 +179,20 @@ async def execute(
     Cancellation of ``handle.scope`` (app cancel, timeout, lost constraint, shutdown)
     becomes :class:`Interrupted`; a result returned after that is ignored (SEMANTICS 13,
     30). The scope is then spent: the caller must shield its bookkeeping and the runner
-    must leave the scope. Cancellation from outside propagates. Worker exceptions become
-    :class:`Failed`.
+    must leave the scope. Cancellation of the runner's task from outside propagates.
+    Worker exceptions become :class:`Failed`, including a ``CancelledError`` that nothing
+    in wm_async caused (the worker awaited a task or future cancelled elsewhere): it fails
+    this work alone.
+
+    A sync worker runs in a thread, which cannot be cancelled: a stopped one is waited
+    for until it returns, so its thread keeps its run's place (``max_concurrency``) and
+    the work is not run again beside it.
     """
     record = handle.record
     scope = handle.scope
     stopped = handle.stop_reason  # (a local: mypy would keep the attribute narrowed)
     if stopped is not None:
-        return Interrupted(stopped)  # stopped before its worker was called
+        return Unstarted(stopped)  # stopped before its worker was called
     if worker is None:
         err = UnknownWorkerError(record.worker)
         logger.warning("work %s failed: %s", record.id, err)
@@ -190,18 +200,19 @@ async def execute(
     ctx = WorkContext(handle, progress)
     result: object = None
     outcome: Outcome | None = None
-    handle.in_worker = True
+    handle.in_worker = handle.started = True
     try:
         if worker.is_async:
             result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
         else:
-            result = await anyio.to_thread.run_sync(
-                worker.fn, ctx, limiter=sync_limiter, abandon_on_cancel=True
-            )
-    except anyio.get_cancelled_exc_class():
+            result = await anyio.to_thread.run_sync(worker.fn, ctx, limiter=sync_limiter)
+    except anyio.get_cancelled_exc_class() as exc:
         if scope is None or not scope.cancel_called:
-            raise  # not ours: shutdown's last resort, or the host
-        outcome = Interrupted(handle.reason())
+            if task_cancelled():
+                raise  # not ours: shutdown's last resort, or the host
+            outcome = _foreign_cancellation(record, exc)
+        else:
+            outcome = Interrupted(handle.reason())
     except Exception as exc:
         logger.warning(
             "work %s (%r) failed with %s",
@@ -214,8 +225,13 @@ async def execute(
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit, GeneratorExit... raised by the worker itself (a
         # Ctrl-C reaches the loop's main task, not a worker): a failure of this work,
-        # not of the manager, which goes on running the others. Cancellation passes.
-        if _is_cancellation(exc) and (scope is None or not scope.cancel_called):
+        # not of the manager, which goes on running the others. A cancellation of the
+        # runner's own task passes.
+        if (
+            _is_cancellation(exc)
+            and (scope is None or not scope.cancel_called)
+            and task_cancelled()
+        ):
             raise
         logger.error(
             "work %s (%r) raised %s; recorded as FAILED, the manager keeps running",
@@ -235,6 +251,24 @@ async def execute(
     if result is None:
         return _SUCCEEDED  # what _outcome_of says, without the call (most workers)
     return _outcome_of(record, result, max_data_bytes)
+
+
+def task_cancelled() -> bool:
+    """Whether this task is being cancelled (a cancel scope around it, or
+    ``Task.cancel``), as opposed to a ``CancelledError`` merely raised through it by
+    something it awaited."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _foreign_cancellation(record: WorkRecord, exc: BaseException) -> Outcome:
+    message = (
+        f"worker {record.worker!r} raised {type(exc).__name__} although nothing cancelled "
+        "its run (it awaited a task or future that was cancelled elsewhere); recorded as "
+        "a failure of this work"
+    )
+    logger.warning("work %s failed: %s", record.id, message, exc_info=exc)
+    return Failed(error=WorkError(type=_error(exc).type, message=message))
 
 
 def _is_cancellation(exc: BaseException) -> bool:

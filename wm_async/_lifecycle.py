@@ -92,7 +92,16 @@ class Interrupted:
     reason: StopReason
 
 
-Outcome = Succeeded | Failed | Retry | Interrupted
+@attrs.frozen
+class Unstarted:
+    """The run was stopped before its worker was called (shutdown, a lost constraint, a
+    timeout while it waited for a runner): the claim is undone, and the attempt that
+    never ran is not counted."""
+
+    reason: StopReason
+
+
+Outcome = Succeeded | Failed | Retry | Interrupted | Unstarted
 
 
 _claimed: Final = transition(
@@ -160,6 +169,21 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
         )
     elif isinstance(outcome, Failed):
         after = _failed(record, now, outcome.output, outcome.error)
+    elif isinstance(outcome, Unstarted):
+        # Nothing ran: back to ENQUEUED, due now, as if the claim had not happened (so a
+        # max_attempts=1 work stopped by a shutdown before it started still runs later).
+        return Change(
+            record,
+            evolve(
+                record,
+                state=WorkState.ENQUEUED,
+                run_attempt_count=record.run_attempt_count - 1,
+                next_run_at=now,
+                progress=_EMPTY,
+                stop_reason=outcome.reason,
+                owner=None,
+            ),
+        )
     elif isinstance(outcome, Retry):
         if _max_attempts_reached(record):
             after = _failed(record, now, _EMPTY, _max_attempts_error(record, "a retry"))

@@ -62,6 +62,9 @@ def _backoff(failures: int) -> float:
 class _Deadlines:
     """Run deadlines, one FIFO queue per timeout length, behind a single clock timer.
 
+    Deadlines are on the clock's monotonic time: a timeout measures a duration, and a
+    step of the wall clock must neither cut a run short nor stretch it.
+
     Runs with the same timeout start in order, so their deadlines are already sorted:
     adding is an append, a finished run is dropped lazily when it reaches the head of its
     queue, and only the earliest head has a timer. (A heap or a timer per run costs more
@@ -92,7 +95,7 @@ class _Deadlines:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = when
-        self._timer = self._clock.call_at(when, self._fire)
+        self._timer = self._clock.call_later(when - self._clock.monotonic(), self._fire)
 
     def _fire(self) -> None:
         self._timer, self._timer_at = None, math.inf
@@ -151,8 +154,9 @@ class Scheduler:
     _running: dict[str, RunHandle] = attrs.field(init=False, factory=dict)
     _all_idle: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _stop_requested: anyio.Event = attrs.field(init=False, factory=anyio.Event)
-    _grace: float = attrs.field(init=False, default=0.0)
+    _grace_until: float = attrs.field(init=False, default=0.0)
     _dispatch_scope: anyio.CancelScope | None = attrs.field(init=False, default=None)
+    _dispatch_done: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _work_tg: TaskGroup | None = attrs.field(init=False, default=None)
     _ready: deque[RunHandle] = attrs.field(init=False, factory=deque)
     _runners: int = attrs.field(init=False, default=0)
@@ -336,6 +340,10 @@ class Scheduler:
                 await self._stop_requested.wait()
                 if self._dispatch_scope is not None:
                     self._dispatch_scope.cancel()
+                # A claim in flight is shielded: wait for it, so the works it claims are
+                # running (and get the grace period) before the drain looks, rather than
+                # stopped before they start.
+                await self._dispatch_done.wait()
                 try:
                     await self._drain()
                 finally:
@@ -354,17 +362,21 @@ class Scheduler:
 
     def request_stop(self, grace: float) -> None:
         """Begin the shutdown :meth:`run` performs."""
-        self._grace = grace
+        self._grace_until = self.clock.now() + grace
         self._shutdown_busy = True
         self._touch()
         self._stop_requested.set()
 
     async def _drain(self) -> None:
         if self._running:
-            logger.info("shutting down: %d running, grace %.1fs", len(self._running), self._grace)
+            logger.info(
+                "shutting down: %d running, grace %.1fs",
+                len(self._running),
+                max(0.0, self._grace_until - self.clock.now()),
+            )
             self._shutdown_busy = False  # a virtual clock may move through the grace
             self._touch()
-            await self.clock.sleep_until(self.clock.now() + self._grace, self._all_idle)
+            await self.clock.sleep_until(self._grace_until, self._all_idle)
             self._shutdown_busy = True
         if not self._running:
             return
@@ -385,7 +397,14 @@ class Scheduler:
             )
             now = self.clock.now()
             changes = [
-                lc.finish(h.record, lc.Interrupted(StopReason.SHUTDOWN), now=now) for h in stuck
+                lc.finish(
+                    h.record,
+                    lc.Interrupted(StopReason.SHUTDOWN)
+                    if h.started
+                    else lc.Unstarted(StopReason.SHUTDOWN),
+                    now=now,
+                )
+                for h in stuck
             ]
             for handle in stuck:
                 handle.abandoned = True  # whatever it returns later is not recorded
@@ -396,6 +415,12 @@ class Scheduler:
     async def _dispatch(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        try:
+            await self._dispatch_loop(task_status)
+        finally:
+            self._dispatch_done.set()
+
+    async def _dispatch_loop(self, task_status: TaskStatus[None]) -> None:
         with anyio.CancelScope() as scope:
             self._dispatch_scope = scope
             task_status.started()
@@ -536,7 +561,7 @@ class Scheduler:
                     if timeout is None:
                         timeout = self.default_timeout
                     if timeout is not None:
-                        self._deadlines.add(handle, timeout, self.clock.now())
+                        self._deadlines.add(handle, timeout, self.clock.monotonic())
                     try:
                         outcome = await execute(
                             handle,
@@ -557,7 +582,14 @@ class Scheduler:
                         break  # the scope is spent: leave it for a fresh one
 
     def _deadlines_due(self) -> None:
-        for handle in self._deadlines.expired(self.clock.now()):
+        for handle in self._deadlines.expired(self.clock.monotonic()):
+            worker = self.workers.get(handle.record.worker)
+            if handle.in_worker and worker is not None and not worker.is_async:
+                logger.warning(
+                    "%r passed its timeout; a sync worker's thread cannot be cancelled, so "
+                    "the run keeps its place (max_concurrency) until the function returns",
+                    handle,
+                )
             handle.stop(StopReason.TIMEOUT)
 
     async def _run_raised(self, handle: RunHandle, exc: BaseException) -> None:
@@ -568,7 +600,8 @@ class Scheduler:
             reason = handle.stop_reason or StopReason.SHUTDOWN
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 reason = StopReason.UNKNOWN
-            await self._record(handle, lc.Interrupted(reason))
+            outcome = lc.Interrupted(reason) if handle.started else lc.Unstarted(reason)
+            await self._record(handle, outcome)
         finally:
             self._release(handle)
 
@@ -579,6 +612,7 @@ class Scheduler:
             handle.stop_reason is None
             and not handle.abandoned
             and outcome.__class__ is not lc.Interrupted
+            and outcome.__class__ is not lc.Unstarted
         ):
             self._record_soon(handle, outcome)
             return False
