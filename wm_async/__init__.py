@@ -16,6 +16,7 @@ from ._clock import Wakeup as Wakeup
 from ._errors import DataTooLargeError as DataTooLargeError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import NotRunningError as NotRunningError
+from ._errors import SchedulerError as SchedulerError
 from ._errors import StoreBusyError as StoreBusyError
 from ._errors import StoreCorruptError as StoreCorruptError
 from ._errors import StoreError as StoreError
@@ -104,4 +105,5 @@ __all__ = (
     "StoreReadOnlyError",
     "StoreBusyError",
     "NotRunningError",
+    "SchedulerError",
 )

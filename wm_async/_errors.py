@@ -12,6 +12,7 @@ know wm_async::
     │   └── StoreCorruptError                 the file is not a wm_async store, or is damaged
     │                                         or written by a newer version
     └── NotRunningError(RuntimeError)         the manager is not started (or is stopping)
+        └── SchedulerError                    it stopped on an unexpected internal error
 """
 
 from __future__ import annotations
@@ -121,4 +122,27 @@ class NotRunningError(WorkManagerError, RuntimeError):
         self.state = state
         super().__init__(
             f"cannot {operation}: the WorkManager is {state}; use it inside 'async with manager:'"
+        )
+
+
+class SchedulerError(NotRunningError):
+    """The manager's scheduler (or another of its services) stopped on an unexpected
+    error, so no work runs any more.
+
+    Every call made after it raises this, and so does leaving ``async with manager:``;
+    the manager can be started again. The error is logged at ERROR when it happens and
+    chained as ``__cause__``.
+
+    :ivar cause: the unexpected error
+    """
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        self.operation = operation
+        self.state = "failed"
+        self.cause = cause
+        WorkManagerError.__init__(
+            self,
+            f"cannot {operation}: the WorkManager's scheduler stopped on "
+            f"{type(cause).__name__}: {cause}; no work runs until the manager is started "
+            "again (see the ERROR logged by wm_async)",
         )

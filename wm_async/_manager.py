@@ -9,8 +9,8 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from datetime import timedelta
 from types import TracebackType
 from typing import Self, TypeVar
@@ -24,9 +24,15 @@ from . import _validators as v
 from ._chain import COMBINE_WORKER, WorkContinuation
 from ._clock import Clock, SystemClock
 from ._constraints import SignalBoard, stop_reason_for
-from ._errors import InvalidRequestError, NotRunningError, UnknownWorkerError
+from ._errors import (
+    InvalidRequestError,
+    NotRunningError,
+    SchedulerError,
+    StoreError,
+    UnknownWorkerError,
+)
 from ._events import EventHub, WorkWatcher
-from ._executor import WorkContext, Worker, WorkerFn
+from ._executor import WorkContext, Worker, WorkerFn, task_cancelled
 from ._model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
@@ -70,6 +76,9 @@ class RunState(enum.Enum):
     STARTED = "started"
     #: Leaving ``async with``: no new runs start; the API still reads and writes the store.
     STOPPING = "stopping"
+    #: The scheduler (or another service of the manager) stopped on an unexpected error:
+    #: no work runs; every call, and leaving ``async with``, raises SchedulerError.
+    FAILED = "failed"
 
 
 def _key(work_id: object) -> str:
@@ -161,6 +170,11 @@ class WorkManager:
         # (state, attempts) last logged per unfinished work, for the DEBUG transition log.
         self._logged_states: dict[str, tuple[WorkState, int]] = {}
         self._follow_scope: anyio.CancelScope | None = None
+        # The unexpected error that stopped a service of the running manager (RunState.FAILED).
+        self._fatal: BaseException | None = None
+        # Set as shutdown closes the store: a call that then meets a closed store was
+        # racing the shutdown, and gets NotRunningError rather than the store's error.
+        self._store_closed = False
 
     def __repr__(self) -> str:
         return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
@@ -248,15 +262,81 @@ class WorkManager:
 
     def _require(self, operation: str) -> None:
         if self._state is not RunState.STARTED and self._state is not RunState.STOPPING:
-            raise NotRunningError(operation, self._state.value)
+            raise self._not_running(operation)
+        if self._fatal is not None:
+            raise SchedulerError(operation, self._fatal) from self._fatal
+
+    def _not_running(self, operation: str) -> NotRunningError:
+        if self._fatal is not None:
+            error: NotRunningError = SchedulerError(operation, self._fatal)
+            error.__cause__ = self._fatal
+            return error
+        state = self._state
+        if state is RunState.STARTED or state is RunState.STOPPING:
+            state = RunState.STOPPING if self._store_closed else state
+        return NotRunningError(operation, state.value)
+
+    @contextmanager
+    def _serving(self, operation: str) -> Iterator[None]:
+        """Around a call's store operations: a store closed by a shutdown the call was
+        racing means the manager stopped under it (NotRunningError), not a store
+        failure."""
+        try:
+            yield
+        except StoreError as exc:
+            if self._store_closed:
+                raise self._not_running(operation) from exc
+            raise
+
+    def _store_closing(self) -> None:
+        self._store_closed = True
+
+    async def _guarded(
+        self,
+        service: str,
+        run: Callable[..., Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one of the manager's services in its task group. An unexpected error
+        does not cancel the app's code inside ``async with manager:`` (which the task
+        group's scope covers): it fails the manager loudly instead (:meth:`_crashed`)."""
+        status = _Started(task_status)
+        try:
+            await run(task_status=status)
+        except BaseException as exc:
+            if task_cancelled() or not status.done:
+                raise  # stopped by the task group, or failed to start: not a crash
+            self._crashed(service, exc)
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+
+    def _crashed(self, service: str, exc: BaseException) -> None:
+        if self._fatal is not None:
+            return
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # a task group's wrapping of the one error
+        self._fatal = exc
+        self._state = RunState.FAILED
+        logger.error(
+            "the WorkManager's %s stopped on an unexpected error; no work runs until the "
+            "manager is started again, and every call raises SchedulerError",
+            service,
+            exc_info=exc,
+        )
+        self._events.close()  # waiters and watchers end (with SchedulerError)
+        self._scheduler.request_stop(self.shutdown_grace)
 
     async def __aenter__(self) -> Self:
         if self._state is not RunState.STOPPED:
             raise NotRunningError("start", self._state.value)
         self._state = RunState.STARTING
+        self._fatal = None
+        self._store_closed = False
         try:
             async with AsyncExitStack() as stack:
                 await stack.enter_async_context(self._store)
+                stack.callback(self._store_closing)  # unwound just before the store closes
                 self._events.closed = False
                 stack.callback(self._events.close)
                 await self._store.lock_for_scheduler(self.owner)
@@ -279,12 +359,21 @@ class WorkManager:
                 stack.push_async_callback(self._shutdown)
                 # Before recovery: a shared store learns which clock to compare leases
                 # with, and misses no change made meanwhile.
-                await tg.start(self._follow_store, name="wm_async store listener")
+                await tg.start(
+                    self._guarded,
+                    "store listener",
+                    self._follow_store,
+                    name="wm_async store listener",
+                )
                 await self._recover()
                 await self._prune_once()
                 self._signals.require(await self._store.signals_in_use())
-                await tg.start(self._signals.run, name="wm_async signals")
-                await tg.start(self._scheduler.run, name="wm_async scheduler")
+                await tg.start(
+                    self._guarded, "signal board", self._signals.run, name="wm_async signals"
+                )
+                await tg.start(
+                    self._guarded, "scheduler", self._scheduler.run, name="wm_async scheduler"
+                )
                 self._stop_pruner = anyio.Event()
                 await tg.start(self._prune_loop, name="wm_async pruner")
                 self._exit_stack = stack.pop_all()
@@ -320,6 +409,9 @@ class WorkManager:
         finally:
             self._state = RunState.STOPPED
             logger.info("WorkManager stopped")
+        fatal = self._fatal
+        if fatal is not None:
+            raise SchedulerError("run work", fatal) from fatal
 
     async def _shutdown(self) -> None:
         # Runs first as the exit stack unwinds; the task group's exit then waits for the
@@ -489,7 +581,12 @@ class WorkManager:
                 for n in r.constraints.signal_names()
             }
         )
-        await self._store.insert(records)
+        try:
+            await self._store.insert(records)
+        except StoreError as exc:
+            if self._store_closed:
+                raise self._not_running("enqueue") from exc
+            raise
         self._publish(records)
         self._scheduler.wake()
 
@@ -566,7 +663,8 @@ class WorkManager:
                     links,
                     roots=[str(r.id) for r in root._requests],
                 )
-            written = await self._store.insert(records, links)
+            with self._serving("enqueue"):
+                written = await self._store.insert(records, links)
         except BaseException:
             for node in nodes:
                 node._enqueued = False
@@ -607,7 +705,8 @@ class WorkManager:
         why, and whether the concurrency limit is reached.
         """
         self._require("explain")
-        found = await self._store.get([_key(work_id)])
+        with self._serving("explain"):
+            found = await self._store.get([_key(work_id)])
         if not found:
             return None
         record = found[0]
@@ -674,9 +773,10 @@ class WorkManager:
             policy_value = "KEEP" if chosen is ExistingPeriodicWorkPolicy.KEEP else "REPLACE"
             return await self._enqueue_unique(name, policy_value, [self._periodic(name, request)])
         for _ in range(_CAS_ATTEMPTS):
-            unfinished = await self._store.query(
-                WorkQuery(unique_names={name}, states=UNFINISHED_STATES)
-            )
+            with self._serving("enqueue_unique_periodic_work"):
+                unfinished = await self._store.query(
+                    WorkQuery(unique_names={name}, states=UNFINISHED_STATES)
+                )
             current = [r for r in unfinished if r.periodic is not None]
             if current:
                 moved = attrs.evolve(request, id=uuid.UUID(current[0].id))
@@ -715,7 +815,8 @@ class WorkManager:
                 policy, existing, leaves, records, prerequisites=links, roots=roots, now=now
             )
 
-        decided, written = await self._store.enqueue_unique(name, plan)
+        with self._serving("enqueue"):
+            decided, written = await self._store.enqueue_unique(name, plan)
         for record in written:
             if record.state is WorkState.CANCELLED:
                 self._scheduler.interrupt(record.id, record.stop_reason)
@@ -731,7 +832,8 @@ class WorkManager:
         query = WorkQuery(
             unique_names={v.check_name("unique_name", name)}, states=UNFINISHED_STATES
         )
-        return await self._cancel(await self._store.query(query))
+        with self._serving("cancel_unique_work"):
+            return await self._cancel(await self._store.query(query))
 
     async def update_work(self, request: OneTimeWorkRequest | PeriodicWorkRequest) -> UpdateResult:
         """Give the work with ``request.id`` the spec of ``request`` (SEMANTICS 27).
@@ -748,7 +850,8 @@ class WorkManager:
         checked = self._check_request(request)
         key = str(checked.id)
         for _ in range(_CAS_ATTEMPTS):
-            found = await self._store.get([key])
+            with self._serving("update_work"):
+                found = await self._store.get([key])
             if not found:
                 raise InvalidRequestError("id", checked.id, "no such work")
             record = found[0]
@@ -767,7 +870,8 @@ class WorkManager:
             result, change = lc.respec(record, new)
             if change is None:
                 return result
-            written = await self._store.respec(change)
+            with self._serving("update_work"):
+                written = await self._store.respec(change)
             if written is not None:
                 self._signals.require(written.signal_names)
                 self._publish([written])
@@ -780,7 +884,8 @@ class WorkManager:
     async def get_work_info(self, work_id: uuid.UUID | str) -> WorkInfo | None:
         """The work's current WorkInfo, or ``None`` for an unknown or pruned id."""
         self._require("get_work_info")
-        found = await self._store.get([_key(work_id)])
+        with self._serving("get_work_info"):
+            found = await self._store.get([_key(work_id)])
         return found[0].to_info() if found else None
 
     async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]:
@@ -788,7 +893,8 @@ class WorkManager:
         self._require("get_work_infos")
         if not isinstance(query, WorkQuery):
             raise InvalidRequestError("query", query, "expected a WorkQuery")
-        return [r.to_info() for r in await self._store.query(query)]
+        with self._serving("get_work_infos"):
+            return [r.to_info() for r in await self._store.query(query)]
 
     async def wait(
         self,
@@ -810,14 +916,15 @@ class WorkManager:
         try:
             with anyio.fail_after(limit):
                 while True:
-                    found = await self._store.get([wid])
+                    with self._serving("wait"):
+                        found = await self._store.get([wid])
                     if not found:
                         raise InvalidRequestError("id", wid, "no such work")
                     if found[0].state.is_finished:
                         return found[0].to_info()
                     await event.wait()
-                    if self._events.closed:  # woken by the manager stopping
-                        raise NotRunningError("wait", "stopping")
+                    if self._events.closed:  # woken by the manager stopping (or failing)
+                        raise self._not_running("wait")
                     event = self._events.add_waiter(wid)
         finally:
             self._events.remove_waiter(wid, event)
@@ -835,7 +942,7 @@ class WorkManager:
         async def load() -> Sequence[WorkRecord]:
             # Tracked, so a virtual clock's advance() waits for the first snapshot
             # rather than running the works past it.
-            with self._scheduler.tracked():
+            with self._scheduler.tracked(), self._serving("watch"):
                 return await self._store.query(query)
 
         return self._events.subscribe(query, load)
@@ -869,25 +976,29 @@ class WorkManager:
         """Cancel a work (stopping it if it runs). Returns False if it was unknown or
         already finished."""
         self._require("cancel_work_by_id")
-        return await self._cancel(await self._store.get([_key(work_id)])) > 0
+        with self._serving("cancel_work_by_id"):
+            return await self._cancel(await self._store.get([_key(work_id)])) > 0
 
     async def cancel_all_work_by_tag(self, tag: str) -> int:
         """Cancel every unfinished work with this tag; returns how many."""
         self._require("cancel_all_work_by_tag")
         query = WorkQuery(tags={v.check_name("tag", tag)}, states=UNFINISHED_STATES)
-        return await self._cancel(await self._store.query(query))
+        with self._serving("cancel_all_work_by_tag"):
+            return await self._cancel(await self._store.query(query))
 
     async def cancel_all_work(self) -> int:
         """Cancel every unfinished work; returns how many."""
         self._require("cancel_all_work")
-        return await self._cancel(await self._store.query(WorkQuery(states=UNFINISHED_STATES)))
+        with self._serving("cancel_all_work"):
+            return await self._cancel(await self._store.query(WorkQuery(states=UNFINISHED_STATES)))
 
     # -- retention
 
     async def prune_work(self) -> int:
         """Delete every finished work now; returns how many."""
         self._require("prune_work")
-        return await self._store.prune(finished_before=math.inf)
+        with self._serving("prune_work"):
+            return await self._store.prune(finished_before=math.inf)
 
     # -- test support (used by wm_async.testing.TestDriver)
 
@@ -896,18 +1007,32 @@ class WorkManager:
     ) -> WorkInfo:
         wid = _key(work_id)
         for _ in range(_CAS_ATTEMPTS):
-            found = await self._store.get([wid])
+            with self._serving("drive the work"):
+                found = await self._store.get([wid])
             if not found:
                 raise InvalidRequestError("id", wid, "no such work")
             change = make(found[0], self._clock.now())
             if change is None:
                 return found[0].to_info()
-            written = await self._store.apply([change])
+            with self._serving("drive the work"):
+                written = await self._store.apply([change])
             if written:
                 self._publish(written)
                 self._scheduler.wake()
                 return written[0].to_info()
         raise InvalidRequestError("id", wid, "the work kept changing; try again")
+
+
+class _Started(TaskStatus[None]):
+    """Passes a service's readiness on, remembering that it was given."""
+
+    def __init__(self, inner: TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._inner.started(value)
 
 
 async def _combine(ctx: WorkContext) -> Result:
