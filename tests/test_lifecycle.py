@@ -380,6 +380,31 @@ def test_recover_at_max_attempts_fails_the_work() -> None:
     assert after.error.type == MAX_ATTEMPTS_ERROR
 
 
+# -- a run stopped before its worker was called
+
+
+@pytest.mark.parametrize("reason", [R.SHUTDOWN, R.TIMEOUT, R.UNKNOWN, *CONSTRAINT_REASONS])
+@pytest.mark.parametrize("max_attempts", [None, 1])
+def test_unstarted_undoes_the_claim_without_spending_the_attempt(
+    reason: wm.StopReason, max_attempts: int | None
+) -> None:
+    """Nothing ran, so the attempt is given back: even a max_attempts=1 work goes back to
+    ENQUEUED (due now) instead of FAILED, and the reason says why it was stopped."""
+    before = running(1, max_attempts=max_attempts)
+    change = lc.finish(before, lc.Unstarted(reason), now=NOW)
+    assert change.before is before
+    after = change.after
+    assert after.state is S.ENQUEUED
+    assert after.run_attempt_count == 0
+    assert after.next_run_at == NOW
+    assert after.stop_reason is reason
+    assert after.progress == {}
+    assert after.owner is None
+    assert after.finished_at is None
+    assert after.error is None
+    assert_only_runtime_changed(before, after)
+
+
 # -- delay_met
 
 
@@ -553,6 +578,7 @@ _TRANSITIONS: Final[dict[str, tuple[Callable[[], WorkRecord], Callable[[WorkReco
         lambda r: lc.finish(r, lc.Retry(), now=NOW),
     ),
     "interrupt": (running, lambda r: lc.finish(r, lc.Interrupted(R.TIMEOUT), now=NOW)),
+    "unstarted": (running, lambda r: lc.finish(r, lc.Unstarted(R.SHUTDOWN), now=NOW)),
     "cancel": (running, lambda r: lc.cancel(r, now=NOW)),
     "recover": (running, lambda r: lc.recover(r, now=NOW)),
     "progress": (running, lambda r: lc.set_progress(r, {"pct": 75})),
