@@ -20,6 +20,12 @@ from wm_async.testing import VirtualClock
 MakeManager = Callable[..., wm.WorkManager]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that restart the PostgreSQL server (marker ``pg_restart``) disturb every
+    other test using it: run them last, one after the other, once nothing else runs."""
+    items.sort(key=lambda item: item.get_closest_marker("pg_restart") is not None)
+
+
 def aiosqlite_threads() -> list[threading.Thread]:
     """The live worker threads of aiosqlite connections."""
     return [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
