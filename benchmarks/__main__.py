@@ -3,6 +3,8 @@
     python -m benchmarks                 # full run (takes a while; see README.md)
     python -m benchmarks --quick         # small sizes, one round: a smoke run
     python -m benchmarks --only throughput --only 'wm-*' --only raw-asyncio
+    python -m benchmarks --only throughput --only 'wm-*' --baseline ../wm-base
+        # each wm-* system also runs on another checkout's wm_async, interleaved
 
 Every (workload, system) measurement runs in its own child process, in interleaved
 rounds (A B C A B C …). Prints the tables and the targets, writes
@@ -21,6 +23,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -99,6 +102,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-charts", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help=(
+            "another checkout of wm_async (a git worktree of an earlier commit, say): every "
+            "wm-* system also runs on its wm_async, as '<system>@baseline', in the same "
+            "interleaved rounds, so the two compare side by side"
+        ),
+    )
     args = parser.parse_args(argv)
     tokens = [t for item in args.only for t in item.split(",") if t]
     args.workloads = [w for w in WORKLOADS if w in tokens] or list(WORKLOADS)
@@ -109,18 +122,57 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = [p for p in patterns if not any(fnmatch.fnmatch(s, p) for s in SYSTEMS)]
     if unknown:
         parser.error(f"--only: no workload or system matches {', '.join(unknown)}")
+    if args.baseline is not None:
+        if not (args.baseline / "wm_async" / "__init__.py").is_file():
+            parser.error(f"--baseline: no wm_async package in {args.baseline}")
+        args.systems = [
+            variant
+            for s in args.systems
+            for variant in ((s, f"{s}{BASELINE}") if s.startswith("wm-") else (s,))
+        ]
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     return args
 
 
-def run_child(system: str, workload: str, params: dict[str, Any], limit: float) -> dict[str, Any]:
-    """One measurement in a fresh interpreter; never raises."""
-    cmd = [sys.executable, "-m", "benchmarks._child", system, workload, json.dumps(params)]
+#: Suffix of a system run on the ``--baseline`` checkout's wm_async.
+BASELINE = "@baseline"
+#: A folder holding only a ``wm_async`` link to the baseline's package (see run_child).
+_shim: list[Path] = []
+
+
+def _baseline_shim(checkout: Path) -> Path:
+    if not _shim:
+        folder = Path(tempfile.mkdtemp(prefix="wm-bench-baseline-"))
+        (folder / "wm_async").symlink_to((checkout / "wm_async").resolve())
+        _shim.append(folder)
+    return _shim[0]
+
+
+def run_child(
+    system: str,
+    workload: str,
+    params: dict[str, Any],
+    limit: float,
+    baseline: Path | None = None,
+) -> dict[str, Any]:
+    """One measurement in a fresh interpreter; never raises.
+
+    A ``<system>@baseline`` runs the same adapter with the baseline checkout's wm_async:
+    the child starts in a folder holding only a link to that package (``python -m`` puts
+    the working folder first on the path), and finds ``benchmarks`` here.
+    """
+    name, marker, _ = system.partition("@")
+    cmd = [sys.executable, "-m", "benchmarks._child", name, workload, json.dumps(params)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cwd = ROOT
+    if marker:
+        assert baseline is not None
+        cwd = _baseline_shim(baseline)
+        env["PYTHONPATH"] = f"{cwd}{os.pathsep}{ROOT}"
     try:
         proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit, check=False
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=limit, check=False
         )
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {limit:.0f} s"}
@@ -176,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     # no peer is imported in this process).
     available: dict[str, dict[str, Any]] = {}
     for system in args.systems:
-        outcome = run_child(system, "check", {}, 120)
+        outcome = run_child(system, "check", {}, 120, args.baseline)
+        if system.endswith(BASELINE) and "ok" in outcome:
+            outcome["ok"]["label"] += " (baseline)"
         available[system] = outcome
         if "ok" not in outcome:
             log(f"  {system}: {next(iter(outcome.values()))}")
@@ -204,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             for system in runnable:
                 loads.append(os.getloadavg()[0])
                 t0 = time.perf_counter()
-                outcome = run_child(system, workload, params[workload], args.child_timeout)
+                outcome = run_child(
+                    system, workload, params[workload], args.child_timeout, args.baseline
+                )
                 took = time.perf_counter() - t0
                 entry = entries[system]
                 if "ok" in outcome:

@@ -110,8 +110,8 @@ class SystemClock(Clock):
         return asyncio.get_running_loop().call_later(max(0.0, when - time.time()), callback)
 
     def monotonic(self) -> float:
-        """The event loop's clock (monotonic: a wall-clock step does not move it)."""
-        return asyncio.get_running_loop().time()
+        """``time.monotonic()``: a wall-clock step does not move it."""
+        return time.monotonic()
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
         """Schedule ``callback`` ``delay`` seconds from now on the running asyncio loop."""

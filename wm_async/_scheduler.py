@@ -612,8 +612,7 @@ class Scheduler:
             handle.stop_reason is None
             and not handle.abandoned
             and outcome.__class__ is not lc.Interrupted
-            and outcome.__class__ is not lc.Unstarted
-        ):
+        ):  # (an Unstarted outcome always comes with a stop reason)
             self._record_soon(handle, outcome)
             return False
         return True
