@@ -16,12 +16,14 @@ from pathlib import Path
 import anyio
 import anyio.lowlevel
 import pytest
+from conftest import PgSchema, require_postgres
 
 import wm_async as wm
 from wm_async import _lifecycle
 from wm_async._record import WorkRecord
 from wm_async._scheduler import Scheduler
 from wm_async.stores import open_store
+from wm_async.stores.postgres import PostgresStore
 from wm_async.stores.sqlite import SQLiteStore
 from wm_async.testing import VirtualClock
 
@@ -345,8 +347,8 @@ async def test_a_run_stopped_before_its_worker_starts_does_not_spend_an_attempt(
     real_start = Scheduler._start
     stop_next = [True]
 
-    def start_then_stop(self: Scheduler, records: list[WorkRecord]) -> None:
-        real_start(self, records)
+    def start_then_stop(self: Scheduler, records: list[WorkRecord], claimed_at: float) -> None:
+        real_start(self, records, claimed_at)
         if stop_next[0]:  # the exact moment: claimed, not yet handed to the worker
             stop_next[0] = False
             for record in records:
@@ -365,3 +367,46 @@ async def test_a_run_stopped_before_its_worker_starts_does_not_spend_an_attempt(
         assert done.state is wm.WorkState.SUCCEEDED
         assert done.run_attempt_count == 1
         assert ran == [0]
+
+
+# -- a partition from the store: leases that cannot be renewed -------------------------------
+
+
+@pytest.mark.postgres
+async def test_a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_ends(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While renewals fail (the store unreachable from this process only), a run is
+    stopped (LEASE_LOST) just before its lease may end, so that another process that
+    rescues the work never runs it beside this one."""
+    await require_postgres()
+    schema = PgSchema()
+    try:
+        store = PostgresStore(schema.url(), lease=10)
+        manager = wm.WorkManager(store, clock=clock, shutdown_grace=0)
+
+        @manager.worker("long")
+        async def long(ctx: wm.WorkContext) -> None:
+            await anyio.sleep_forever()
+
+        async def unreachable(self: PostgresStore, **kwargs: object) -> set[str]:
+            raise wm.StoreError("renewing leases failed: connection refused")
+
+        with anyio.fail_after(30):
+            async with manager:
+                req = wm.OneTimeWorkRequest("long", max_attempts=1)
+                await manager.enqueue(req)
+                await clock.advance(0)
+                monkeypatch.setattr(PostgresStore, "renew_leases", unreachable)
+                await clock.advance(5)  # the first renewal fails
+                await clock.advance(3.9)
+                info = await manager.get_work_info(req.id)
+                assert info is not None
+                assert info.state is wm.WorkState.RUNNING
+                await clock.advance(0.1)  # a second before the lease may end
+                info = await manager.get_work_info(req.id)
+                assert info is not None
+                assert info.state is wm.WorkState.FAILED  # (max_attempts=1)
+                assert info.stop_reason is wm.StopReason.LEASE_LOST
+    finally:
+        await schema.drop()

@@ -59,14 +59,17 @@ class RunHandle:
         "deadline",
         "finished",
         "in_worker",
+        "lease_from",
         "record",
         "scope",
         "started",
         "stop_reason",
     )
 
-    def __init__(self, record: WorkRecord) -> None:
+    def __init__(self, record: WorkRecord, lease_from: float = 0.0) -> None:
         self.record = record
+        #: When (monotonic) its lease was last known to start: sent the claim or a renewal.
+        self.lease_from = lease_from
         self.scope: anyio.CancelScope | None = None
         self.stop_reason: StopReason | None = None
         self.in_worker = False

@@ -35,6 +35,9 @@ logger = logging.getLogger("wm_async.scheduler")
 
 #: Bound on every shielded bookkeeping write (recording an interrupted run).
 BOOKKEEPING_TIMEOUT = 5.0
+#: While lease renewals fail, a run is stopped this long (at most a tenth of the lease)
+#: before its lease may end, so that it never overlaps another process's run.
+LEASE_MARGIN = 1.0
 #: After shutdown cancels the workers, how long (real seconds) to wait for workers that
 #: ignore cancellation before leaving them behind.
 STUCK_WORKER_TIMEOUT = 5.0
@@ -446,6 +449,7 @@ class Scheduler:
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.
+                sent = clock.monotonic()  # the claims' leases last from no earlier
                 with anyio.CancelScope(shield=True), self.tracked():
                     claimed: Claimed | None = None
                     try:
@@ -455,7 +459,7 @@ class Scheduler:
                     else:
                         self._store_recovered()
                     if claimed is not None and claimed.records:
-                        self._start(claimed.records)
+                        self._start(claimed.records, sent)
                 if claimed is None:
                     failures += 1
                     self._asleep = True
@@ -478,7 +482,7 @@ class Scheduler:
                 self._touch()
                 await clock.sleep_until(claimed.next_due, self._wakeup)
 
-    def _start(self, records: list[WorkRecord]) -> None:
+    def _start(self, records: list[WorkRecord], claimed_at: float) -> None:
         tg = self._work_tg
         assert tg is not None
         self.publish(records)
@@ -489,7 +493,7 @@ class Scheduler:
         ready, running = self._ready, self._running
         self._slots_used += len(records)
         for record in records:
-            handle = RunHandle(record)
+            handle = RunHandle(record, claimed_at)
             running[record.id] = handle
             ready.append(handle)
         if was_idle:
@@ -772,27 +776,66 @@ class Scheduler:
 
     async def _renew_leases(self, lease: float) -> None:
         """Renew the leases of this process's runs every half lease while any run; stop
-        the runs whose lease was lost (their results would not be recorded)."""
+        the runs whose lease was lost (their results would not be recorded).
+
+        While renewals fail (the store is unreachable from here, not necessarily from
+        other processes), a run whose lease may be about to end is stopped here, with
+        stop reason LEASE_LOST, before another process can rescue it: a partition does
+        not let two runs of one work overlap. A run's lease is known to last at least
+        ``lease`` from when the claim or the last successful renewal was *sent* (the
+        store extends it later than that), on the monotonic clock.
+        """
         clock = self.clock
+        margin = min(LEASE_MARGIN, lease / 10)
+        failing = False
         while True:
             if not self._running:
                 self._has_runs = anyio.Event()
                 await self._has_runs.wait()
+            delay = lease / 2
+            if failing:  # wake up in time to fence the runs whose lease is ending
+                ending = min(
+                    (h.lease_from for h in self._running.values() if h.stop_reason is None),
+                    default=math.inf,
+                )
+                delay = min(delay, max(0.0, ending + lease - margin - clock.monotonic()))
             # _all_idle cuts the sleep short when the last run ends: with a virtual clock,
             # an idle manager then has no timer for advance() to step through.
-            await clock.sleep_until(clock.now() + lease / 2, self._all_idle)
-            ids = list(self._running)
-            if not ids:
+            await clock.sleep_until(clock.now() + delay, self._all_idle)
+            handles = list(self._running.values())
+            if not handles:
                 continue
+            sent = clock.monotonic()
             try:
                 with self.tracked():
                     lost = await self.store.renew_leases(
-                        owner=self.owner, ids=ids, now=clock.now()
+                        owner=self.owner, ids=[h.record.id for h in handles], now=clock.now()
                     )
+                    for handle in handles:
+                        if handle.record.id not in lost:
+                            handle.lease_from = max(handle.lease_from, sent)
+                    failing = False
                     if lost:
                         await self._stop_lost(lost)
             except StoreError as exc:
-                logger.error("renewing leases failed: %s", exc)
+                if not failing:
+                    logger.error("renewing leases failed: %s", exc)
+                failing = True
+                self._fence(lease - margin)
+
+    def _fence(self, valid: float) -> None:
+        """Stop the runs whose lease may end within ``valid`` of its last known start."""
+        now = self.clock.monotonic()
+        for handle in list(self._running.values()):
+            if handle.finished or handle.stop_reason is not None:
+                continue
+            if handle.lease_from + valid <= now:
+                logger.warning(
+                    "stopping %r: its lease could not be renewed and ends now; another "
+                    "process may run the work (stop reason LEASE_LOST)",
+                    handle,
+                )
+                handle.stop(StopReason.LEASE_LOST)
 
     async def _stop_lost(self, lost: set[str]) -> None:
         # Read why: a work cancelled by another process stops as CANCELLED_BY_APP; one
