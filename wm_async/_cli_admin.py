@@ -29,6 +29,7 @@ from . import _lifecycle as lc
 from ._cli_common import CommandError, Parser, duration, format_duration
 from ._clock import SystemClock
 from ._model import UNFINISHED_STATES, WorkInfo, WorkQuery, WorkState
+from ._redact import mask_url
 from .stores import Store, open_store
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
@@ -133,7 +134,7 @@ async def admin_store(url: str | None) -> AsyncIterator[Store]:
     store = open_store(url)
     if isinstance(store, MemoryStore):
         raise CommandError(
-            f"{url} holds works only inside the process that made it; give a "
+            f"{mask_url(url)} holds works only inside the process that made it; give a "
             "sqlite:/// or postgresql:// store",
             2,
         )
