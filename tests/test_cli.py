@@ -637,7 +637,10 @@ def test_cancel_from_another_process_stops_the_running_work(
     cancel = _run_cli(tmp_path, "cancel", work_id, store=store)
 
     assert cancel.returncode == 0, cancel.stderr
-    assert cancel.stdout.startswith("cancelled 1 work(s)\n1 of them were RUNNING")
+    assert cancel.stdout == (  # SQLite: the run stops when it next writes progress
+        "cancelled 1 work(s)\n1 of them were RUNNING: a worker process stops each when it "
+        "next reports progress; a run that reports none goes on, and its result is discarded\n"
+    )
     worker.expect(rf"stopping <run {work_id} \('slow'\)>: changed in the store by another")
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -662,7 +665,26 @@ def test_worker_that_cannot_load_the_app_prints_one_line(
     assert message in _one_error_line(proc, 1)
 
 
-# -- PostgreSQL: credentials never shown
+# -- PostgreSQL: cancel, and credentials never shown
+
+_SILENT_APP = """\
+import os
+
+import anyio
+
+import wm_async as wm
+
+manager = wm.WorkManager(store=os.environ["WM_ASYNC_STORE"], shutdown_grace=0.2)
+manager.register_signal("go", wm.Flag(True))
+
+
+@manager.worker("silent")
+async def silent(ctx: wm.WorkContext) -> None:
+    try:
+        await anyio.sleep_forever()  # never reports progress
+    finally:
+        print(f"silent run stopped: {ctx.stop_reason.name}", flush=True)
+"""
 
 
 @pytest.fixture
@@ -692,6 +714,29 @@ def _seed_waiting(url: str, worker: str) -> str:
 
     work_id: str = anyio.run(seed)
     return work_id
+
+
+@pytest.mark.postgres
+def test_cancel_on_postgres_stops_a_run_that_never_reports_progress(
+    pg_url: str, tmp_path: Path, start_worker: type[WorkerProcess]
+) -> None:
+    (tmp_path / "silent_app.py").write_text(_SILENT_APP)
+    work_id = _seed_waiting(pg_url, "silent")
+    worker = start_worker(tmp_path, pg_url, grace=0.2, app="silent_app:manager")
+    worker.expect(rf"work {work_id} .*-> RUNNING")
+
+    cancel = _run_cli(tmp_path, "cancel", work_id, store=pg_url)
+
+    assert cancel.returncode == 0, cancel.stderr
+    assert cancel.stdout == (  # not SQLite's "when it next reports progress"
+        "cancelled 1 work(s)\n1 of them were RUNNING: the worker process running each hears "
+        "of the cancel at once and stops it\n"
+    )
+    worker.expect(r"^silent run stopped: CANCELLED_BY_APP$")  # before the SIGTERM below
+    shown = _show(tmp_path, work_id, pg_url)
+    assert (shown["state"], shown["stop_reason"]) == ("CANCELLED", "CANCELLED_BY_APP")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
 
 
 def _everything(worker: WorkerProcess) -> str:
