@@ -590,3 +590,133 @@ def test_the_chain_example_runs() -> None:
         [sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True
     )
     assert "report SUCCEEDED: input {'words': [210, 220]} -> {'total': 430}" in done.stdout
+
+
+# -- building long chains: linear, forks kept apart
+
+
+def _operations(build: Callable[[], object]) -> int:
+    """How many function calls (Python and builtin) ``build()`` makes: a measure of its
+    work that, unlike time, a loaded machine does not change."""
+    calls = 0
+
+    def profile(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(profile)
+    try:
+        build()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_building_a_chain_costs_linear_work() -> None:
+    manager = wm.WorkManager("memory://")
+
+    def builder(n: int) -> Callable[[], object]:
+        requests = [wm.OneTimeWorkRequest("step") for _ in range(2 * n)]
+
+        def build() -> object:
+            chain = manager.begin_with(requests[0])
+            middle = chain
+            for i, request in enumerate(requests[1:n]):
+                chain = chain.then(request)
+                if i == n // 2:
+                    middle = chain
+            fork = middle  # a fork from the middle, as long again as the rest
+            for request in requests[n:]:
+                fork = fork.then(request)
+            return wm.WorkContinuation.combine(chain, fork).ids
+
+        return build
+
+    small, large = _operations(builder(400)), _operations(builder(800))
+
+    # Twice the steps, twice the work (checking each step against all before it made it
+    # four times: 46 s for a chain of 10,000).
+    assert large < 2.5 * small, (small, large)  # measured: 2.0
+
+
+async def test_a_chain_of_10000_steps_and_a_fork_of_it_enqueue_and_run(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 10_000
+    bound = 20 * (n + n // 2)  # steps visited in all, generously (before: n * n / 2)
+    visited = 0
+    graph = wm.WorkContinuation._graph
+
+    def counted(self: wm.WorkContinuation) -> list[wm.WorkContinuation]:
+        nonlocal visited
+        steps = graph(self)
+        visited += len(steps)
+        assert visited <= bound, f"visited {visited} steps building a chain of {n}"
+        return steps
+
+    monkeypatch.setattr(wm.WorkContinuation, "_graph", counted)
+    manager = wm.WorkManager("memory://", clock=clock, shutdown_grace=0)
+    steps = Steps(manager)
+    main = [steps.work() for _ in range(n)]
+    forked = [steps.work() for _ in range(n // 2)]
+    async with manager:
+        chain = middle = manager.begin_with(main[0])
+        for i, request in enumerate(main[1:], start=1):
+            chain = chain.then(request)
+            if i == n // 2 - 1:
+                middle = chain
+        fork = middle
+        for request in forked:
+            fork = fork.then(request)
+        assert chain.ids == tuple(r.id for r in main)
+        assert fork.ids == tuple(r.id for r in main[: n // 2] + forked)
+
+        with anyio.fail_after(120):
+            await chain.enqueue()
+            await fork.enqueue()  # only its own steps: the prefix is the main chain's
+            stored = await manager.get_work_infos(wm.WorkQuery(states=set(S)))
+            assert len(stored) == n + n // 2
+            assert await states(manager, main[0], main[1], forked[0]) == [
+                S.ENQUEUED,
+                *[S.BLOCKED] * 2,
+            ]
+            await clock.advance(0)
+            assert await states(manager, main[-1], forked[-1]) == [S.SUCCEEDED] * 2
+
+    assert steps.order.index(forked[0].id) > steps.order.index(main[n // 2 - 1].id)
+    in_main = {r.id for r in main}
+    assert [i for i in steps.order if i in in_main] == [r.id for r in main]
+    assert visited <= bound
+
+
+def test_forks_of_one_prefix_never_see_each_others_steps() -> None:
+    manager = wm.WorkManager("memory://")
+    a, b, c, x, y = (wm.OneTimeWorkRequest("step") for _ in range(5))
+    prefix = manager.begin_with(a).then(b)
+
+    left = prefix.then(x)  # grows the prefix's steps in place
+    right = prefix.then(y)  # the prefix's place is taken: a fork of its own
+
+    assert (prefix.ids, left.ids, right.ids) == (
+        (a.id, b.id),
+        (a.id, b.id, x.id),
+        (a.id, b.id, y.id),
+    )
+    assert left.then(y).ids == (a.id, b.id, x.id, y.id)  # each may take the other's
+    assert right.then(x).ids == (a.id, b.id, y.id, x.id)
+    assert prefix.then(x, y).ids == (a.id, b.id, x.id, y.id)
+    for chain, again in ((left, x), (left, a), (right, y), (right, b), (prefix, b)):
+        with pytest.raises(wm.InvalidRequestError, match="already in the chain"):
+            chain.then(c, again)
+    with pytest.raises(wm.InvalidRequestError, match="twice in the step"):
+        left.then(c, c)
+    assert left.then(c).ids == (a.id, b.id, x.id, c.id)  # refused steps left no trace
+    assert right.then(c).ids == (a.id, b.id, y.id, c.id)
+
+    both = wm.WorkContinuation.combine(left, right)
+    assert both.ids[:-1] == (a.id, b.id, x.id, y.id)  # the shared prefix once
+    for again in (a, x, y):
+        with pytest.raises(wm.InvalidRequestError, match="already in the chain"):
+            both.then(again)
+    assert both.then(c).ids[-1] == c.id

@@ -20,6 +20,7 @@ from typing import IO
 import anyio
 import attrs
 import pytest
+from conftest import PgSchema, require_postgres
 
 import wm_async as wm
 from wm_async.cli import main
@@ -487,9 +488,9 @@ not_manager = 42
 class WorkerProcess:
     """``wm-async worker app:manager`` in a subprocess, its output read line by line."""
 
-    def __init__(self, tmp_path: Path, store: str, grace: float) -> None:
+    def __init__(self, tmp_path: Path, store: str, grace: float, app: str = "app:manager") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wm_async", "worker", "app:manager", "--log-level", "debug"],
+            [sys.executable, "-m", "wm_async", "worker", app, "--log-level", "debug"],
             cwd=tmp_path,
             env={**_env(tmp_path, store), "GRACE": str(grace)},
             stdout=subprocess.PIPE,
@@ -570,8 +571,10 @@ def start_worker(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     class Started(WorkerProcess):
-        def __init__(self, tmp_path: Path, store: str, grace: float) -> None:
-            super().__init__(tmp_path, store, grace)
+        def __init__(
+            self, tmp_path: Path, store: str, grace: float, app: str = "app:manager"
+        ) -> None:
+            super().__init__(tmp_path, store, grace, app)
             started.append(self)
 
     yield Started
@@ -634,7 +637,10 @@ def test_cancel_from_another_process_stops_the_running_work(
     cancel = _run_cli(tmp_path, "cancel", work_id, store=store)
 
     assert cancel.returncode == 0, cancel.stderr
-    assert cancel.stdout.startswith("cancelled 1 work(s)\n1 of them were RUNNING")
+    assert cancel.stdout == (  # SQLite: the run stops when it next writes progress
+        "cancelled 1 work(s)\n1 of them were RUNNING: a worker process stops each when it "
+        "next reports progress; a run that reports none goes on, and its result is discarded\n"
+    )
     worker.expect(rf"stopping <run {work_id} \('slow'\)>: changed in the store by another")
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -657,3 +663,147 @@ def test_worker_that_cannot_load_the_app_prints_one_line(
     proc = _run_cli(tmp_path, "worker", spec, store=f"sqlite:///{tmp_path}/wm.db")
 
     assert message in _one_error_line(proc, 1)
+
+
+# -- PostgreSQL: cancel, and credentials never shown
+
+_SILENT_APP = """\
+import os
+
+import anyio
+
+import wm_async as wm
+
+manager = wm.WorkManager(store=os.environ["WM_ASYNC_STORE"], shutdown_grace=0.2)
+manager.register_signal("go", wm.Flag(True))
+
+
+@manager.worker("silent")
+async def silent(ctx: wm.WorkContext) -> None:
+    try:
+        await anyio.sleep_forever()  # never reports progress
+    finally:
+        print(f"silent run stopped: {ctx.stop_reason.name}", flush=True)
+"""
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a fresh schema on the test PostgreSQL server, dropped afterwards."""
+    pytest.importorskip("asyncpg")
+    anyio.run(require_postgres)
+    schema = PgSchema()
+    try:
+        yield schema.url()
+    finally:
+        anyio.run(schema.drop)
+
+
+def _seed_waiting(url: str, worker: str) -> str:
+    """Enqueue a work for ``worker`` that this process does not run (its signal is off
+    here; the worker process's app turns it on); return its id."""
+
+    async def seed() -> str:
+        manager = wm.WorkManager(store=url, shutdown_grace=0)
+        manager.register_worker(worker, lambda ctx: None)
+        manager.register_signal("go", wm.Flag())
+        async with manager:
+            request = wm.OneTimeWorkRequest(worker, constraints=wm.Constraints(signals={"go"}))
+            await manager.enqueue(request)
+        return str(request.id)
+
+    work_id: str = anyio.run(seed)
+    return work_id
+
+
+@pytest.mark.postgres
+def test_cancel_on_postgres_stops_a_run_that_never_reports_progress(
+    pg_url: str, tmp_path: Path, start_worker: type[WorkerProcess]
+) -> None:
+    (tmp_path / "silent_app.py").write_text(_SILENT_APP)
+    work_id = _seed_waiting(pg_url, "silent")
+    worker = start_worker(tmp_path, pg_url, grace=0.2, app="silent_app:manager")
+    worker.expect(rf"work {work_id} .*-> RUNNING")
+
+    cancel = _run_cli(tmp_path, "cancel", work_id, store=pg_url)
+
+    assert cancel.returncode == 0, cancel.stderr
+    assert cancel.stdout == (  # not SQLite's "when it next reports progress"
+        "cancelled 1 work(s)\n1 of them were RUNNING: the worker process running each hears "
+        "of the cancel at once and stops it\n"
+    )
+    worker.expect(r"^silent run stopped: CANCELLED_BY_APP$")  # before the SIGTERM below
+    shown = _show(tmp_path, work_id, pg_url)
+    assert (shown["state"], shown["stop_reason"]) == ("CANCELLED", "CANCELLED_BY_APP")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def _everything(worker: WorkerProcess) -> str:
+    """All the worker process printed (it has ended)."""
+    worker.close()
+    while not worker.lines.empty():
+        worker.seen.append(worker.lines.get_nowait())
+    return "\n".join(worker.seen)
+
+
+@pytest.mark.postgres
+def test_worker_list_and_show_on_postgres_never_print_the_password(
+    pg_url: str, tmp_path: Path, start_worker: type[WorkerProcess]
+) -> None:
+    from test_redaction import with_secrets
+
+    secrets = [f"pw-{uuid.uuid4().hex[:12]}" for _ in range(3)]
+    url = with_secrets(
+        pg_url, password=secrets[0], query_password=secrets[1], ssl_password=secrets[2]
+    )
+    (tmp_path / "app.py").write_text(_APP)
+    work_id = _seed_waiting(url, "slow")
+    worker = start_worker(tmp_path, url, grace=0.2)
+    banner = worker.expect(r"wm-async worker: running .* with workers: slow")
+    worker.expect(rf"work {work_id} .*-> RUNNING")
+
+    printed = [
+        _run_cli(tmp_path, "list", store=url),
+        _run_cli(tmp_path, "show", work_id, store=url),
+        _run_cli(tmp_path, "show", str(uuid.uuid4()), store=url),  # an error line
+    ]
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+    assert [p.returncode for p in printed] == [0, 0, 1]
+    assert re.search(
+        r"PostgresStore\('postgresql://postgres:\*\*\*@[^']*&password=\*\*\*&"
+        r"sslpassword=\*\*\*'",
+        banner,
+    ), banner
+    everything = _everything(worker) + "".join(p.stdout + p.stderr for p in printed)
+    assert "WorkManager started (store=PostgresStore(" in everything  # the INFO log line
+    for secret in secrets:
+        assert secret not in everything
+
+
+_SECRET = "s3cret-ZQ81"
+
+
+@pytest.mark.parametrize(
+    ("store", "status", "message"),
+    [
+        (f"mysql://u:{_SECRET}@h/db", 2, "unknown scheme"),
+        (f"memory://u:{_SECRET}@x", 2, "holds works only inside the process"),
+        (f"postgresql://u:{_SECRET}@[bad/db", 2, "not a valid URL"),
+        (f"postgresql://u:{_SECRET}\uff03@h/db", 2, "not a valid URL"),
+        (f"postgresql://postgres:{_SECRET}@127.0.0.1:1/test?sslpassword={_SECRET}", 1, "conn"),
+    ],
+)
+def test_a_refused_or_unreachable_store_prints_no_password(
+    tmp_path: Path, store: str, status: int, message: str
+) -> None:
+    pytest.importorskip("asyncpg")
+    for args in (["list"], ["list", "--store", store]):  # from WM_ASYNC_STORE, from --store
+        proc = _run_cli(tmp_path, *args, store=store)
+
+        line = _one_error_line(proc, status)
+        assert message in line
+        assert "***" in line or status == 1  # a connection error does not quote the URL
+        assert _SECRET not in proc.stdout + proc.stderr

@@ -108,9 +108,22 @@ class WorkContinuation:
 
     A continuation is immutable: ``then`` returns a new one, so one prefix can fork into
     several chains. Cycles cannot be built: a request may appear once in a chain.
+
+    Building is linear in the chain's size: a continuation shares its steps with the one
+    it grew from (see :class:`_Steps`), so ``then`` costs the size of its own step, and
+    ``ids``, ``combine`` and ``enqueue`` the size of the chain.
     """
 
-    __slots__ = ("_enqueued", "_manager", "_parents", "_policy", "_requests", "_unique_name")
+    __slots__ = (
+        "_enqueued",
+        "_manager",
+        "_parents",
+        "_policy",
+        "_requests",
+        "_size",
+        "_steps",
+        "_unique_name",
+    )
 
     def __init__(
         self,
@@ -124,10 +137,20 @@ class WorkContinuation:
         # Internal: use the manager's begin_with / begin_unique_work.
         self._manager = manager
         self._parents = tuple(parents)
-        self._requests = _check_step(requests, self._parents)
+        self._requests = _check_step(requests)
         self._unique_name = unique_name
         self._policy = policy
         self._enqueued = False
+        steps, size = _Steps.before(self._parents)
+        for r in self._requests:
+            if r.id in steps.where:
+                raise InvalidRequestError(
+                    "request", r, "this request is already in the chain (a cycle)"
+                )
+        # Checked: now this step joins the chain (nothing changed if a check failed).
+        steps.nodes.append(self)
+        steps.where.update((r.id, size) for r in self._requests)
+        self._steps, self._size = steps, size + 1
 
     def __repr__(self) -> str:
         workers = ", ".join(r.worker for r in self._requests)
@@ -202,26 +225,53 @@ class WorkContinuation:
         return [infos[i] for i in ids if i in infos]
 
     def _graph(self) -> list[WorkContinuation]:
-        """Every step of the chain, each after all of its parents (depth-first)."""
-        order: list[WorkContinuation] = []
+        """Every step of the chain, each after all of its parents (the first parent's
+        steps first, as a depth-first walk finds them), this one last."""
+        return self._steps.nodes[: self._size]
+
+
+class _Steps:
+    """The steps of a chain, shared by the continuations grown from one another.
+
+    A continuation's chain is ``nodes[:size]`` (its ``_size``; it is the last of them),
+    and ``where`` maps the id of every request in ``nodes`` to the index of its step.
+    ``then`` on the continuation that ends ``nodes`` (the usual case) appends the new
+    step in place: the continuations before it do not see it, their chains end earlier.
+    ``then`` on an earlier one (a fork) finds its place taken and starts a copy of its
+    own chain, so forks never see each other's requests; a copy costs the chain's size,
+    once per fork. ``combine`` copies the union of its chains.
+    """
+
+    __slots__ = ("nodes", "where")
+
+    def __init__(self, nodes: list[WorkContinuation]) -> None:
+        self.nodes = nodes
+        # A request in two steps (two begin_with of one request, combined) keeps its first
+        # step; enqueueing such a chain is refused, as a work stored twice.
+        self.where: dict[uuid.UUID, int] = {}
+        for index in reversed(range(len(nodes))):
+            self.where.update((r.id, index) for r in nodes[index]._requests)
+
+    @classmethod
+    def before(cls, parents: tuple[WorkContinuation, ...]) -> tuple[_Steps, int]:
+        """The steps a new step after ``parents`` joins, and its index in them: the
+        parent's own when it ends them, else a new copy (nothing is changed here)."""
+        if len(parents) == 1:
+            parent = parents[0]
+            if len(parent._steps.nodes) == parent._size:
+                return parent._steps, parent._size
+            return cls(parent._graph()), parent._size
         seen: set[int] = set()
-        stack: list[tuple[WorkContinuation, bool]] = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.append((node, True))
-            stack.extend((p, False) for p in reversed(node._parents) if id(p) not in seen)
-        return order
+        union: list[WorkContinuation] = []
+        for p in parents:
+            for node in p._graph():
+                if id(node) not in seen:
+                    seen.add(id(node))
+                    union.append(node)
+        return cls(union), len(union)
 
 
-def _check_step(
-    requests: Sequence[object], parents: tuple[WorkContinuation, ...]
-) -> tuple[OneTimeWorkRequest, ...]:
+def _check_step(requests: Sequence[object]) -> tuple[OneTimeWorkRequest, ...]:
     from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 
     if not requests:
@@ -235,22 +285,4 @@ def _check_step(
         if r.id in ids:
             raise InvalidRequestError("request", r, "this request is twice in the step")
         ids.add(r.id)
-    if parents:
-        for node in _union(parents):
-            for r in node._requests:
-                if r.id in ids:
-                    raise InvalidRequestError(
-                        "request", r, "this request is already in the chain (a cycle)"
-                    )
     return tuple(requests)  # type: ignore[arg-type]  # checked above
-
-
-def _union(parents: tuple[WorkContinuation, ...]) -> list[WorkContinuation]:
-    seen: set[int] = set()
-    out: list[WorkContinuation] = []
-    for p in parents:
-        for node in p._graph():
-            if id(node) not in seen:
-                seen.add(id(node))
-                out.append(node)
-    return out

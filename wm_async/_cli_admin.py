@@ -3,10 +3,11 @@
 These commands open the store *without* scheduling: they do not take SQLite's
 one-manager-per-file lock and run nothing, so they work while a worker process runs on
 the same file. Reads see what that process has committed. A cancel is written to the
-store at once; a work that is RUNNING in another process is stopped there when it next
-reports progress (its manager sees that the work changed under it); a run that never
-reports progress goes on to its end, and its result is discarded (the store keeps
-CANCELLED). On PostgreSQL the running process hears of the cancel at once.
+store at once. On SQLite a work that is RUNNING in another process is stopped there when
+it next reports progress (its manager sees that the work changed under it); a run that
+never reports progress goes on to its end, and its result is discarded (the store keeps
+CANCELLED). On PostgreSQL the running process hears of the cancel at once (NOTIFY) and
+stops the run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from . import _lifecycle as lc
 from ._cli_common import CommandError, Parser, duration, format_duration
 from ._clock import SystemClock
 from ._model import UNFINISHED_STATES, WorkInfo, WorkQuery, WorkState
+from ._redact import mask_url
 from .stores import Store, open_store
 from .stores.memory import MemoryStore
 from .stores.sqlite import SQLiteStore
@@ -87,8 +89,9 @@ def add_commands(commands: _Commands) -> None:
         help="cancel works",
         description=(
             "Cancel unfinished works: one by id, or by tag, unique name, or all. A work "
-            "RUNNING in a worker process stops there when it next reports progress; "
-            "otherwise its run goes on and its result is discarded."
+            "RUNNING in a worker process stops there at once on PostgreSQL; on SQLite it "
+            "stops when it next reports progress, otherwise its run goes on and its result "
+            "is discarded."
         ),
     )
     which = cancel.add_mutually_exclusive_group(required=True)
@@ -133,7 +136,7 @@ async def admin_store(url: str | None) -> AsyncIterator[Store]:
     store = open_store(url)
     if isinstance(store, MemoryStore):
         raise CommandError(
-            f"{url} holds works only inside the process that made it; give a "
+            f"{mask_url(url)} holds works only inside the process that made it; give a "
             "sqlite:/// or postgresql:// store",
             2,
         )
@@ -353,11 +356,19 @@ async def _cancel(args: argparse.Namespace) -> int:
     print(f"cancelled {len(cancelled)} work(s)")
     running = [r for r in cancelled if r.id in was_running]
     if running:
-        print(
-            f"{len(running)} of them were RUNNING: a worker process stops each when it next "
-            "reports progress; a run that reports none goes on, and its result is discarded"
-        )
+        print(f"{len(running)} of them were RUNNING: {_stopping_running(store)}")
     return 0
+
+
+def _stopping_running(store: Store) -> str:
+    """What becomes of a cancelled work's run in another process, on ``store``."""
+    if isinstance(store, SQLiteStore):  # no change feed: the runner finds out by writing
+        return (
+            "a worker process stops each when it next reports progress; a run that "
+            "reports none goes on, and its result is discarded"
+        )
+    # PostgreSQL: the cancel's NOTIFY reaches the process running the work.
+    return "the worker process running each hears of the cancel at once and stops it"
 
 
 def _run_prune(args: argparse.Namespace) -> int:

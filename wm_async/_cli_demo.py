@@ -30,6 +30,7 @@ from ._model import (
     WorkQuery,
     WorkState,
 )
+from ._redact import mask_url
 from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from .signals import Flag
 
@@ -198,7 +199,7 @@ async def _demo(store: str, duration: float) -> int:
     periodic = {r.id for r in requests if isinstance(r, PeriodicWorkRequest)}
     width = max(len(r.worker) for r in requests)
     clock = manager.clock
-    print(f"wm-async demo: store {store}", flush=True)
+    print(f"wm-async demo: store {mask_url(store)}", flush=True)
     print(_INTRO.format(gate=_GATE, after=_GATE_OPENS_AFTER), flush=True)
     async with manager:
         print(_row(("time", "id", "worker", "state", "attempts", "details"), width))

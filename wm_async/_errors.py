@@ -17,6 +17,8 @@ know wm_async::
 
 from __future__ import annotations
 
+from ._redact import mask_text, mask_url
+
 
 class WorkManagerError(Exception):
     """Base class of every error raised by wm_async."""
@@ -40,10 +42,11 @@ class InvalidRequestError(WorkManagerError, ValueError):
 
 
 def _shown(value: object) -> str:
-    """``repr(value)`` cut to 200 characters; never raises (the value is bad input: an int
-    too long to print, an object whose ``__repr__`` fails)."""
+    """``repr(value)`` with any credential masked (a store URL's password), cut to 200
+    characters; never raises (the value is bad input: an int too long to print, an
+    object whose ``__repr__`` fails)."""
     try:
-        shown = repr(value)
+        shown = repr(mask_url(value)) if isinstance(value, str) else mask_text(repr(value))
     except Exception as exc:  # noqa: BLE001  # any failure: describe the value instead
         return f"<{type(value).__name__} object; repr() failed: {type(exc).__name__}>"
     if len(shown) > 200:

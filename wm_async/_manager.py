@@ -47,6 +47,7 @@ from ._model import (
     WorkState,
 )
 from ._record import WorkRecord
+from ._redact import mask_text
 from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._scheduler import Scheduler
 from ._watchdog import LoopWatchdog
@@ -177,7 +178,8 @@ class WorkManager:
         self._store_closed = False
 
     def __repr__(self) -> str:
-        return f"WorkManager(store={self._store!r}, state={self._state.value!r})"
+        store = mask_text(repr(self._store))  # a custom store's repr may show its URL
+        return f"WorkManager(store={store}, state={self._state.value!r})"
 
     def _new_scheduler(self) -> Scheduler:
         return Scheduler(
@@ -387,7 +389,8 @@ class WorkManager:
                 inner = inner.exceptions[0]
             raise inner  # noqa: B904  # its own __cause__ (the driver error) is kept
         self._state = RunState.STARTED
-        logger.info("WorkManager started (store=%r, owner=%s)", self._store, self.owner)
+        store = mask_text(repr(self._store))
+        logger.info("WorkManager started (store=%s, owner=%s)", store, self.owner)
         return self
 
     async def __aexit__(

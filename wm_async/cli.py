@@ -32,6 +32,7 @@ from . import _cli_admin, _cli_demo
 from ._cli_common import CommandError, Exit, Parser, one_line, unwrap
 from ._errors import InvalidRequestError, WorkManagerError
 from ._manager import WorkManager
+from ._redact import mask_text
 
 __all__ = ("build_parser", "main")
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"{_PROG}: error: {one_line(message)}", file=sys.stderr)
+    # Masked: a message may quote a store URL (--store, or the app's) with its password.
+    print(f"{_PROG}: error: {one_line(mask_text(message))}", file=sys.stderr)
     return status
 
 
@@ -202,7 +204,8 @@ async def _serve(manager: WorkManager) -> int:
                 names = manager.statistics()["workers"]
                 assert isinstance(names, list)
                 workers = ", ".join(names) or "none"
-                _say(f"running {manager.store!r} with workers: {workers} (Ctrl-C to stop)")
+                store = mask_text(repr(manager.store))
+                _say(f"running {store} with workers: {workers} (Ctrl-C to stop)")
                 await stop.wait()
             tg.cancel_scope.cancel()
     if forced:

@@ -26,12 +26,14 @@ def open_store(url: str) -> Store:
     :raises StoreError: if the backend's driver is not installed
     """
     from .._errors import InvalidRequestError, StoreError
+    from .._redact import mask_url
 
     if not isinstance(url, str):
         raise InvalidRequestError("store", url, "expected a store URL or a Store instance")
+    shown = mask_url(url)  # what errors show: never a password
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise InvalidRequestError("store", url, "expected a URL such as sqlite:///wm_async.db")
+        raise InvalidRequestError("store", shown, "expected a URL such as sqlite:///wm_async.db")
     scheme = scheme.lower()
     if scheme == "memory":
         from .memory import MemoryStore
@@ -42,7 +44,7 @@ def open_store(url: str) -> Store:
 
         path = rest.removeprefix("/")
         if not path:
-            raise InvalidRequestError("store", url, "sqlite URLs need a path: sqlite:///file.db")
+            raise InvalidRequestError("store", shown, "sqlite URLs need a path: sqlite:///file.db")
         return SQLiteStore(path)
     if scheme in ("postgresql", "postgres"):
         try:
@@ -53,5 +55,5 @@ def open_store(url: str) -> Store:
             ) from exc
         return PostgresStore(url)  # type: ignore[no-any-return, unused-ignore]
     raise InvalidRequestError(
-        "store", url, "unknown scheme; use memory://, sqlite:///path or postgresql://"
+        "store", shown, "unknown scheme; use memory://, sqlite:///path or postgresql://"
     )

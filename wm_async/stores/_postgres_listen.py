@@ -15,6 +15,8 @@ import asyncpg
 import attrs
 from anyio.abc import TaskStatus
 
+from .._redact import mask_text
+
 if TYPE_CHECKING:
     from ._base import StoreListener
 
@@ -83,7 +85,10 @@ class ChangeFeed:
                     started = True
                 failures += 1
                 delay = min(_RECONNECT_MIN * 2 ** (failures - 1), _RECONNECT_MAX)
-                logger.warning("listening for changes failed (%r); retrying in %.1fs", exc, delay)
+                shown = mask_text(repr(exc), secrets_of=self.dsn)  # may quote the DSN
+                logger.warning(
+                    "listening for changes failed (%s); retrying in %.1fs", shown, delay
+                )
                 await anyio.sleep(_jitter(delay))
                 continue
             try:

@@ -37,6 +37,7 @@ from .. import _validators as v
 from .._errors import InvalidRequestError, StoreCorruptError, StoreError
 from .._lifecycle import recover
 from .._model import Constraints, WorkState
+from .._redact import mask_text, mask_url
 from . import _postgres_schema as pg
 from ._base import Claimed, ClaimParams, Store, StoreListener, resolve_new
 from ._postgres_listen import ChangeFeed
@@ -102,7 +103,13 @@ def _to_dsn(value: object) -> str:
     if not isinstance(value, str) or not value.lower().startswith(
         ("postgresql://", "postgres://")
     ):
-        raise InvalidRequestError("dsn", value, "expected a postgresql:// URL")
+        shown = mask_url(value) if isinstance(value, str) else value
+        raise InvalidRequestError("dsn", shown, "expected a postgresql:// URL")
+    try:
+        pg.split_dsn(value)
+    except ValueError as exc:  # urlsplit's message may quote the netloc: mask it
+        reason = mask_text(str(exc), secrets_of=value)
+        raise InvalidRequestError("dsn", mask_url(value), f"not a valid URL: {reason}") from None
     return value
 
 
@@ -170,8 +177,7 @@ class PostgresStore(Store):
         self._db_clock = self._clock == "database"
 
     def __repr__(self) -> str:
-        parts = _safe_dsn(self._dsn)
-        return f"PostgresStore({parts!r}, schema={self._sql.name!r})"
+        return f"PostgresStore({mask_url(self._dsn)!r}, schema={self._sql.name!r})"
 
     @property
     def schema(self) -> str:
@@ -254,7 +260,9 @@ class PostgresStore(Store):
                     pool.terminate()
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
-        return StoreError(f"PostgreSQL store (schema {self.schema}): {doing} failed: {exc!r}")
+        # A driver's message may quote the DSN or a part of it: never show a secret.
+        message = mask_text(repr(exc), secrets_of=self._dsn)
+        return StoreError(f"PostgreSQL store (schema {self.schema}): {doing} failed: {message}")
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self!r} (use 'async with store:')")
@@ -290,7 +298,9 @@ class PostgresStore(Store):
                 if not pg.is_transient(exc) or slept >= self._retry_timeout:
                     raise self._error(exc, doing) from exc
                 if attempt == 0:
-                    logger.warning("%s: %r; retrying", doing, exc)
+                    logger.warning(
+                        "%s: %s; retrying", doing, mask_text(repr(exc), secrets_of=self._dsn)
+                    )
             delay = min(_BACKOFF_MIN * 2**attempt, _BACKOFF_MAX)
             await anyio.sleep(delay)
             slept += delay
@@ -832,14 +842,3 @@ class PostgresStore(Store):
         except StoreError as exc:
             logger.warning("re-enqueueing expired leases failed: %s", exc)
             return []
-
-
-def _safe_dsn(dsn: str) -> str:
-    """``dsn`` without its password (for reprs and messages)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
