@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import fcntl
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from .._errors import (
     StoreReadOnlyError,
 )
 from .._model import Constraints, WorkState
+from . import _sqlite_file
 from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store, resolve_new
 
@@ -227,7 +227,9 @@ class SQLiteStore(Store):
     _checkpointing: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _written: int = attrs.field(init=False, default=0)  # rows written since the last one
     _reset_wal: bool = attrs.field(init=False, default=False)
-    _scheduler_lock: int | None = attrs.field(init=False, default=None)  # flock'd descriptor
+    # The database file, held open from open() until after close() closed the connections.
+    _file: _sqlite_file.DBFile | None = attrs.field(init=False, default=None)
+    _scheduling: bool = attrs.field(init=False, default=False)  # holds the scheduler lock
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -248,8 +250,10 @@ class SQLiteStore(Store):
                 return
             if sqlite3.sqlite_version_info < sql.MIN_SQLITE:
                 raise StoreError(f"SQLiteStore needs SQLite 3.35+, not {sqlite3.sqlite_version}")
-            await anyio.to_thread.run_sync(sql.prepare_file, self._path)
             migrations = await anyio.to_thread.run_sync(sql.migrations)
+            # Before the connections: its descriptor must outlive them (see _sqlite_file).
+            with anyio.CancelScope(shield=True):  # quick; and a file taken is let go
+                await anyio.to_thread.run_sync(self._take_file)
             conns: list[aiosqlite.Connection] = []
             try:
                 writer = await self._connect(conns)
@@ -264,6 +268,7 @@ class SQLiteStore(Store):
                             await db.close()
                         except aiosqlite.Error:
                             pass  # the error being raised is the one worth reporting
+                self._release_file()
                 if isinstance(exc, aiosqlite.Error):
                     raise self._error(exc, "opening") from exc
                 raise
@@ -344,38 +349,48 @@ class SQLiteStore(Store):
         return self._path
 
     async def lock_for_scheduler(self, owner: str) -> None:
-        """Take the one-manager-per-file lock (an flock on ``<path>.lock``).
+        """Take the one-manager-per-file lock: a lock on the database file itself, which
+        a manager opening the file by another path (a symlink, a hard link) meets too.
+        No lock file is made.
 
-        The OS drops it when the process dies, so a crash never leaves it stale.
+        Held until :meth:`close` has closed the connections; the OS drops it when the
+        process dies, so a crash never leaves it stale.
 
-        :raises StoreError: if another process's manager holds it
+        :raises StoreError: if another manager, of this process or another, holds it
         """
-        if self._scheduler_lock is not None:
+        file = self._file
+        if file is None or self._writer is None:
+            raise self._not_open()
+        if self._scheduling:
             return
-        lock_path = self._path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreError(
-                f"another WorkManager already runs on {self._path} (lock {lock_path} held "
-                f"by {holder}); run one manager per SQLite file, or use PostgreSQL for "
-                "several processes"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, owner.encode())
-        self._scheduler_lock = fd
+        holder = file.lock_scheduler(owner)
+        if holder is not None:
+            raise self._refused(file, holder)
+        self._scheduling = True
 
-    def _unlock_scheduler(self) -> None:
-        if self._scheduler_lock is not None:
-            os.close(self._scheduler_lock)  # closing the descriptor releases the flock
-            self._scheduler_lock = None
+    def _refused(self, file: _sqlite_file.DBFile, holder: str) -> StoreError:
+        return StoreError(
+            f"another WorkManager already runs on {_sqlite_file.describe(self._path, file.fd)}: "
+            f"the lock on the file is held by {holder}; run one manager per SQLite file "
+            "(whatever path leads to it), or use PostgreSQL for several processes"
+        )
+
+    def _take_file(self) -> None:
+        """Open the database file (blocking)."""
+        self._file = _sqlite_file.acquire(self._path)
+
+    def _release_file(self) -> None:
+        """Unlock and let go of the database file, once no connection of this store has
+        it open."""
+        file, self._file = self._file, None
+        if file is not None:
+            if self._scheduling:
+                self._scheduling = False
+                file.unlock_scheduler()
+            file.release()
 
     async def close(self) -> None:
         """Finish queued writes and close both connections. Idempotent."""
-        self._unlock_scheduler()
         if self._lock is None:
             return
         with anyio.CancelScope(shield=True):  # bounded: waits for one batch at most
@@ -392,13 +407,18 @@ class SQLiteStore(Store):
                     await self._checkpointing
                 checkpointer, self._checkpointer = self._checkpointer, None
                 failure: aiosqlite.Error | None = None
-                for db in (reader, checkpointer, writer):
-                    if db is None:
-                        continue
-                    try:
-                        await db.close()
-                    except aiosqlite.Error as exc:
-                        failure = failure or exc
+                try:
+                    for db in (reader, checkpointer, writer):
+                        if db is None:
+                            continue
+                        try:
+                            await db.close()
+                        except aiosqlite.Error as exc:
+                            failure = failure or exc
+                finally:
+                    # Last: a second manager may start once the writes are done, and the
+                    # file's descriptor is closed only once its connections are.
+                    self._release_file()
                 if failure is not None:
                     raise self._error(failure, "closing") from failure
 

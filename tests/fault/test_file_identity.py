@@ -1,0 +1,154 @@
+"""The SQLite file is known by what it is, not by the path that led to it: a manager on
+another path to a file a manager runs on (a symlink, a hard link) is refused."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+
+import wm_async as wm
+
+S = wm.WorkState
+
+#: Bounds every wait on a subprocess (real time; a loaded machine is slow).
+TIMEOUT = 60
+
+#: A manager on argv[1] that runs the work argv[2], which holds until the process dies.
+HOLDER = textwrap.dedent(
+    """
+    import sys, uuid
+    import anyio
+    import wm_async as wm
+
+    async def main() -> None:
+        manager = wm.WorkManager(f"sqlite:///{sys.argv[1]}", shutdown_grace=0)
+
+        @manager.worker("hold")
+        async def hold(ctx: wm.WorkContext) -> None:
+            print("running", ctx.id, ctx.run_attempt_count, flush=True)
+            await anyio.sleep_forever()
+
+        async with manager:
+            await manager.enqueue(wm.OneTimeWorkRequest("hold", id=uuid.UUID(sys.argv[2])))
+            await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+def row(db: Path, work_id: uuid.UUID) -> tuple[str, int]:
+    """(state, run_attempt_count) of a work, read with sqlite3."""
+    with sqlite3.connect(db) as conn:
+        found = conn.execute(
+            "SELECT state, run_attempt_count FROM wm_work WHERE id = ?", (str(work_id),)
+        ).fetchone()
+    assert found is not None, work_id
+    return str(found[0]), int(found[1])
+
+
+def stored_ids(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return {str(r[0]) for r in conn.execute("SELECT id FROM wm_work")}
+
+
+async def refuse_beside(
+    holder: anyio.abc.Process,
+    db: Path,
+    symlink: Path,
+    hard_link: Path,
+    work_id: uuid.UUID,
+    env: dict[str, str],
+) -> None:
+    """With ``holder`` running the work ``work_id``: a manager on each path is refused."""
+    assert holder.stdout is not None
+    out = b""
+    while not out.endswith(b"\n"):
+        out += await holder.stdout.receive()
+    assert out.decode().split() == ["running", str(work_id), "0"]
+    # The CLI, which takes no lock, reads the file beside the running manager.
+    cli_env = {**env, "WM_ASYNC_STORE": f"sqlite:///{symlink}"}
+    show = [sys.executable, "-m", "wm_async", "show", str(work_id), "--json"]
+    shown = await anyio.run_process(show, env=cli_env)
+    assert '"state": "RUNNING"' in shown.stdout.decode()
+    ran: list[str] = []
+    for path in (symlink, db, hard_link):
+        if path == hard_link:
+            os.link(db, hard_link)
+        manager = wm.WorkManager(f"sqlite:///{path}", shutdown_grace=0)
+        manager.register_worker("hold", lambda ctx: ran.append(str(ctx.id)))
+        with pytest.raises(wm.StoreError) as e:
+            async with manager:
+                pass
+        assert manager.state is wm.RunState.STOPPED
+        message = str(e.value)
+        assert str(path) in message
+        if path == hard_link:
+            # SQLite keeps the WAL by name: a file with two names is refused outright.
+            assert "2 hard links" in message
+        else:
+            assert "another WorkManager already runs" in message
+        if path == symlink:
+            assert f"(the file {db})" in message
+        # Its start-up recovery never ran: the work runs once, in the holder.
+        assert row(db, work_id) == ("RUNNING", 1)
+    assert ran == []
+    os.unlink(hard_link)
+
+
+async def test_a_second_manager_on_a_symlink_or_hard_link_to_the_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "wm.db"
+    symlink = tmp_path / "via-symlink.db"
+    symlink.symlink_to(db)
+    (tmp_path / "elsewhere").mkdir()
+    hard_link = tmp_path / "elsewhere" / "via-hard-link.db"
+    work_id = uuid.uuid4()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    with anyio.fail_after(TIMEOUT):
+        holder = await anyio.open_process(
+            [sys.executable, "-c", HOLDER, str(db), str(work_id)], env=env
+        )
+        try:
+            await refuse_beside(holder, db, symlink, hard_link, work_id, env)
+        finally:
+            holder.kill()
+            await holder.aclose()
+        ran: list[str] = []
+        # The holder is gone, and its lock with it: a manager starts through the symlink
+        # and recovers the work it was running.
+        manager = wm.WorkManager(f"sqlite:///{symlink}", shutdown_grace=0)
+        manager.register_worker("hold", lambda ctx: ran.append(str(ctx.id)))
+        async with manager:
+            info = await manager.wait(work_id)
+        assert info.state is S.SUCCEEDED
+        assert ran == [str(work_id)]
+    assert row(db, work_id) == ("SUCCEEDED", 2)
+
+
+async def test_two_stores_of_one_process_on_two_paths_to_a_file_share_the_lock(
+    tmp_path: Path,
+) -> None:
+    from wm_async.stores.sqlite import SQLiteStore
+
+    db = tmp_path / "wm.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    with anyio.fail_after(30):
+        async with SQLiteStore(db) as first, SQLiteStore(link) as second:
+            await first.lock_for_scheduler("first-owner")
+            with pytest.raises(wm.StoreError, match="first-owner"):
+                await second.lock_for_scheduler("second-owner")
+            assert await second.get(["x"]) == []  # the second still reads
+        async with SQLiteStore(link) as third:
+            await third.lock_for_scheduler("third-owner")  # released when first closed
