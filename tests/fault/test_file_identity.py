@@ -1,5 +1,7 @@
 """The SQLite file is known by what it is, not by the path that led to it: a manager on
-another path to a file a manager runs on (a symlink, a hard link) is refused."""
+another path to a file a manager runs on (a symlink, a hard link) is refused, and a file
+deleted, moved away or replaced under a running manager fails its writes instead of
+taking them into a file that the next start will not see."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import anyio.abc
 import pytest
 
 import wm_async as wm
+from wm_async.testing import VirtualClock
 
 S = wm.WorkState
 
@@ -152,3 +155,64 @@ async def test_two_stores_of_one_process_on_two_paths_to_a_file_share_the_lock(
             assert await second.get(["x"]) == []  # the second still reads
         async with SQLiteStore(link) as third:
             await third.lock_for_scheduler("third-owner")  # released when first closed
+
+
+@pytest.mark.parametrize("fault", ["moved away", "deleted", "replaced"])
+async def test_writes_fail_once_the_file_is_gone_from_its_path(
+    tmp_path: Path, clock: VirtualClock, fault: str
+) -> None:
+    db = tmp_path / "wm.db"
+    moved = tmp_path / "moved.db"
+    manager = wm.WorkManager(f"sqlite:///{db}", clock=clock, shutdown_grace=0)
+    manager.register_worker("w", lambda ctx: None)
+    kept = wm.OneTimeWorkRequest("w", initial_delay=60)
+    late = [wm.OneTimeWorkRequest("w", initial_delay=60) for _ in range(2)]
+    with anyio.fail_after(30):
+        async with manager:
+            await manager.enqueue(kept)
+            if fault == "moved away":
+                db.rename(moved)
+            elif fault == "deleted":
+                db.unlink()
+            else:  # another file (say, a backup restored) takes the path
+                moved.write_bytes(b"")
+                moved.replace(db)
+            for request in late:  # the first write finds it; none is taken later either
+                with pytest.raises(wm.StoreGoneError, match="nothing was written"):
+                    await manager.enqueue(request)
+            # Reading goes on (from the file the store has open).
+            info = await manager.get_work_info(kept.id)
+            assert info is not None
+            assert info.state is S.ENQUEUED
+    if fault == "replaced":
+        assert db.stat().st_size == 0  # the file now at the path was left alone
+    if fault == "moved away":
+        moved.replace(db)  # put back (beside its WAL), as the error says
+    restarted = wm.WorkManager(f"sqlite:///{db}", clock=clock, shutdown_grace=0)
+    restarted.register_worker("w", lambda ctx: None)
+    with anyio.fail_after(30):
+        async with restarted:
+            for request in late:  # never stored, anywhere
+                assert await restarted.get_work_info(request.id) is None
+            info = await restarted.get_work_info(kept.id)
+            if fault == "moved away":
+                assert info is not None
+                assert info.state is S.ENQUEUED
+            else:
+                assert info is None
+
+
+async def test_a_relative_path_keeps_its_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
+) -> None:
+    # SQLite resolves the path when it opens the file; so does the check of the path.
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    manager = wm.WorkManager("sqlite:///wm.db", clock=clock, shutdown_grace=0)
+    manager.register_worker("w", lambda ctx: None)
+    request = wm.OneTimeWorkRequest("w", initial_delay=60)
+    with anyio.fail_after(30):
+        async with manager:
+            monkeypatch.chdir(tmp_path / "elsewhere")
+            await manager.enqueue(request)
+    assert stored_ids(tmp_path / "wm.db") == {str(request.id)}
