@@ -157,6 +157,46 @@ async def test_two_stores_of_one_process_on_two_paths_to_a_file_share_the_lock(
             await third.lock_for_scheduler("third-owner")  # released when first closed
 
 
+#: Switches argv[1] out of WAL mode, which SQLite refuses while another connection (of
+#: any process) has the file open: it holds a SHARED lock on it all along.
+SWITCH_JOURNAL = textwrap.dedent(
+    """
+    import sqlite3, sys
+    conn = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+    try:
+        print(conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        print(exc)
+    """
+)
+
+
+async def test_a_second_store_of_the_process_leaves_the_first_ones_locks_alone(
+    tmp_path: Path,
+) -> None:
+    # The OS drops every POSIX lock a process holds on a file when it closes any
+    # descriptor of that file, SQLite's included: a second store (a refused manager's)
+    # must not open and close a descriptor of its own while the first one runs.
+    from wm_async.stores.sqlite import SQLiteStore
+
+    db = tmp_path / "wm.db"
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    with anyio.fail_after(TIMEOUT):
+        async with SQLiteStore(db) as first:
+            await first.lock_for_scheduler("first-owner")
+            for path in (db, link):
+                second = wm.WorkManager(f"sqlite:///{path}", shutdown_grace=0)
+                with pytest.raises(wm.StoreError, match="first-owner"):
+                    async with second:
+                        pass
+            switch = await anyio.run_process([sys.executable, "-c", SWITCH_JOURNAL, str(db)])
+            assert switch.stdout.decode().strip() == "database is locked"
+            assert await first.get(["x"]) == []
+        switch = await anyio.run_process([sys.executable, "-c", SWITCH_JOURNAL, str(db)])
+        assert switch.stdout.decode().strip() == "delete"  # the probe can tell
+
+
 @pytest.mark.parametrize("fault", ["moved away", "deleted", "replaced"])
 async def test_writes_fail_once_the_file_is_gone_from_its_path(
     tmp_path: Path, clock: VirtualClock, fault: str
