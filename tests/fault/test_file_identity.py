@@ -157,6 +157,26 @@ async def test_two_stores_of_one_process_on_two_paths_to_a_file_share_the_lock(
             await third.lock_for_scheduler("third-owner")  # released when first closed
 
 
+async def test_a_file_with_two_names_is_refused_untouched(tmp_path: Path) -> None:
+    # SQLite keeps the WAL under the name it opened: a manager restarting by another name
+    # after a crash would miss the commits left in the first name's WAL.
+    db = tmp_path / "wm.db"
+    manager = wm.WorkManager(f"sqlite:///{db}", shutdown_grace=0)
+    manager.register_worker("w", lambda ctx: None)
+    with anyio.fail_after(30):
+        async with manager:
+            await manager.enqueue(wm.OneTimeWorkRequest("w", initial_delay=60))
+    os.link(db, tmp_path / "other-name.db")
+    before = db.read_bytes()
+    for path in (db, tmp_path / "other-name.db"):
+        again = wm.WorkManager(f"sqlite:///{path}", shutdown_grace=0)
+        with pytest.raises(wm.StoreError, match="2 hard links: SQLite keeps a database's WAL"):
+            async with again:
+                pass
+    assert db.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["other-name.db", "wm.db"]
+
+
 #: Switches argv[1] out of WAL mode, which SQLite refuses while another connection (of
 #: any process) has the file open: it holds a SHARED lock on it all along.
 SWITCH_JOURNAL = textwrap.dedent(

@@ -7,6 +7,9 @@
   transaction by whichever caller found no batch in progress (the leader); every caller
   returns only after that COMMIT. There is no background task.
 - Claims and next-due lookups read only the partial index ``wm_work_due``.
+- The file is known by its identity (see ``_sqlite_file``): one scheduling manager per
+  file whatever path leads to it, and writes stop (:class:`StoreGoneError`) once the path
+  no longer leads to the file opened.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class SQLiteStore(Store):
     ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.
     A new file is created readable by its owner only. Concurrent writes are committed
     together (group commit), so throughput comes from batching, not from weaker durability.
+    A file with several hard links is refused (SQLite keeps the WAL by name), and writes
+    fail with :class:`StoreGoneError` once the file is deleted or moved away.
 
     :param path: the database file; created if missing
     :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
