@@ -29,7 +29,7 @@ def permissive_umask() -> Iterator[None]:
         os.umask(old)
 
 
-async def test_database_wal_shm_and_lock_files_are_private(
+async def test_database_wal_and_shm_files_are_private(
     tmp_path: Path, permissive_umask: None
 ) -> None:
     db = tmp_path / "wm.db"
@@ -39,10 +39,42 @@ async def test_database_wal_shm_and_lock_files_are_private(
         req = wm.OneTimeWorkRequest("w")
         await manager.enqueue(req)
         await manager.wait(req.id, timeout=10)
-        files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}.lock")]
-        for path in files:
+        for path in [db, Path(f"{db}-wal"), Path(f"{db}-shm")]:
             assert path.exists(), path
             assert path.stat().st_mode & 0o777 == 0o600, path
+        assert sorted(os.listdir(tmp_path)) == ["wm.db", "wm.db-shm", "wm.db-wal"]
+
+
+@pytest.mark.parametrize("planted", ["symlink", "regular file"])
+async def test_a_planted_lock_file_is_neither_followed_nor_touched(
+    tmp_path: Path, planted: str
+) -> None:
+    # Older versions flocked "<db>.lock", opened without O_NOFOLLOW and truncated: a
+    # symlink planted there by anyone who can write the directory clobbered its target.
+    db = tmp_path / "wm.db"
+    lock = tmp_path / "wm.db.lock"
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious data\n")
+    if planted == "symlink":
+        lock.symlink_to(victim)
+    else:
+        lock.write_bytes(b"left by an older version\n")
+    before = {path: (path.read_bytes(), path.lstat()) for path in (lock, victim)}
+    manager = wm.WorkManager(f"sqlite:///{db}", shutdown_grace=0)
+    manager.register_worker("w", lambda ctx: None)
+    with anyio.fail_after(30):
+        async with manager:
+            req = wm.OneTimeWorkRequest("w")
+            await manager.enqueue(req)
+            await manager.wait(req.id)
+    for path, (data, stat) in before.items():
+        after = path.lstat()
+        assert path.read_bytes() == data, path
+        assert (after.st_mode, after.st_ino, after.st_mtime_ns) == (
+            stat.st_mode,
+            stat.st_ino,
+            stat.st_mtime_ns,
+        ), path
 
 
 # -- hostile rows --------------------------------------------------------------------------

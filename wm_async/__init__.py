@@ -21,6 +21,7 @@ from ._errors import StoreBusyError as StoreBusyError
 from ._errors import StoreCorruptError as StoreCorruptError
 from ._errors import StoreError as StoreError
 from ._errors import StoreFullError as StoreFullError
+from ._errors import StoreGoneError as StoreGoneError
 from ._errors import StoreReadOnlyError as StoreReadOnlyError
 from ._errors import UnknownWorkerError as UnknownWorkerError
 from ._errors import WorkManagerError as WorkManagerError
@@ -104,6 +105,7 @@ __all__ = (
     "StoreFullError",
     "StoreReadOnlyError",
     "StoreBusyError",
+    "StoreGoneError",
     "NotRunningError",
     "SchedulerError",
 )

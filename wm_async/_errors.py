@@ -9,8 +9,9 @@ know wm_async::
     │   └── DataTooLargeError                 input/output/progress over max_data_bytes
     ├── UnknownWorkerError(LookupError)       no worker registered under that name
     ├── StoreError                            the store failed (I/O, connection, locking)
-    │   └── StoreCorruptError                 the file is not a wm_async store, or is damaged
-    │                                         or written by a newer version
+    │   ├── StoreCorruptError                 the file is not a wm_async store, or is damaged
+    │   │                                     or written by a newer version
+    │   └── StoreGoneError                    the file was deleted, moved or replaced in use
     └── NotRunningError(RuntimeError)         the manager is not started (or is stopping)
         └── SchedulerError                    it stopped on an unexpected internal error
 """
@@ -112,6 +113,13 @@ class StoreReadOnlyError(StoreError):
 class StoreBusyError(StoreError):
     """Another process held the store's lock for longer than the store waits and retries
     (SQLite: ``busy_timeout`` several times over). Transient: retry later."""
+
+
+class StoreGoneError(StoreError):
+    """The store's file was deleted, moved away or replaced while the store had it open
+    (SQLite): the path no longer leads to the file the store writes to, so whatever it
+    wrote there would be lost to the next start. The write that found it wrote nothing,
+    and the store takes no more writes (reads go on); put the file back and restart."""
 
 
 class NotRunningError(WorkManagerError, RuntimeError):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
-import os
 import re
 import sqlite3
 import sys
@@ -491,26 +490,3 @@ def migrations() -> tuple[tuple[int, tuple[str, ...]], ...]:
     if [n for n, _ in found] != list(range(1, len(found) + 1)):
         raise StoreError("wm_async is installed incompletely: SQLite migrations are missing")
     return tuple(found)
-
-
-def prepare_file(path: str) -> None:
-    """Create the database file private (0600), or check that an existing one is SQLite.
-
-    Blocking: call it in a worker thread. SQLite's -wal and -shm files take the mode of
-    the database file.
-
-    :raises StoreCorruptError: if the file is not empty and not a SQLite database
-    """
-    try:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            with open(path, "rb") as f:
-                head = f.read(len(HEADER))
-        else:
-            os.close(fd)
-            return
-    except OSError as exc:
-        raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
-    if head and head != HEADER:
-        raise StoreCorruptError(f"{path} is not a SQLite database; wm_async left it untouched")

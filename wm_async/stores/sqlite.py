@@ -7,13 +7,15 @@
   transaction by whichever caller found no batch in progress (the leader); every caller
   returns only after that COMMIT. There is no background task.
 - Claims and next-due lookups read only the partial index ``wm_work_due``.
+- The file is known by its identity (see ``_sqlite_file``): one scheduling manager per
+  file whatever path leads to it, and writes stop (:class:`StoreGoneError`) once the path
+  no longer leads to the file opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import fcntl
 import json
 import logging
 import os
@@ -35,9 +37,11 @@ from .._errors import (
     StoreCorruptError,
     StoreError,
     StoreFullError,
+    StoreGoneError,
     StoreReadOnlyError,
 )
 from .._model import Constraints, WorkState
+from . import _sqlite_file
 from . import _sqlite_schema as sql
 from ._base import Claimed, ClaimParams, Store, resolve_new
 
@@ -201,6 +205,8 @@ class SQLiteStore(Store):
     ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.
     A new file is created readable by its owner only. Concurrent writes are committed
     together (group commit), so throughput comes from batching, not from weaker durability.
+    A file with several hard links is refused (SQLite keeps the WAL by name), and writes
+    fail with :class:`StoreGoneError` once the file is deleted or moved away.
 
     :param path: the database file; created if missing
     :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
@@ -227,7 +233,11 @@ class SQLiteStore(Store):
     _checkpointing: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _written: int = attrs.field(init=False, default=0)  # rows written since the last one
     _reset_wal: bool = attrs.field(init=False, default=False)
-    _scheduler_lock: int | None = attrs.field(init=False, default=None)  # flock'd descriptor
+    # The database file, held open from open() until after close() closed the connections.
+    _file: _sqlite_file.DBFile | None = attrs.field(init=False, default=None)
+    _scheduling: bool = attrs.field(init=False, default=False)  # holds the scheduler lock
+    _absolute: str = attrs.field(init=False, default="")  # the path, at open time
+    _gone: bool = attrs.field(init=False, default=False)  # the path lost the file: no writes
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -248,8 +258,10 @@ class SQLiteStore(Store):
                 return
             if sqlite3.sqlite_version_info < sql.MIN_SQLITE:
                 raise StoreError(f"SQLiteStore needs SQLite 3.35+, not {sqlite3.sqlite_version}")
-            await anyio.to_thread.run_sync(sql.prepare_file, self._path)
             migrations = await anyio.to_thread.run_sync(sql.migrations)
+            # Before the connections: its descriptor must outlive them (see _sqlite_file).
+            with anyio.CancelScope(shield=True):  # quick; and a file taken is let go
+                await anyio.to_thread.run_sync(self._take_file)
             conns: list[aiosqlite.Connection] = []
             try:
                 writer = await self._connect(conns)
@@ -264,6 +276,7 @@ class SQLiteStore(Store):
                             await db.close()
                         except aiosqlite.Error:
                             pass  # the error being raised is the one worth reporting
+                self._release_file()
                 if isinstance(exc, aiosqlite.Error):
                     raise self._error(exc, "opening") from exc
                 raise
@@ -344,38 +357,51 @@ class SQLiteStore(Store):
         return self._path
 
     async def lock_for_scheduler(self, owner: str) -> None:
-        """Take the one-manager-per-file lock (an flock on ``<path>.lock``).
+        """Take the one-manager-per-file lock: a lock on the database file itself, which
+        a manager opening the file by another path (a symlink, a hard link) meets too.
+        No lock file is made.
 
-        The OS drops it when the process dies, so a crash never leaves it stale.
+        Held until :meth:`close` has closed the connections; the OS drops it when the
+        process dies, so a crash never leaves it stale.
 
-        :raises StoreError: if another process's manager holds it
+        :raises StoreError: if another manager, of this process or another, holds it
         """
-        if self._scheduler_lock is not None:
+        file = self._file
+        if file is None or self._writer is None:
+            raise self._not_open()
+        if self._scheduling:
             return
-        lock_path = self._path + ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreError(
-                f"another WorkManager already runs on {self._path} (lock {lock_path} held "
-                f"by {holder}); run one manager per SQLite file, or use PostgreSQL for "
-                "several processes"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, owner.encode())
-        self._scheduler_lock = fd
+        holder = file.lock_scheduler(owner)
+        if holder is not None:
+            raise self._refused(file, holder)
+        self._scheduling = True
 
-    def _unlock_scheduler(self) -> None:
-        if self._scheduler_lock is not None:
-            os.close(self._scheduler_lock)  # closing the descriptor releases the flock
-            self._scheduler_lock = None
+    def _refused(self, file: _sqlite_file.DBFile, holder: str) -> StoreError:
+        return StoreError(
+            f"another WorkManager already runs on {_sqlite_file.describe(self._path, file.fd)}: "
+            f"the lock on the file is held by {holder}; run one manager per SQLite file "
+            "(whatever path leads to it), or use PostgreSQL for several processes"
+        )
+
+    def _take_file(self) -> None:
+        """Open the database file (blocking). SQLite resolves the path when it opens the
+        file, so the check that it still leads there does too: a chdir changes nothing."""
+        self._file = _sqlite_file.acquire(self._path)
+        self._absolute = os.path.abspath(self._path)
+        self._gone = False
+
+    def _release_file(self) -> None:
+        """Unlock and let go of the database file, once no connection of this store has
+        it open."""
+        file, self._file = self._file, None
+        if file is not None:
+            if self._scheduling:
+                self._scheduling = False
+                file.unlock_scheduler()
+            file.release()
 
     async def close(self) -> None:
         """Finish queued writes and close both connections. Idempotent."""
-        self._unlock_scheduler()
         if self._lock is None:
             return
         with anyio.CancelScope(shield=True):  # bounded: waits for one batch at most
@@ -392,13 +418,18 @@ class SQLiteStore(Store):
                     await self._checkpointing
                 checkpointer, self._checkpointer = self._checkpointer, None
                 failure: aiosqlite.Error | None = None
-                for db in (reader, checkpointer, writer):
-                    if db is None:
-                        continue
-                    try:
-                        await db.close()
-                    except aiosqlite.Error as exc:
-                        failure = failure or exc
+                try:
+                    for db in (reader, checkpointer, writer):
+                        if db is None:
+                            continue
+                        try:
+                            await db.close()
+                        except aiosqlite.Error as exc:
+                            failure = failure or exc
+                finally:
+                    # Last: a second manager may start once the writes are done, and the
+                    # file's descriptor is closed only once its connections are.
+                    self._release_file()
                 if failure is not None:
                     raise self._error(failure, "closing") from failure
 
@@ -438,6 +469,26 @@ class SQLiteStore(Store):
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self._path} (use 'async with store:')")
+
+    def _check_file(self) -> None:
+        """Raise :class:`StoreGoneError` if the path no longer leads to the file the store
+        opened (deleted, moved away or replaced): SQLite would go on writing to that file,
+        and the writes would be lost to the next start. Run before every write transaction
+        (a stat, a microsecond or two, in the writer's thread)."""
+        if not self._gone:
+            file = self._file
+            assert file is not None  # close() waits for the batch in progress
+            try:
+                if _sqlite_file.identity_at(self._absolute) == file.identity:
+                    return
+            except OSError:
+                return  # cannot tell (a directory made unsearchable): SQLite reports its own
+            self._gone = True
+        raise StoreGoneError(
+            f"SQLite store {self._path}: the database file was deleted, moved away or replaced "
+            "while in use; nothing was written, and the store takes no more writes (they "
+            "would be lost). Put the file back and restart"
+        )
 
     # -- the Store operations --------------------------------------------------------------
 
@@ -604,6 +655,8 @@ class SQLiteStore(Store):
     async def _submit(self, kind: _Kind, arg: Any) -> Any:
         if not self._accepting:
             raise self._not_open()
+        if self._gone:
+            self._check_file()
         op = _Op(kind, arg)
         self._queue.append(op)
         if self._busy:
@@ -721,6 +774,8 @@ class SQLiteStore(Store):
                     )
                 else:
                     outcomes = await self._transaction(db, ops, single)
+            except StoreGoneError as exc:  # every op of the batch: none was written
+                raise _BatchError(exc, transient=True) from exc
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
                 transient = sql.is_transient(exc)
                 if not transient or attempt >= _BUSY_RETRIES:
@@ -755,6 +810,7 @@ class SQLiteStore(Store):
         raise RuntimeError("a transaction awaited something outside the database")
 
     async def _transaction(self, db: _DB, ops: list[_Op], single: bool) -> _Outcomes:
+        self._check_file()  # before anything is written
         if single:
             return await self._execute(db, ops)
         await db.execute_fetchall("BEGIN IMMEDIATE")
