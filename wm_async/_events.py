@@ -129,6 +129,9 @@ class WorkWatcher:
                     return info
             if self._closed:
                 raise StopAsyncIteration
+            # An emptied dict keeps its size: give back the room a burst took.
+            pending.clear()
+            snapshot.clear()
             self._ready = anyio.Event()
             await self._ready.wait()
 
@@ -154,7 +157,9 @@ class WorkWatcher:
             final = (record.enqueued_at, record.finished_at)
             if finished.get(rid) == final:
                 return None  # a repeat: a finished work never changes again
-            self._last.pop(rid, None)
+            last = self._last
+            if last.pop(rid, None) is not None and not last:
+                last.clear()  # the last unfinished one: give back the room (see above)
             finished.pop(rid, None)
             finished[rid] = final
             if len(finished) > RECENT_FINISHED:
