@@ -82,21 +82,21 @@ async def test_a_watcher_forgets_the_works_it_saw_finish(
     manager = make_manager()
     register(manager)
     sizes: list[int] = []
-    async with manager, manager.watch(wm.WorkQuery(tags={"t"})) as watcher:
-        for _ in range(2):
-            works = [request(tags={"t"}) for _ in range(n)]
-            seen: list[wm.WorkInfo] = []
-            with anyio.fail_after(120):
+    with anyio.fail_after(240):
+        async with manager, manager.watch(wm.WorkQuery(tags={"t"})) as watcher:
+            for _ in range(2):
+                works = [request(tags={"t"}) for _ in range(n)]
+                seen: list[wm.WorkInfo] = []
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(read_until_finished, watcher, works, seen)
                     await enqueue(manager, works)
                     await clock.advance(0)
                 await drain(manager, watcher)
                 assert await manager.prune_work() == n + 1  # and the marker
-            finals = [i for i in seen if i.is_finished]
-            assert sorted(str(i.id) for i in finals) == ids(works)  # each once
-            assert {i.state for i in finals} == {wm.WorkState.SUCCEEDED}
-            sizes.append(held(watcher))
+                finals = [i for i in seen if i.is_finished]
+                assert sorted(str(i.id) for i in finals) == ids(works)  # each once
+                assert {i.state for i in finals} == {wm.WorkState.SUCCEEDED}
+                sizes.append(held(watcher))
     # The same after twice as many works finished and were pruned: independent of N.
     assert sizes[1] <= sizes[0] <= SMALL
 
@@ -108,11 +108,10 @@ async def test_an_unread_watcher_buffers_at_most_max_buffer_works(
     manager = make_manager()
     register(manager)
     later = request(tags={"t"}, initial_delay=3600)
-    async with manager:
-        await manager.enqueue(later)
-        async with manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=100) as watcher:
-            with anyio.fail_after(10):
-                first = await anext(watcher)
+    with anyio.fail_after(120):
+        async with manager, manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=100) as watcher:
+            await manager.enqueue(later)
+            first = await anext(watcher)
             assert (first.id, first.state) == (later.id, wm.WorkState.ENQUEUED)
             # The consumer holds the watcher but stops reading while n works run.
             works = [request(tags={"t"}) for _ in range(n)]
@@ -125,16 +124,14 @@ async def test_an_unread_watcher_buffers_at_most_max_buffer_works(
             assert peak <= 100 + 1  # max_buffer, and the snapshot delivered of `later`
             # Read at last: each work's latest state, once; `later` is not repeated.
             seen: list[wm.WorkInfo] = []
-            with anyio.fail_after(60):
-                await read_until_finished(watcher, works, seen)
+            await read_until_finished(watcher, works, seen)
             assert sorted(str(i.id) for i in seen) == ids(works)
             stored = {i.id: i for i in await manager.get_work_infos(wm.WorkQuery(tags={"t"}))}
             assert all(i == stored[i.id] for i in seen)
             assert {i.state for i in seen} == {wm.WorkState.SUCCEEDED}
             # And it goes on delivering every change.
             assert await manager.cancel_work_by_id(later.id)
-            with anyio.fail_after(10):
-                cancelled = await anext(watcher)
+            cancelled = await anext(watcher)
             assert (cancelled.id, cancelled.state) == (later.id, wm.WorkState.CANCELLED)
             assert held(watcher) <= SMALL
 
@@ -143,12 +140,13 @@ async def test_max_buffer_must_be_a_positive_integer(
     make_manager: MakeManager, clock: VirtualClock
 ) -> None:
     manager = make_manager()
-    async with manager:
-        for bad in (0, -1, True, 1.5, "10", None):
-            with pytest.raises(wm.InvalidRequestError, match="max_buffer"):
-                manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=bad)  # type: ignore[arg-type]
-        async with manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=1):
-            pass
+    with anyio.fail_after(30):
+        async with manager:
+            for bad in (0, -1, True, 1.5, "10", None):
+                with pytest.raises(wm.InvalidRequestError, match="max_buffer"):
+                    manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=bad)  # type: ignore[arg-type]
+            async with manager.watch(wm.WorkQuery(tags={"t"}), max_buffer=1):
+                pass
 
 
 async def test_a_store_re_read_delivers_no_snapshot_again(
@@ -167,19 +165,22 @@ async def test_a_store_re_read_delivers_no_snapshot_again(
             if info.id == marker.id and info.is_finished:
                 return
 
-    async with manager, manager.watch(wm.WorkQuery(tags={"t"})) as watcher:
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(collect, watcher)
-                await manager.enqueue(done, waiting, marker)
-                await clock.advance(0)
-                before = list(seen)
-                assert [i.state for i in before if i.id == done.id][-1] is wm.WorkState.SUCCEEDED
-                await manager._external_change(None)  # what a reconnection runs
-                await manager._external_change(None)
-                await clock.advance(0)
-                await manager.cancel_work_by_id(marker.id)
-                await clock.advance(0)
+    with anyio.fail_after(30):
+        async with (
+            manager,
+            manager.watch(wm.WorkQuery(tags={"t"})) as watcher,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(collect, watcher)
+            await manager.enqueue(done, waiting, marker)
+            await clock.advance(0)
+            before = list(seen)
+            assert [i.state for i in before if i.id == done.id][-1] is wm.WorkState.SUCCEEDED
+            await manager._external_change(None)  # what a reconnection runs
+            await manager._external_change(None)
+            await clock.advance(0)
+            await manager.cancel_work_by_id(marker.id)
+            await clock.advance(0)
     assert [(i.id, i.state) for i in seen[len(before) :]] == [(marker.id, wm.WorkState.CANCELLED)]
 
 
