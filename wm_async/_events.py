@@ -1,22 +1,31 @@
 """The in-process change feed: ``wait()`` waiters and ``watch()`` subscriptions.
 
-Publishing costs a dict lookup per record when nobody listens. A subscription buffers
-at most one snapshot per work id (the latest): a slow subscriber never blocks the
-scheduler and never grows without bound, and it always sees a work's latest state.
+Publishing costs a dict lookup per record when nobody listens. A subscription's memory is
+bounded by what its consumer has not read yet: it buffers the latest record of at most
+``max_buffer`` changed works and, past that, drops them and reads its query afresh on the
+next read. Of what it delivered it keeps only the last snapshot of each unfinished work
+and the ids of the last few finished ones (to drop repeats). A slow subscriber never
+blocks the scheduler, and it always ends up seeing each work's latest state.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import anyio
 
 if TYPE_CHECKING:
     from ._model import WorkInfo, WorkQuery
     from ._record import WorkRecord
+
+#: How many finished works a watcher remembers having delivered: a store re-read (the
+#: manager re-reads every watched work after a PostgreSQL reconnection) republishes their
+#: final snapshots, which must not be delivered again.
+RECENT_FINISHED: Final = 1024
 
 
 class WorkWatcher:
@@ -25,34 +34,81 @@ class WorkWatcher:
     in a row for a work.
 
     If the consumer falls behind, intermediate states of a work are skipped and only its
-    latest is delivered. Iteration ends when the manager stops or :meth:`aclose` is
-    called. Use ``async with manager.watch(q) as infos:`` to close it deterministically.
+    latest is delivered. However far behind it falls, the watcher's memory stays bounded:
+    it buffers the latest state of at most ``max_buffer`` changed works (an argument of
+    :meth:`~wm_async.WorkManager.watch`). When one more work changes, it drops that buffer
+    and, on the next read, reads the current states of the works its query selects from
+    the store again, as it did first: the consumer still sees each work's latest state,
+    coalesced, and no snapshot it already has of an unfinished work.
+
+    Of what it delivered, a watcher keeps the last snapshot of each unfinished work (to
+    drop exact repeats; forgotten once the work finishes) and the ids of the last 1,024
+    finished works, so that a re-read of the store (after a PostgreSQL reconnection, or
+    after the buffer overflowed) does not deliver their final state again. A finished
+    work delivered before those may be delivered again by such a re-read.
+
+    Iteration ends when the manager stops or :meth:`aclose` is called (after what was
+    buffered; a watcher whose buffer overflowed does not read the store again then). Use
+    ``async with manager.watch(q) as infos:`` to close it deterministically.
     """
 
     def __init__(
         self,
         hub: EventHub,
         query: WorkQuery,
-        initial: Callable[[], Awaitable[Sequence[WorkRecord]]],
+        load: Callable[[], Awaitable[Sequence[WorkRecord]]],
+        *,
+        max_buffer: int,
     ) -> None:
         self._hub = hub
         self._query = query
-        self._initial: Callable[[], Awaitable[Sequence[WorkRecord]]] | None = initial
-        self._pending: dict[str, WorkRecord] = {}
+        self._load = load
+        self._max_buffer = max_buffer
+        #: The store must be read before the next delivery: at first, and after the
+        #: buffer overflowed.
+        self._stale = True
+        #: Records of the last store read not yet delivered, nor superseded by a change.
+        self._snapshot: OrderedDict[str, WorkRecord] = OrderedDict()
+        #: The latest record of each work changed since, in the order of latest change.
+        self._pending: OrderedDict[str, WorkRecord] = OrderedDict()
+        #: The last snapshot delivered of each unfinished work.
         self._last: dict[str, WorkInfo] = {}
+        #: ``(enqueued_at, finished_at)`` of the last finished works delivered, oldest
+        #: first (a work's final state, which no later record changes).
+        self._finished: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
         self._ready = anyio.Event()
         self._closed = False
 
     def __repr__(self) -> str:
         return f"WorkWatcher({self._query!r})"
 
-    def _offer(self, record: WorkRecord) -> None:
-        if self._closed or not self._query.matches(record):
+    def _offer(self, records: Sequence[WorkRecord]) -> None:
+        if self._closed:
             return
-        pending = self._pending
-        pending.pop(record.id, None)  # re-insert so the order follows the latest change
-        pending[record.id] = record
-        self._ready.set()
+        matches = self._query.matches
+        snapshot, pending, last = self._snapshot, self._pending, self._last
+        offered = False
+        for record in records:
+            rid = record.id
+            if not matches(record):
+                # A work that left the query is forgotten once it finishes: nothing of
+                # it can reach this watcher any more.
+                if rid in last and record.state.is_finished:
+                    del last[rid]
+                continue
+            offered = True
+            if snapshot:
+                snapshot.pop(rid, None)  # this change is newer
+            if rid in pending:
+                pending.move_to_end(rid)  # the order follows the latest change
+            elif len(pending) >= self._max_buffer:
+                # Too far behind: rather than buffer without bound, forget the changes
+                # and read the current states afresh on the next read.
+                pending.clear()
+                self._stale = True
+            pending[rid] = record
+        if offered:
+            self._ready.set()
 
     def _close(self) -> None:
         self._closed = True
@@ -62,23 +118,64 @@ class WorkWatcher:
         return self
 
     async def __anext__(self) -> WorkInfo:
-        if self._initial is not None:
-            load, self._initial = self._initial, None
-            for record in await load():
-                # Anything already buffered arrived after the watcher was created: newer.
-                if record.id not in self._pending:
-                    self._pending[record.id] = record
         while True:
-            while self._pending:
-                rid = next(iter(self._pending))
-                info = self._pending.pop(rid).to_info()
-                if self._last.get(rid) != info:
-                    self._last[rid] = info
+            if self._stale and not self._closed:
+                await self._reread()
+            snapshot, pending = self._snapshot, self._pending
+            while snapshot or pending:
+                _, record = (snapshot or pending).popitem(last=False)
+                info = self._delivery(record)
+                if info is not None:
                     return info
             if self._closed:
                 raise StopAsyncIteration
+            # An emptied dict keeps its size: give back the room a burst took.
+            pending.clear()
+            snapshot.clear()
             self._ready = anyio.Event()
             await self._ready.wait()
+
+    async def _reread(self) -> None:
+        self._stale = False
+        records = await self._load()
+        pending = self._pending
+        # Buffered changes win: each is as new as what the read saw, or the newer
+        # state's own publication is still to come (a write is published after it).
+        fresh = {r.id: r for r in records if r.id not in pending}
+        # Works the previous read left undelivered keep their place, so a consumer that
+        # keeps falling behind still reaches every work.
+        snapshot = OrderedDict((rid, fresh.pop(rid)) for rid in self._snapshot if rid in fresh)
+        snapshot.update(fresh)
+        self._snapshot = snapshot
+
+    def _delivery(self, record: WorkRecord) -> WorkInfo | None:
+        """The snapshot of ``record`` to deliver; ``None`` if the consumer has it (or a
+        later one) already."""
+        rid = record.id
+        finished = self._finished
+        if record.state.is_finished:
+            final = (record.enqueued_at, record.finished_at)
+            if finished.get(rid) == final:
+                return None  # a repeat: a finished work never changes again
+            last = self._last
+            if last.pop(rid, None) is not None and not last:
+                last.clear()  # the last unfinished one: give back the room (see above)
+            finished.pop(rid, None)
+            finished[rid] = final
+            if len(finished) > RECENT_FINISHED:
+                finished.popitem(last=False)
+            return record.to_info()
+        if finished:
+            done = finished.get(rid)
+            if done is not None:
+                if done[0] == record.enqueued_at:
+                    return None  # read before the work finished: older than delivered
+                del finished[rid]  # the id was enqueued again after its work was pruned
+        info = record.to_info()
+        if self._last.get(rid) == info:
+            return None
+        self._last[rid] = info
+        return info
 
     async def aclose(self) -> None:
         """Stop watching."""
@@ -117,8 +214,7 @@ class EventHub:
                         event.set()
         if self._subscriptions:
             for watcher in list(self._subscriptions):
-                for record in records:
-                    watcher._offer(record)
+                watcher._offer(records)
 
     def is_waited(self, work_id: str) -> bool:
         """Whether a ``wait()`` waits for this work."""
@@ -151,10 +247,15 @@ class EventHub:
                 del self._waiters[work_id]
 
     def subscribe(
-        self, query: WorkQuery, initial: Callable[[], Awaitable[Sequence[WorkRecord]]]
+        self,
+        query: WorkQuery,
+        load: Callable[[], Awaitable[Sequence[WorkRecord]]],
+        *,
+        max_buffer: int,
     ) -> WorkWatcher:
-        """Register a watcher; changes published from now on reach it."""
-        watcher = WorkWatcher(self, query, initial)
+        """Register a watcher; changes published from now on reach it. ``load`` reads
+        the records ``query`` selects (first, and after the buffer overflowed)."""
+        watcher = WorkWatcher(self, query, load, max_buffer=max_buffer)
         self._subscriptions.add(watcher)
         return watcher
 

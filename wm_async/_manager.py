@@ -932,23 +932,30 @@ class WorkManager:
         finally:
             self._events.remove_waiter(wid, event)
 
-    def watch(self, query: WorkQuery) -> WorkWatcher:
+    def watch(self, query: WorkQuery, *, max_buffer: int = 10_000) -> WorkWatcher:
         """Follow the works ``query`` selects: yields their current WorkInfo, then one
         per change. See :class:`~wm_async.WorkWatcher`.
 
+        :param max_buffer: how many changed works the watcher buffers for a consumer that
+            has fallen behind (the latest state of each). When one more changes, it drops
+            them and reads the query's current works from the store on the next read:
+            memory stays bounded, and the consumer still sees each work's latest state.
         :raises NotRunningError: if the manager is not running
+        :raises InvalidRequestError: if ``query`` is not a WorkQuery or ``max_buffer`` is
+            not an integer >= 1
         """
         self._require("watch")
         if not isinstance(query, WorkQuery):
             raise InvalidRequestError("query", query, "expected a WorkQuery")
+        v.check_int("max_buffer", max_buffer, 1)
 
         async def load() -> Sequence[WorkRecord]:
-            # Tracked, so a virtual clock's advance() waits for the first snapshot
-            # rather than running the works past it.
+            # Tracked, so a virtual clock's advance() waits for the snapshot (the first,
+            # or one read again after an overflow) rather than running the works past it.
             with self._scheduler.tracked(), self._serving("watch"):
                 return await self._store.query(query)
 
-        return self._events.subscribe(query, load)
+        return self._events.subscribe(query, load, max_buffer=max_buffer)
 
     # -- cancellation
 
