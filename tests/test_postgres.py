@@ -192,7 +192,7 @@ async def test_cancel_from_another_manager_stops_the_run(schema: PgSchema) -> No
     url = schema.url()
     runner = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
     other = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
-    started, reasons = anyio.Event(), []
+    started, stopped, reasons = anyio.Event(), anyio.Event(), []
 
     @runner.worker("w")
     async def work(ctx: wm.WorkContext) -> None:
@@ -201,6 +201,7 @@ async def test_cancel_from_another_manager_stops_the_run(schema: PgSchema) -> No
             await anyio.sleep_forever()
         finally:
             reasons.append(ctx.stop_reason)
+            stopped.set()
 
     other.register_worker("w", work)
     with anyio.fail_after(60):
@@ -209,7 +210,11 @@ async def test_cancel_from_another_manager_stops_the_run(schema: PgSchema) -> No
             await runner.enqueue(req)
             await started.wait()
             assert await other.cancel_work_by_id(req.id)
-            got = await runner.wait(req.id)  # runner learns it from a notification
+            got = await runner.wait(req.id)
+            # The run stops when its process hears of the cancel (a notification), which
+            # may come after wait() read the CANCELLED state: wait for it before leaving,
+            # or the shutdown would stop the run first.
+            await stopped.wait()
     assert got.state is wm.WorkState.CANCELLED
     assert reasons == [wm.StopReason.CANCELLED_BY_APP]
 
@@ -259,6 +264,12 @@ async def test_wait_and_watch_see_other_processes_changes(schema: PgSchema) -> N
     runner = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
     observer = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
     release = anyio.Event()
+    # The work needs a signal that holds only on the runner's side, so the observer (which
+    # has no worker for it) never claims it: what it sees comes from the other manager.
+    runner_side = wm.signals.Flag()
+    runner_side.set()
+    runner.register_signal("side", runner_side)
+    observer.register_signal("side", wm.signals.Flag())
 
     @runner.worker("w")
     async def work(ctx: wm.WorkContext) -> wm.Result:
@@ -267,7 +278,7 @@ async def test_wait_and_watch_see_other_processes_changes(schema: PgSchema) -> N
 
     with anyio.fail_after(60):
         async with observer:
-            req = wm.OneTimeWorkRequest("w")
+            req = wm.OneTimeWorkRequest("w", constraints=wm.Constraints(signals={"side"}))
             seen: list[wm.WorkState] = []
             async with observer.watch(wm.WorkQuery(ids={req.id})) as infos, runner:
                 await runner.enqueue(req)
@@ -496,19 +507,29 @@ async def test_terminated_connections_are_survived(schema: PgSchema, tmp_path: P
     log = tmp_path / "children.log"
     n = 2000
     await _prepare(schema, n)
-    opts = {"lease": 3, "work_ms": 5, "concurrency": 20}
+    opts = {"lease": 3, "work_ms": 50, "concurrency": 20}
     procs = [_spawn(_drain_args(schema, f"p{i}", **opts), log) for i in range(4)]
-    terminated = 0
+    terminated = rounds = 0
     try:
-        for _ in range(3):
-            await anyio.sleep(1.5)
-            # Only this test's store connections (the executions pool has another name).
-            rows = await pg_execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = $1",
-                schema.app,
-            )
-            terminated += sum(1 for (ok,) in rows if ok)
+        # Three rounds of kills while the drain is under way (the children's start-up may
+        # be slow on a loaded machine, and the drain quick: wait for the first runs, and
+        # stop once nothing is left to drain).
+        with anyio.fail_after(120):
+            while rounds < 3:
+                await anyio.sleep(0.25)
+                done = await pg_execute(f'SELECT count(*) FROM "{schema.name}".executions')
+                if int(str(done[0][0])) == 0:
+                    continue
+                if int(str(done[0][0])) >= n:
+                    break
+                # Only this test's store connections (the executions pool has another name).
+                rows = await pg_execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = $1",
+                    schema.app,
+                )
+                terminated += sum(1 for (ok,) in rows if ok)
+                rounds += 1
         await _wait_all(procs, 300)
     finally:
         errors = _kill_all(procs, log)
