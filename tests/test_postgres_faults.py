@@ -512,6 +512,13 @@ async def test_a_rescue_whose_commit_failed_reports_the_works_once(
 # -- 2. rescue on a timer of its own --------------------------------------------------------
 
 
+def test_the_rescue_interval_defaults_to_half_the_lease() -> None:
+    assert PostgresStore("postgresql://h/db", lease=10).rescue_interval == 5.0
+    assert PostgresStore("postgresql://h/db", rescue_interval=2).rescue_interval == 2.0
+    with pytest.raises(wm.InvalidRequestError, match="rescue_interval"):
+        PostgresStore("postgresql://h/db", rescue_interval=0)
+
+
 async def test_the_rescuer_keeps_going_after_a_failure_and_tells_the_listener() -> None:
     from wm_async.stores._postgres_listen import rescue_expired
 
