@@ -6,6 +6,8 @@ several). Not a test module.
   own, so ending the store's connections does not touch it).
 - ``unique``: at ``--start-at`` (epoch seconds), make ``--n`` concurrent KEEP enqueues
   of one unique name, then exit.
+- ``serve``: run works until killed: ``hold`` works run until cancelled, ``job`` works
+  record their execution as in ``drain``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ _UNFINISHED = "('ENQUEUED', 'RUNNING', 'BLOCKED')"
 
 
 def _manager(args: argparse.Namespace) -> wm.WorkManager:
-    store = PostgresStore(args.url, lease=args.lease, poll_interval=0.5, pool_size=4)
+    store = PostgresStore(
+        args.url, lease=args.lease, poll_interval=args.poll_interval, pool_size=4
+    )
     return wm.WorkManager(
         store, max_concurrency=args.concurrency, owner=args.owner, shutdown_grace=5
     )
@@ -59,6 +63,28 @@ async def drain(args: argparse.Namespace) -> None:
         await pool.close()
 
 
+async def serve(args: argparse.Namespace) -> None:
+    manager = _manager(args)
+    pool = await asyncpg.create_pool(args.exec_dsn, min_size=1, max_size=2)
+    insert = (
+        f'INSERT INTO "{args.schema}".executions (work_id, attempt, owner) VALUES ($1, $2, $3)'
+    )
+
+    @manager.worker("hold")
+    async def hold(ctx: wm.WorkContext) -> None:
+        await anyio.sleep_forever()
+
+    @manager.worker("job")
+    async def job(ctx: wm.WorkContext) -> None:
+        await pool.execute(insert, str(ctx.id), ctx.run_attempt_count, args.owner)
+
+    try:
+        async with manager:
+            await anyio.sleep_forever()
+    finally:
+        await pool.close()
+
+
 async def unique(args: argparse.Namespace) -> None:
     manager = _manager(args)
 
@@ -80,18 +106,20 @@ async def unique(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["drain", "unique"])
+    parser.add_argument("mode", choices=["drain", "unique", "serve"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--schema", required=True)
     parser.add_argument("--exec-dsn", default="")
     parser.add_argument("--owner", required=True)
     parser.add_argument("--lease", type=float, default=30.0)
+    parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--work-ms", type=float, default=0.0)
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--start-at", type=float, default=0.0)
     args = parser.parse_args()
-    asyncio.run(drain(args) if args.mode == "drain" else unique(args))
+    modes = {"drain": drain, "unique": unique, "serve": serve}
+    asyncio.run(modes[args.mode](args))
 
 
 if __name__ == "__main__":

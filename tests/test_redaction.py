@@ -277,9 +277,6 @@ async def test_the_change_feed_masks_a_failed_connection_in_its_log(
     async def connect(dsn: str, **kwargs: object) -> object:
         raise asyncpg.ClientConfigurationError(f"cannot use {dsn}")
 
-    async def nothing(now: float) -> list[str]:
-        return []
-
     async def changed(ids: Sequence[str] | None) -> None:
         pass
 
@@ -287,9 +284,7 @@ async def test_the_change_feed_masks_a_failed_connection_in_its_log(
     caplog.set_level(logging.DEBUG, logger="wm_async")
     failed = _Seen("listening for changes failed")
     logging.getLogger("wm_async.stores.postgres").addHandler(failed)
-    feed = ChangeFeed(
-        dsn=url, channel="c", sender="s", poll_interval=1, rescue_every=1, rescue=nothing
-    )
+    feed = ChangeFeed(dsn=url, channel="c", sender="s", poll_interval=1)
     listener = wm.stores.StoreListener(
         now=lambda: 0.0, real_time=False, wake=lambda: None, changed=changed
     )

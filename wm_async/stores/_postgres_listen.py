@@ -1,6 +1,7 @@
 """PostgresStore's change feed: LISTEN for the ids other processes wrote, wake the
 dispatcher, poll when notifications may have been missed, reconnect when the
-connection drops."""
+connection drops; and the rescuer, which re-enqueues works whose lease expired on a
+timer of its own."""
 
 from __future__ import annotations
 
@@ -43,16 +44,12 @@ class ChangeFeed:
     the dispatcher, the ids go to ``listener.changed``.
 
     :ivar poll_interval: the fallback poll, when the listener runs in real time
-    :ivar rescue_every: how often (in polls' time) to call ``rescue``
-    :ivar rescue: re-enqueue works whose lease expired, given ``now``; their ids
     """
 
     dsn: str
     channel: str
     sender: str
     poll_interval: float
-    rescue_every: float
-    rescue: Callable[[float], Awaitable[list[str]]]
     _inbox: deque[str] = attrs.field(init=False, factory=deque)
     _arrived: anyio.Event = attrs.field(init=False, factory=anyio.Event)
 
@@ -70,7 +67,6 @@ class ChangeFeed:
         failed: the feed keeps retrying, and the manager runs meanwhile)."""
         started = False
         failures = 0
-        until_rescue = 0.0
         while True:
             lost = anyio.Event()
             conn: Any = None
@@ -109,13 +105,6 @@ class ChangeFeed:
                         await self._deliver(listener)
                     if scope.cancelled_caught:  # the fallback poll
                         listener.wake()
-                        until_rescue -= wait or 0.0
-                        if until_rescue <= 0:
-                            until_rescue = self.rescue_every
-                            rescued = await self.rescue(listener.now())
-                            if rescued:
-                                listener.wake()
-                                await _tell(listener, rescued)
             finally:
                 await _close(conn)
 
@@ -135,6 +124,31 @@ class ChangeFeed:
             listener.wake()
         if ids:
             await _tell(listener, ids)
+
+
+async def rescue_expired(
+    listener: StoreListener,
+    interval: float,
+    rescue: Callable[[float], Awaitable[list[str]]],
+) -> None:
+    """Every ``interval`` (jittered), call ``rescue`` (re-enqueue the works whose lease
+    expired, given ``now``; their ids) and tell ``listener`` about the works it
+    re-enqueued (this process skips its own notifications), until cancelled.
+
+    A timer of its own, not the change feed's fallback poll: that one runs only after a
+    poll interval without notifications, which never comes while other processes keep
+    writing. A failure is logged and the next interval tries again.
+    """
+    while True:
+        await anyio.sleep(_jitter(interval))
+        try:
+            rescued = await rescue(listener.now())
+        except Exception:
+            logger.exception("re-enqueueing expired leases failed; will retry")
+            continue
+        if rescued:
+            listener.wake()
+            await _tell(listener, rescued)
 
 
 async def _tell(listener: StoreListener, ids: Sequence[str] | None) -> None:

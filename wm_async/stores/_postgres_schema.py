@@ -109,6 +109,16 @@ class Statement:
 _BASE: Final = "coalesce(:base::float8, extract(epoch from statement_timestamp()))"
 
 
+#: The CTE ``n`` that NOTIFYs the ids of the rows of the CTE ``w`` (see _notifying).
+_NOTIFY: Final = (
+    "n AS (SELECT pg_notify(:channel, :sender || ' ' || p) FROM ("
+    "SELECT (CASE WHEN bool_or(state = 'ENQUEUED') THEN 'd' ELSE '-' END) || ' ' "
+    "|| string_agg(id, ',') AS p "
+    f"FROM (SELECT id, state, (row_number() OVER ()) / {NOTIFY_IDS} AS g FROM w) AS s "
+    "GROUP BY g) AS q)"
+)
+
+
 def _notifying(write: str, result: str) -> str:
     """``write`` (a data-modifying CTE body returning at least ``id`` and ``state``)
     followed by a NOTIFY of the ids it wrote, in chunks, committed with it.
@@ -117,12 +127,7 @@ def _notifying(write: str, result: str) -> str:
     (idle processes should claim). Nothing is sent when nothing was written.
     """
     return (
-        f"WITH w AS ({write}), "
-        "n AS (SELECT pg_notify(:channel, :sender || ' ' || p) FROM ("
-        "SELECT (CASE WHEN bool_or(state = 'ENQUEUED') THEN 'd' ELSE '-' END) || ' ' "
-        "|| string_agg(id, ',') AS p "
-        f"FROM (SELECT id, state, (row_number() OVER ()) / {NOTIFY_IDS} AS g FROM w) AS s "
-        "GROUP BY g) AS q) "
+        f"WITH w AS ({write}), {_NOTIFY} "
         f"SELECT {result} FROM w CROSS JOIN (SELECT count(*) FROM n) AS m"
     )
 
@@ -142,13 +147,14 @@ class Schema:
         self.get = Statement(f"SELECT {select} FROM {t} WHERE id = ANY(:ids::text[])")
         self.existing = Statement(f"SELECT id FROM {t} WHERE id = ANY(:ids::text[])")
         self.existing_rows = Statement(
-            f"SELECT id, worker, enqueued_at FROM {t} WHERE id = ANY(:ids::text[])"
+            f"SELECT id, worker, enqueued_at, txn FROM {t} WHERE id = ANY(:ids::text[])"
         )
         cols = ", ".join((*COLUMNS, "signals"))
         arrays = ", ".join(f":c{i}::{ty}[]" for i, ty in enumerate(INSERT_TYPES))
         self.insert = Statement(
             _notifying(
-                f"INSERT INTO {t} ({cols}) SELECT * FROM unnest({arrays}) RETURNING id, state",
+                f"INSERT INTO {t} ({cols}, txn) SELECT *, :token::text FROM unnest({arrays}) "
+                "RETURNING id, state",
                 "w.id",
             )
         )
@@ -161,7 +167,7 @@ class Schema:
             _notifying(
                 f"UPDATE {t} SET "
                 + ", ".join(f"{c} = :{c}" for c in COLUMNS[1:17])
-                + ", next_run_at = :next_run_at, signals = :signals "
+                + ", next_run_at = :next_run_at, signals = :signals, txn = :token "
                 "WHERE id = :id AND state = :exp_state AND run_attempt_count = :exp_attempts "
                 "AND generation = :exp_generation RETURNING id, state",
                 "w.id",
@@ -175,7 +181,8 @@ class Schema:
         self.apply = Statement(
             _notifying(
                 f"UPDATE {t} AS w SET {sets}, lease_until = CASE WHEN v.state = 'RUNNING' "
-                f"THEN w.lease_until END FROM unnest({unnest}) AS v({', '.join(v_names)}) "
+                f"THEN w.lease_until END, txn = :token "
+                f"FROM unnest({unnest}) AS v({', '.join(v_names)}) "
                 "WHERE w.id = v.id AND w.state = v.exp_state "
                 "AND w.run_attempt_count = v.exp_attempts "
                 "AND w.owner IS NOT DISTINCT FROM v.exp_owner "
@@ -211,8 +218,8 @@ class Schema:
         # -- chains
         self.insert_chained = Statement(
             _notifying(
-                f"INSERT INTO {t} ({cols}, waiting) SELECT * FROM unnest({arrays}, "
-                ":waiting::int4[]) RETURNING id, state",
+                f"INSERT INTO {t} ({cols}, waiting, txn) SELECT *, :token::text FROM unnest("
+                f"{arrays}, :waiting::int4[]) RETURNING id, state",
                 "w.id",
             )
         )
@@ -259,7 +266,8 @@ class Schema:
         r_sets = ", ".join(f"{c} = v.{c}" for c in r_names[1:])
         self.write_resolved = Statement(
             _notifying(
-                f"UPDATE {t} AS w SET {r_sets}, waiting = 0 FROM unnest({r_unnest}) "
+                f"UPDATE {t} AS w SET {r_sets}, waiting = 0, txn = :token "
+                f"FROM unnest({r_unnest}) "
                 f"AS v({', '.join(r_names)}) WHERE w.id = v.id AND w.state = 'BLOCKED' "
                 "RETURNING w.id, w.state",
                 "w.id",
@@ -270,43 +278,88 @@ class Schema:
             "WHERE signals <> '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
         )
         self.notify = Statement("SELECT pg_notify(:channel, :payload)")
+        # -- recognising a write whose answer was lost (write tokens, migration 003)
+        #: The works of some ids that a write with ``:token`` wrote last.
+        self.written = Statement(
+            f"SELECT {select} FROM {t} WHERE id = ANY(:ids::text[]) AND txn = :token"
+        )
+        #: The dependents that a write with ``:token`` resolved, transitively, from the
+        #: works ``:ids``: (the id in ``:ids`` it was reached from, *select).
+        self.resolved_by = Statement(
+            "WITH RECURSIVE r(root, id) AS ("
+            f"SELECT e.prerequisite_id, e.work_id FROM {d} AS e JOIN {t} AS c "
+            "ON c.id = e.work_id WHERE e.prerequisite_id = ANY(:ids::text[]) AND c.txn = :token "
+            f"UNION SELECT r.root, e.work_id FROM r JOIN {d} AS e ON e.prerequisite_id = r.id "
+            f"JOIN {t} AS c ON c.id = e.work_id WHERE c.txn = :token) "
+            f"SELECT r.root, {returning} FROM r JOIN {t} AS w ON w.id = r.id"
+        )
+        #: The works that a write with ``:token`` finished at one of ``:times`` (the
+        #: finished_at index): the dependents a unique enqueue's cancellations cancelled.
+        self.finished_by = Statement(
+            f"SELECT {select} FROM {t} WHERE finished_at = ANY(:times::float8[]) AND txn = :token"
+        )
+        #: Take over (renew the lease, stamp ``:token``) up to ``:limit`` works that
+        #: claims with ``:tokens`` gave ``:owner`` but whose answer was lost.
+        self.adopt = Statement(
+            f"WITH mine AS MATERIALIZED (SELECT id FROM {t} WHERE state = 'RUNNING' "
+            "AND owner = :owner AND txn = ANY(:tokens::text[]) ORDER BY lease_until "
+            f"LIMIT :limit FOR UPDATE) UPDATE {t} AS w SET txn = :token, "
+            f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease) FROM mine "
+            "WHERE w.id = mine.id AND w.state = 'RUNNING' AND w.owner = :owner "
+            f"AND w.txn = ANY(:tokens::text[]) RETURNING {returning}"
+        )
         self._returning = returning
 
     @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
     def claim(self, blocked: bool) -> Statement:
         """Claim up to ``:limit`` due unparked works, expedited first, locking them with
-        SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner and
-        lease are written by the same statement. Rows carry the work's expedited flag
-        and due time before the claim (for ordering) ahead of the select list."""
+        SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner,
+        lease and write token are written by the same statement, which also finds the
+        next due time: a claim is one round trip, and one atomic step.
+
+        Always one row or more: ``(next_due, compared_with, due_expedited, due_at,
+        *select)``, the last columns NULL when nothing was claimed. ``next_due`` is the
+        earliest due time of the claimable ENQUEUED works left (NULL for none; in the
+        past if ``:limit`` was reached), ``compared_with`` the clock the claim compared
+        with (to convert between the database's clock and the caller's), then each
+        claimed work's expedited flag and due time before the claim (for ordering)."""
         t = self.table
-        # A materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
+        unparked = self._unparked(blocked)
+        # One row more than the limit is locked: if it exists, works are still due now.
+        # (The statement sees its own snapshot, in which the claimed rows are still
+        # ENQUEUED: the next due time must come from rows it did not claim.) A
+        # materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
         # never takes more rows than asked for.
+        due = (
+            f"due AS MATERIALIZED (SELECT id, expedited, next_run_at FROM {t} "
+            f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{unparked} "
+            "ORDER BY expedited DESC, next_run_at LIMIT :limit::int8 + 1 FOR UPDATE SKIP LOCKED)"
+        )
         write = (
-            f"WITH due AS MATERIALIZED (SELECT id, expedited, next_run_at FROM {t} "
-            f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{self._unparked(blocked)} "
-            "ORDER BY expedited DESC, next_run_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
-            f"UPDATE {t} AS w SET state = 'RUNNING', "
+            f"w AS (UPDATE {t} AS w SET state = 'RUNNING', "
             "run_attempt_count = w.run_attempt_count + 1, next_run_at = NULL, "
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
-            f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease) "
-            "FROM due WHERE w.id = due.id AND w.state = 'ENQUEUED' "
-            f"RETURNING due.expedited AS due_expedited, due.next_run_at AS due_at, "
-            f"{self._returning}"
+            f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "
+            "FROM (SELECT * FROM due ORDER BY expedited DESC, next_run_at "
+            "LIMIT :limit::int8) AS d WHERE w.id = d.id AND w.state = 'ENQUEUED' "
+            f"RETURNING d.expedited AS due_expedited, d.next_run_at AS due_at, "
+            f"{self._returning})"
+        )
+        later = (
+            f"(SELECT next_run_at FROM {t} WHERE state = 'ENQUEUED' AND expedited = %d "
+            f"AND next_run_at > {_BASE}{unparked} ORDER BY next_run_at LIMIT 1)"
+        )
+        next_due = (
+            "nd AS (SELECT coalesce((SELECT next_run_at FROM due ORDER BY expedited DESC, "
+            f"next_run_at OFFSET :limit::int8 LIMIT 1), LEAST({later % 1}, {later % 0})) "
+            f"AS next_due, {_BASE} AS compared_with)"
         )
         names = ", ".join(f"w.{c}" for c in ("due_expedited", "due_at", *SELECT_COLUMNS))
-        return Statement(_notifying(write, names))
-
-    @functools.lru_cache(maxsize=4)  # noqa: B019
-    def next_due(self, blocked: bool) -> Statement:
-        """The earliest due time of the remaining claimable ENQUEUED works, and the
-        clock the claim compared with (to convert between the database's clock and the
-        caller's)."""
-        t = self.table
-        first = (
-            f"(SELECT next_run_at FROM {t} WHERE state = 'ENQUEUED' AND expedited = %d"
-            f"{self._unparked(blocked)} ORDER BY next_run_at LIMIT 1)"
+        return Statement(
+            f"WITH {due}, {write}, {_NOTIFY}, {next_due} "
+            f"SELECT nd.next_due, nd.compared_with, {names} FROM nd "
+            "CROSS JOIN (SELECT count(*) FROM n) AS m LEFT JOIN w ON true"
         )
-        return Statement(f"SELECT LEAST({first % 1}, {first % 0}), {_BASE}")
 
     @staticmethod
     def _unparked(blocked: bool) -> str:
@@ -367,6 +420,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         # InterfaceError: the connection was closed under us (terminated backend) or is
         # in an unusable state; the pool replaces it.
+        return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # "cannot switch to state …; another operation is in progress": the pool handed
+        # out a connection whose backend was just terminated (the server's FATAL arrived
+        # while it was idle); nothing was sent on it.
         return True
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""

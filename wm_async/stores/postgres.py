@@ -13,7 +13,14 @@
 - The schema lives in a PostgreSQL schema of its own (``wm_async`` unless told
   otherwise), versioned by ``wm_schema`` and migrated at open under an advisory lock.
 - Transient driver errors (lost connections, restarts, deadlocks) are retried for a
-  bounded time; every driver error reaches callers as :class:`StoreError`.
+  bounded time; every driver error reaches callers as :class:`StoreError`. A retry may
+  follow a COMMIT whose answer was lost, so every write stamps the rows it writes with
+  a token of its own (the same on each retry), and a retry recognises its own committed
+  write by it and returns what the first attempt would have. A claim is one statement;
+  one whose answer was lost is looked for (RUNNING, our owner, its token) by the next
+  attempt, and by the next claims for a lease, so its works still run.
+- Expired leases are rescued by a task of their own (``rescue_interval``), whatever the
+  notification traffic.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from itertools import count
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
@@ -40,7 +48,7 @@ from .._model import Constraints, WorkState
 from .._redact import mask_text, mask_url
 from . import _postgres_schema as pg
 from ._base import Claimed, ClaimParams, Store, StoreListener, resolve_new
-from ._postgres_listen import ChangeFeed
+from ._postgres_listen import ChangeFeed, rescue_expired
 from ._sqlite_schema import (
     COLUMNS,
     insert_params,
@@ -90,6 +98,10 @@ def _to_retry_timeout(value: object) -> float:
     return _seconds("retry_timeout", value)
 
 
+def _to_rescue_interval(value: object) -> float | None:
+    return None if value is None else _seconds("rescue_interval", value)
+
+
 def _check_clock(instance: object, attribute: object, value: object) -> None:
     if value not in ("auto", "database", "caller"):
         raise InvalidRequestError("clock", value, "expected 'auto', 'database' or 'caller'")
@@ -111,6 +123,16 @@ def _to_dsn(value: object) -> str:
         reason = mask_text(str(exc), secrets_of=value)
         raise InvalidRequestError("dsn", mask_url(value), f"not a valid URL: {reason}") from None
     return value
+
+
+@attrs.define(eq=False)
+class _Write:
+    """One logical write (a store call): the token its statements stamp on the rows
+    they write, the same on every retry, and whether an earlier attempt may have
+    committed (its connection was lost before the answer came)."""
+
+    token: str
+    uncertain: bool = False
 
 
 @attrs.define(eq=False)
@@ -149,6 +171,11 @@ class PostgresStore(Store):
     :param pool_size: the most connections the pool opens (the listener uses one more)
     :param retry_timeout: how long an operation retries transient errors (lost
         connections, a restarting server) before it raises :class:`StoreError`
+    :param rescue_interval: how often (jittered ±25 %) each process re-enqueues works
+        whose lease expired (their process died), whatever the traffic; only while the
+        manager runs on the system clock. A dead process's works run again within
+        about ``lease`` plus this. Default: half the lease (a rescue that finds nothing
+        is one index probe)
     :raises InvalidRequestError: for an invalid argument
     """
 
@@ -161,6 +188,9 @@ class PostgresStore(Store):
     )
     _pool_size: int = attrs.field(default=10, kw_only=True, validator=_check_pool_size)
     _retry_timeout: float = attrs.field(default=30.0, kw_only=True, converter=_to_retry_timeout)
+    _rescue_interval: float | None = attrs.field(
+        default=None, kw_only=True, converter=_to_rescue_interval
+    )
     _sql: pg.Schema = attrs.field(init=False)
     _pool: Any = attrs.field(init=False, default=None)  # asyncpg.Pool
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
@@ -168,6 +198,9 @@ class PostgresStore(Store):
     _sender: str = attrs.field(init=False, factory=lambda: uuid.uuid4().hex[:12])
     _applying: bool = attrs.field(init=False, default=False)  # a batch leader runs
     _apply_queue: list[_Op] = attrs.field(init=False, factory=list)
+    _tokens: Iterator[int] = attrs.field(init=False, factory=count)
+    # Claims whose answer was lost: token -> (owner, until when to look for its works).
+    _lost_claims: dict[str, tuple[str, float]] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._dsn, from_url = pg.split_dsn(self._dsn)
@@ -188,6 +221,11 @@ class PostgresStore(Store):
     def lease_duration(self) -> float:
         """How long a claim's lease lasts, in seconds."""
         return self._lease
+
+    @property
+    def rescue_interval(self) -> float:
+        """How often expired leases are rescued, in seconds (before jitter)."""
+        return self._lease / 2 if self._rescue_interval is None else self._rescue_interval
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -271,6 +309,9 @@ class PostgresStore(Store):
         """The time SQL compares with: ``None`` makes it use the database's clock."""
         return None if self._db_clock else now
 
+    def _new_write(self) -> _Write:
+        return _Write(f"{self._sender}.{next(self._tokens):x}")
+
     async def _run(
         self,
         doing: str,
@@ -278,29 +319,49 @@ class PostgresStore(Store):
         *,
         transaction: bool = True,
         pool: Any = None,
+        write: _Write | None = None,
     ) -> _T:
         """Run ``fn`` on a pooled connection (in a transaction), retrying transient
-        errors for up to ``retry_timeout``; driver errors become StoreError."""
+        errors for up to ``retry_timeout``; driver errors become StoreError.
+
+        A transient error may have struck after the COMMIT (or an autocommitted
+        statement) took effect, its answer lost: ``write.uncertain`` then tells ``fn``'s
+        next attempts to recognise what an earlier one may have written (by
+        ``write.token``) before they write again."""
         slept = 0.0
         for attempt in count():
             use = pool or self._pool
             if use is None:
                 raise self._not_open()
+            done = False
             try:
                 async with use.acquire() as conn:
-                    if not transaction:
-                        return await fn(conn)
-                    async with conn.transaction():
-                        return await fn(conn)
+                    if transaction:
+                        async with conn.transaction():
+                            result = await fn(conn)
+                    else:
+                        result = await fn(conn)
+                    done = True
             except (StoreError, InvalidRequestError):
                 raise
             except Exception as exc:
+                if done:
+                    # The pool resets a connection it gets back, and that failed (its
+                    # backend was just terminated, say): the operation itself has
+                    # completed, so its result stands. Running it again would repeat it
+                    # (a second claim, leaving the first one's works unstarted).
+                    logger.debug("%s: releasing the connection failed: %r", doing, exc)
+                    return result
                 if not pg.is_transient(exc) or slept >= self._retry_timeout:
                     raise self._error(exc, doing) from exc
+                if write is not None:
+                    write.uncertain = True
                 if attempt == 0:
                     logger.warning(
                         "%s: %s; retrying", doing, mask_text(repr(exc), secrets_of=self._dsn)
                     )
+            else:
+                return result
             delay = min(_BACKOFF_MIN * 2**attempt, _BACKOFF_MAX)
             await anyio.sleep(delay)
             slept += delay
@@ -327,37 +388,54 @@ class PostgresStore(Store):
             if self._pool is None:
                 raise self._not_open()
             return []
+        write = self._new_write()
         if prerequisites:
-            links = prerequisites
-
-            async def chained(conn: _Conn) -> list[WorkRecord]:
-                taken = [
-                    row[0]
-                    for row in await conn.fetch(self._sql.existing.text, [r.id for r in records])
-                ]
-                if taken:
-                    raise InvalidRequestError("id", taken[0], "a work with this id already exists")
-                return await self._insert_new(conn, records, links)
-
-            return await self._run("inserting", chained)
+            return await self._insert_chained(records, prerequisites, write)
         rows = [insert_params(r) for r in records]
         columns = {f"c{i}": list(col) for i, col in enumerate(zip(*rows, strict=True))}
         statement = self._sql.insert
-        args = statement.args(**columns, **self._notify_args())
-        tries = 0
+        args = statement.args(**columns, token=write.token, **self._notify_args())
 
-        async def write(conn: _Conn) -> None:
-            nonlocal tries
-            tries += 1
+        async def run(conn: _Conn) -> None:
             await conn.fetch(statement.text, *args)
 
         try:
-            await self._run("inserting", write, transaction=False)
+            await self._run("inserting", run, transaction=False, write=write)
         except StoreError as exc:
             if not isinstance(exc.__cause__, asyncpg.UniqueViolationError):
                 raise
-            await self._duplicates(records, retried=tries > 1)
+            await self._duplicates(records, retried=write.uncertain)
         return list(records)
+
+    async def _insert_chained(
+        self, records: Sequence[WorkRecord], links: Mapping[str, Sequence[str]], write: _Write
+    ) -> list[WorkRecord]:
+        ids = [r.id for r in records]
+
+        async def run(conn: _Conn) -> list[WorkRecord]:
+            taken = await conn.fetch(self._sql.existing_rows.text, ids)
+            if taken:
+                if write.uncertain and _all_ours(taken, records):
+                    # An earlier attempt committed (its answer was lost): report its works.
+                    return await self._as_stored(conn, ids)
+                raise InvalidRequestError("id", taken[0][0], "a work with this id already exists")
+            return await self._insert_new(conn, records, links, token=write.token)
+
+        try:
+            return await self._run("inserting", run, write=write)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise
+            # The insert met a concurrent one's rows: an earlier attempt of ours whose
+            # commit landed late, or another caller's.
+            await self._duplicates(records, retried=write.uncertain)
+            return await self._run("reading", lambda conn: self._as_stored(conn, ids))
+
+    async def _as_stored(self, conn: _Conn, ids: Sequence[str]) -> list[WorkRecord]:
+        """The records of ``ids`` as stored now, in that order (missing ones skipped)."""
+        rows = await conn.fetch(self._sql.get.text, ids)
+        found = {row[1]: record_from_row(tuple(row)) for row in rows}  # row[1]: id
+        return [found[i] for i in ids if i in found]
 
     async def _insert_new(
         self,
@@ -365,10 +443,12 @@ class PostgresStore(Store):
         records: Sequence[WorkRecord],
         links: Mapping[str, Sequence[str]],
         *,
+        token: str,
         skip: Collection[str] = (),
     ) -> list[WorkRecord]:
         """Insert works (their ids are free), chained ones in the state their
-        prerequisites give them; prerequisites in ``skip`` are being deleted."""
+        prerequisites give them; prerequisites in ``skip`` are being deleted. The rows
+        are stamped with ``token``."""
         sql = self._sql
         new = {r.id for r in records}
         wanted = sorted({p for ps in links.values() for p in ps if p not in new and p not in skip})
@@ -381,7 +461,8 @@ class PostgresStore(Store):
         columns = {f"c{i}": list(col) for i, col in enumerate(zip(*rows_in, strict=True))}
         statement = sql.insert_chained
         await conn.fetch(
-            statement.text, *statement.args(**columns, waiting=waiting, **self._notify_args())
+            statement.text,
+            *statement.args(**columns, waiting=waiting, token=token, **self._notify_args()),
         )
         if edges:
             p, w, n = (list(col) for col in zip(*edges, strict=True))
@@ -392,13 +473,10 @@ class PostgresStore(Store):
         """An insert met existing ids: raise for the first, unless a retry met the rows
         its own earlier attempt committed (the commit's answer was lost)."""
         ids = [r.id for r in records]
-        found = {
-            row[0]: (row[1], row[2])
-            for row in await self._fetch("reading", self._sql.existing_rows, ids=ids)
-        }
-        ours = {r.id: (r.worker, r.enqueued_at) for r in records}
-        if retried and len(set(ids)) == len(ids) and found == ours:
+        rows = await self._fetch("reading", self._sql.existing_rows, ids=ids)
+        if retried and _all_ours(rows, records):
             return
+        found = {row[0] for row in rows}
         seen: set[str] = set()
         for rid in ids:
             if rid in found or rid in seen:
@@ -417,7 +495,13 @@ class PostgresStore(Store):
 
     async def claim_due(self, params: ClaimParams) -> Claimed:
         """Claim due unparked works, expedited first, in one statement that also sets
-        owner, lease and attempt count; then read the next due time.
+        owner, lease, attempt count and write token, and finds the next due time.
+
+        A claim whose answer was lost (the connection dropped: it may have taken works)
+        is never simply repeated: its token is kept, and this attempt and the claims of
+        the next lease first take over the works it gave us (:meth:`_adopt`), so they
+        run instead of waiting, RUNNING, for their lease to expire and being counted as
+        interrupted.
 
         :raises StoreError: if the database fails
         """
@@ -434,19 +518,71 @@ class PostgresStore(Store):
             "met": sorted(params.constraints_met),
             **self._notify_args(),
         }
-        claim, next_due = self._sql.claim(bool(blocked)), self._sql.next_due(bool(blocked))
+        claim = self._sql.claim(bool(blocked))
+        adopted: list[WorkRecord] = []
 
-        async def run(conn: _Conn) -> tuple[list[Any], Any]:
-            rows = await conn.fetch(claim.text, *claim.args(**values)) if limit else []
-            return rows, await conn.fetchrow(next_due.text, *next_due.args(**values))
+        async def run(conn: _Conn) -> list[Any]:
+            if self._lost_claims and len(adopted) < limit:
+                adopted.extend(await self._adopt(conn, params, limit - len(adopted)))
+            values["limit"] = limit - len(adopted)
+            return await self._claim_statement(conn, claim, params.owner, values)
 
-        rows, due_row = await self._run("claiming", run, transaction=False)
-        rows.sort(key=lambda row: (-row[0], row[1], row[2]))
-        records = [record_from_row(tuple(row)[2:]) for row in rows]
-        due, compared_with = due_row
+        try:
+            rows = await self._run("claiming", run, transaction=False)
+        except StoreError:
+            if not adopted:
+                raise
+            # Works already taken over must reach the scheduler; the next claim meets
+            # the error again, if it persists.
+            return Claimed(records=adopted, next_due=params.now)
+        due, compared_with = rows[0][0], rows[0][1]
         if due is not None and self._db_clock:
             due = due - compared_with + params.now  # the database's clock → the caller's
+        claimed = [row[2:] for row in rows if row[4] is not None]  # row[4]: seq
+        claimed.sort(key=lambda row: (-row[0], row[1], row[2]))
+        records = [*adopted, *(record_from_row(tuple(row)[2:]) for row in claimed)]
         return Claimed(records=records, next_due=due)
+
+    async def _claim_statement(
+        self, conn: _Conn, statement: pg.Statement, owner: str, values: dict[str, object]
+    ) -> list[Any]:
+        """Run a statement that gives ``owner`` works, with a token of its own; if its
+        answer does not come, keep the token: the statement may have taken effect."""
+        token = values["token"] = self._new_write().token
+        try:
+            rows: list[Any] = await conn.fetch(statement.text, *statement.args(**values))
+        except BaseException:
+            # Found by the next claims for a lease; after that, a work it took has been
+            # (or can be) rescued like any other whose lease expired.
+            self._lost_claims[token] = (owner, time.monotonic() + self._lease)
+            raise
+        return rows
+
+    async def _adopt(self, conn: _Conn, params: ClaimParams, limit: int) -> list[WorkRecord]:
+        """Take over (renewing their lease) up to ``limit`` works that claims of
+        ``params.owner`` whose answer was lost gave it."""
+        now = time.monotonic()
+        for token, (_, until) in list(self._lost_claims.items()):
+            if until <= now:
+                del self._lost_claims[token]
+        tokens = [t for t, (owner, _) in self._lost_claims.items() if owner == params.owner]
+        if not tokens:
+            return []
+        values: dict[str, object] = {
+            "base": self._base(params.now),
+            "lease": self._lease,
+            "lease_until": params.lease_until,
+            "owner": params.owner,
+            "tokens": tokens,
+            "limit": limit,
+        }
+        # Stamped with a new token, so that no later claim takes them over again.
+        rows = await self._claim_statement(conn, self._sql.adopt, params.owner, values)
+        if rows:
+            logger.warning(
+                "took over %d work(s) claimed by a claim whose answer was lost", len(rows)
+            )
+        return [record_from_row(tuple(row)) for row in rows]
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes; return the records written. Concurrent calls share one
@@ -503,19 +639,24 @@ class PostgresStore(Store):
         else:
             self._applying = False
 
-    async def _apply_batch(self, batch: list[_Op]) -> None:
+    async def _apply_batch(self, batch: list[_Op], write: _Write | None = None) -> None:
         changes = [c for op in batch for c in op.changes]
+        write = write or self._new_write()
+
+        async def run(conn: _Conn) -> tuple[list[WorkRecord | None], list[tuple[int, WorkRecord]]]:
+            return await self._write_and_propagate(conn, changes, write)
+
         try:
-            written, resolved = await self._run(
-                "writing", lambda conn: self._write_and_propagate(conn, changes)
-            )
+            written, resolved = await self._run("writing", run, write=write)
         except Exception as exc:  # noqa: BLE001  # handed to the callers, raised there
             if len(batch) == 1 or pg.is_transient(exc.__cause__ or exc):
                 for op in batch:
                     op.error = exc
                 return
-            for op in batch:  # find whose changes failed: only its caller sees the error
-                await self._apply_batch([op])
+            # Find whose changes failed: only its caller sees the error. The same write:
+            # an attempt of the batch whose answer was lost is still recognised.
+            for op in batch:
+                await self._apply_batch([op], write)
             return
         start = 0
         for op in batch:
@@ -525,9 +666,11 @@ class PostgresStore(Store):
             op.result += [r for origin, r in resolved if start <= origin < end]
             start = end
 
-    async def _write(self, conn: _Conn, changes: Sequence[Change]) -> list[WorkRecord | None]:
-        """Apply ``changes`` on ``conn`` (compare-and-set); the record written for each,
-        or ``None`` where its guard failed."""
+    async def _write(
+        self, conn: _Conn, changes: Sequence[Change], token: str
+    ) -> list[WorkRecord | None]:
+        """Apply ``changes`` on ``conn`` (compare-and-set), stamping ``token``; the
+        record written for each, or ``None`` where its guard failed."""
         out: list[WorkRecord | None] = [None] * len(changes)
         # A work changed twice goes into successive statements, so the second change is
         # checked against the first one's write, as if applied one by one.
@@ -549,7 +692,7 @@ class PostgresStore(Store):
             by_id = {changes[i].before.id: i for i in indexes}
             stale = []
             for work_id, generation in await conn.fetch(
-                statement.text, *statement.args(**arrays, **self._notify_args())
+                statement.text, *statement.args(**arrays, token=token, **self._notify_args())
             ):
                 i = by_id[work_id]
                 if generation == changes[i].after.generation:
@@ -562,19 +705,75 @@ class PostgresStore(Store):
         return out
 
     async def _write_and_propagate(
-        self, conn: _Conn, changes: Sequence[Change]
+        self, conn: _Conn, changes: Sequence[Change], write: _Write
     ) -> tuple[list[WorkRecord | None], list[tuple[int, WorkRecord]]]:
         """:meth:`_write`, then resolve the dependents of the works it finished, in the
         same transaction; the second list pairs each dependent written with the index of
-        the change that resolved it."""
-        written = await self._write(conn, changes)
+        the change that resolved it.
+
+        After an attempt whose answer was lost, the changes it committed fail their
+        guards now: they are recognised by the write's token (:meth:`_recognise`).
+        Writing first and recognising after (rather than before) also catches an
+        earlier attempt whose COMMIT landed while this one ran: this one's writes
+        waited for its row locks, then failed their guards."""
+        written = await self._write(conn, changes, write.token)
         ended = {
             r.id: (r, i) for i, r in enumerate(written) if r is not None and r.state.is_finished
         }
-        return written, await self._propagate(conn, ended) if ended else []
+        resolved = await self._propagate(conn, ended, write.token) if ended else []
+        if write.uncertain:
+            return await self._recognise(conn, changes, write.token, written, resolved)
+        return written, resolved
+
+    async def _recognise(
+        self,
+        conn: _Conn,
+        changes: Sequence[Change],
+        token: str,
+        written: list[WorkRecord | None],
+        resolved: list[tuple[int, WorkRecord]],
+    ) -> tuple[list[WorkRecord | None], list[tuple[int, WorkRecord]]]:
+        """``written`` and ``resolved`` (what this attempt wrote), completed with what
+        an earlier attempt of the same write committed: the works of ``changes`` this
+        attempt did not write whose rows carry ``token`` (nothing else wrote them
+        since: reported as written, as stored), and the dependents that attempt
+        resolved from them.
+
+        A work changed again by another process since (a re-enqueued work claimed
+        again) carries that write's token and is reported as not written; a finished
+        work keeps ours until it is pruned."""
+        mine = {r.id for r in written if r is not None} | {r.id for _, r in resolved}
+        last: dict[str, int] = {}  # each work's last change (a batch may change one twice)
+        for i, change in enumerate(changes):
+            if written[i] is None and change.before.id not in mine:
+                last[change.before.id] = i
+        if not last:
+            return written, resolved
+        rows = await conn.fetch(self._sql.written.text, list(last), token)
+        found = {row[1]: record_from_row(tuple(row)) for row in rows}  # row[1]: id
+        if not found:
+            return written, resolved
+        written = list(written)
+        for i, change in enumerate(changes):
+            work_id = change.before.id
+            if written[i] is None and work_id in found and work_id in last:
+                # The last change of a work wrote what is stored; an earlier one of the
+                # same batch was written before it.
+                written[i] = found[work_id] if last[work_id] == i else change.after
+        ended = [r.id for r in found.values() if r.state.is_finished]
+        if not ended:
+            return written, resolved
+        seen = mine | set(found)
+        more: dict[str, tuple[int, WorkRecord]] = {}
+        for row in await conn.fetch(self._sql.resolved_by.text, ended, token):
+            record = record_from_row(tuple(row[1:]))
+            origin = last[row[0]]
+            if record.id not in seen and (record.id not in more or origin < more[record.id][0]):
+                more[record.id] = (origin, record)
+        return written, [*resolved, *more.values()]
 
     async def _propagate(
-        self, conn: _Conn, ended: dict[str, tuple[WorkRecord, int]]
+        self, conn: _Conn, ended: dict[str, tuple[WorkRecord, int]], token: str
     ) -> list[tuple[int, WorkRecord]]:
         """Resolve the BLOCKED dependents of the ``ended`` works, level by level (SEMANTICS
         19 and 29). Each step is a statement of its own, so under READ COMMITTED it sees
@@ -598,7 +797,7 @@ class PostgresStore(Store):
                     ):
                         decided[after.id] = (origin, after)
                 resolved += decided.values()
-                await self._write_resolved(conn, [r for _, r in decided.values()])
+                await self._write_resolved(conn, [r for _, r in decided.values()], token)
             succeeded = [v for v in frontier.values() if v[0].state is WorkState.SUCCEEDED]
             if succeeded:
                 ids = [r.id for r, _ in succeeded]
@@ -619,19 +818,23 @@ class PostgresStore(Store):
                         lc.unblock(child, outputs_in_order(outputs.get(child.id, [])), now=now)
                         for child in ready
                     ]
-                    await self._write_resolved(conn, unblocked)
+                    await self._write_resolved(conn, unblocked, token)
                     resolved += [(origin, r) for r in unblocked]
             out += resolved
             frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
         return out
 
-    async def _write_resolved(self, conn: _Conn, records: Sequence[WorkRecord]) -> None:
+    async def _write_resolved(
+        self, conn: _Conn, records: Sequence[WorkRecord], token: str
+    ) -> None:
         if not records:
             return
         rows = [(r.id, insert_params(r)[2], *runtime_params(r)) for r in records]
         arrays = {f"r{k}": list(col) for k, col in enumerate(zip(*rows, strict=True))}
         statement = self._sql.write_resolved
-        await conn.fetch(statement.text, *statement.args(**arrays, **self._notify_args()))
+        await conn.fetch(
+            statement.text, *statement.args(**arrays, token=token, **self._notify_args())
+        )
 
     async def enqueue_unique(
         self, name: str, plan: UniquePlanner
@@ -643,14 +846,25 @@ class PostgresStore(Store):
         A lock rather than a unique index: chains (APPEND) put several unfinished works
         under one name, which a partial unique index over unfinished states would forbid.
 
+        A retry after an attempt whose answer was lost first looks, holding the lock
+        (so that attempt has ended), for the works that attempt's plan inserted: if they
+        are there, that plan and what it wrote are the answer, not a second plan made
+        from the first one's result (KEEP would keep the caller's own work).
+
         :raises InvalidRequestError: if an inserted id exists outside the name
         :raises StoreError: if the database fails
         """
         sql = self._sql
+        write = self._new_write()
+        planned: list[UniquePlan] = []  # the plans of the attempts so far
 
         async def run(conn: _Conn) -> tuple[UniquePlan, list[WorkRecord]]:
             key = f"{sql.name}:{name}"
             await conn.execute(sql.unique_lock.text, pg.LOCK_CLASS + 1, key)
+            if write.uncertain and planned:
+                found = await self._recognise_unique(conn, planned[-1], write.token)
+                if found is not None:
+                    return planned[-1], found
             rows = await conn.fetch(sql.by_unique_name.text, name)
             existing = [record_from_row(tuple(row)) for row in rows]
             leaves = existing
@@ -661,6 +875,7 @@ class PostgresStore(Store):
                 }
                 leaves = [r for r in existing if r.id not in inner]
             decided = plan(existing, leaves)
+            planned.append(decided)
             gone = set(decided.deletes)
             fresh = [r.id for r in decided.inserts if r.id not in gone]
             if fresh:
@@ -669,7 +884,10 @@ class PostgresStore(Store):
                     raise InvalidRequestError("id", taken, "a work with this id already exists")
             written: list[WorkRecord] = []
             if decided.cancels:
-                cancelled, resolved = await self._write_and_propagate(conn, decided.cancels)
+                # Certain: an earlier attempt was recognised or found not committed above.
+                cancelled, resolved = await self._write_and_propagate(
+                    conn, decided.cancels, _Write(write.token)
+                )
                 written += [r for r in cancelled if r is not None]
                 written += [r for _, r in resolved]
             if decided.deletes:
@@ -679,19 +897,51 @@ class PostgresStore(Store):
                 # finished ones changed nothing a process could be waiting on.
             if decided.inserts:
                 written += await self._insert_new(
-                    conn, decided.inserts, decided.prerequisites, skip=gone
+                    conn, decided.inserts, decided.prerequisites, token=write.token, skip=gone
                 )
             return decided, written
 
-        return await self._run("enqueueing unique work", run)
+        return await self._run("enqueueing unique work", run, write=write)
+
+    async def _recognise_unique(
+        self, conn: _Conn, decided: UniquePlan, token: str
+    ) -> list[WorkRecord] | None:
+        """What an attempt that carried out ``decided`` wrote, if it committed (its
+        inserted works are there, with its token, or with their worker and enqueue time
+        where a claim has stamped another token since); ``None`` if it did not."""
+        if not decided.inserts:
+            return None  # it wrote nothing, or only deleted finished works: plan again
+        ids = [r.id for r in decided.inserts]
+        planned = {r.id: (r.worker, r.enqueued_at) for r in decided.inserts}
+        rows = await conn.fetch(self._sql.existing_rows.text, ids)
+        if not any(row[3] == token or (row[1], row[2]) == planned[row[0]] for row in rows):
+            return None
+        # The cancelled works were deleted by the same transaction (REPLACE deletes every
+        # work under the name): what it wrote for them was the cancellation. (One whose
+        # guard had failed, its run finishing meanwhile, was deleted all the same.)
+        gone = set(decided.deletes)
+        written = [c.after for c in decided.cancels if c.before.id in gone]
+        seen = {r.id for r in written} | set(ids)
+        times = sorted({t for c in decided.cancels if (t := c.after.finished_at) is not None})
+        if times:
+            # The rest it finished (cancelled works it kept, and the dependents it
+            # cancelled, all at the cancellations' time), through the finished_at index.
+            for row in await conn.fetch(self._sql.finished_by.text, times, token):
+                record = record_from_row(tuple(row))
+                if record.id not in seen:
+                    seen.add(record.id)
+                    written.append(record)
+        return written + await self._as_stored(conn, ids)
 
     async def respec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec and due time (compare-and-set on state, attempts and
-        generation).
+        generation). A retry after an attempt whose answer was lost recognises that
+        attempt's write by its token (its guard fails now: the generation moved on).
 
         :raises StoreError: if the database fails
         """
         before, after = change.before, change.after
+        write = self._new_write()
         params = insert_params(after)
         values = dict(zip(COLUMNS[1:17], params[1:17], strict=True))
         statement = self._sql.respec
@@ -703,13 +953,19 @@ class PostgresStore(Store):
             exp_state=before.state.value,
             exp_attempts=before.run_attempt_count,
             exp_generation=before.generation,
+            token=write.token,
             **self._notify_args(),
         )
 
         async def run(conn: _Conn) -> bool:
-            return bool(await conn.fetch(statement.text, *args))
+            if await conn.fetch(statement.text, *args):
+                return True
+            return write.uncertain and bool(
+                await conn.fetch(self._sql.written.text, [before.id], write.token)
+            )
 
-        return after if await self._run("updating", run, transaction=False) else None
+        updated = await self._run("updating", run, transaction=False, write=write)
+        return after if updated else None
 
     async def get(self, ids: Collection[str]) -> list[WorkRecord]:
         """Records by id (unknown ids are skipped).
@@ -789,19 +1045,37 @@ class PostgresStore(Store):
         written: list[WorkRecord] = []
         statement = self._sql.expired
 
-        async def rescue(conn: _Conn) -> int:
-            rows = await conn.fetch(
-                statement.text,
-                *statement.args(base=self._base(now), limit=_RESCUE_BATCH),
-            )
-            changes = [recover(record_from_row(tuple(row)), now=now) for row in rows]
-            if changes:
-                done, resolved = await self._write_and_propagate(conn, changes)
-                written.extend(r for r in done if r is not None)
-                written.extend(r for _, r in resolved)
-            return len(rows)
+        async def batch() -> int:
+            write = self._new_write()
+            tried: dict[str, Change] = {}  # what earlier attempts re-enqueued, by id
 
-        while await self._run("re-enqueueing expired leases", rescue) == _RESCUE_BATCH:
+            async def rescue(conn: _Conn) -> tuple[int, list[WorkRecord]]:
+                rows = await conn.fetch(
+                    statement.text,
+                    *statement.args(base=self._base(now), limit=_RESCUE_BATCH),
+                )
+                changes = [recover(record_from_row(tuple(row)), now=now) for row in rows]
+                done, resolved = await self._write_and_propagate(conn, changes, write)
+                out = [*(r for r in done if r is not None), *(r for _, r in resolved)]
+                # Works an earlier attempt (its answer lost) re-enqueued have no expired
+                # lease any more: recognise them, never re-apply them (a lease renewed
+                # meanwhile would pass the guard).
+                earlier = [c for i, c in tried.items() if i not in {c.before.id for c in changes}]
+                if write.uncertain and earlier:
+                    done, resolved = await self._recognise(
+                        conn, earlier, write.token, [None] * len(earlier), []
+                    )
+                    seen = {r.id for r in out}
+                    out += [r for r in done if r is not None and r.id not in seen]
+                    out += [r for _, r in resolved if r.id not in seen]
+                tried.update((c.before.id, c) for c in changes)
+                return len(rows), out
+
+            found, out = await self._run("re-enqueueing expired leases", rescue, write=write)
+            written.extend(out)  # once committed
+            return found
+
+        while await batch() == _RESCUE_BATCH:
             pass
         if written:
             logger.warning("re-enqueued %d work(s) whose lease expired", len(written))
@@ -818,7 +1092,8 @@ class PostgresStore(Store):
         """LISTEN for other processes' changes and pass them to ``listener`` until
         cancelled; reconnect (then poll) whenever the connection drops. While the
         manager runs on the system clock, also poll every ``poll_interval`` (jittered)
-        and re-enqueue expired leases every half lease.
+        and, in a task of its own, re-enqueue expired leases every ``rescue_interval``
+        (jittered): a steady stream of notifications must not hold the rescue back.
 
         The manager starts this before its recovery: it decides which clock (the
         database's or the manager's) leases and due times are compared with.
@@ -831,10 +1106,12 @@ class PostgresStore(Store):
             channel=self._sql.channel,
             sender=self._sender,
             poll_interval=self._poll_interval,
-            rescue_every=self._lease / 2,
-            rescue=self._rescue,
         )
-        await feed.run(listener, task_status=task_status)
+        async with anyio.create_task_group() as tg:
+            await tg.start(feed.run, listener)
+            if listener.real_time:  # with a virtual clock, nothing polls
+                tg.start_soon(rescue_expired, listener, self.rescue_interval, self._rescue)
+            task_status.started()
 
     async def _rescue(self, now: float) -> list[str]:
         try:
@@ -842,3 +1119,10 @@ class PostgresStore(Store):
         except StoreError as exc:
             logger.warning("re-enqueueing expired leases failed: %s", exc)
             return []
+
+
+def _all_ours(rows: Sequence[Any], records: Sequence[WorkRecord]) -> bool:
+    """Whether the stored ``(id, worker, enqueued_at, …)`` rows are exactly ``records``
+    (distinct ids): what an earlier attempt of their insert committed."""
+    ours = {r.id: (r.worker, r.enqueued_at) for r in records}
+    return len(ours) == len(records) and {row[0]: (row[1], row[2]) for row in rows} == ours
