@@ -15,7 +15,8 @@ After the faults stop and every work has finished, the invariants:
 The server-restart test is marked ``pg_restart``: restarting the server disturbs every
 other test using it, so the test collection runs these last, one at a time, and the
 server is left running. Longer runs are opt-in: ``WM_ASYNC_PG_RESTARTS`` (default 2)
-restarts, ``WM_ASYNC_KILL_STORM_SECONDS`` (default 10) seconds of connection kills.
+restarts, ``WM_ASYNC_KILL_STORM_SECONDS`` (default 10) seconds of connection kills,
+``WM_ASYNC_FAULT_TRAFFIC`` (default 60) new works per second meanwhile.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from wm_async.stores.postgres import PostgresStore
 CHILD = Path(__file__).with_name("pg_load.py")
 RESTARTS = int(os.environ.get("WM_ASYNC_PG_RESTARTS", "2"))
 STORM_SECONDS = float(os.environ.get("WM_ASYNC_KILL_STORM_SECONDS", "10"))
+#: New works per second the processes enqueue while the faults go on (their own load,
+#: beside the backlog of 3,000 that 3 processes of 10 runs of 100 ms drain in ~10 s).
+TRAFFIC = float(os.environ.get("WM_ASYNC_FAULT_TRAFFIC", "60"))
 #: The lease the children use (short, so rescues happen within the test).
 LEASE = 2.0
 
@@ -76,9 +80,11 @@ class Load:
     tmp: Path
     processes: int
     traffic: float = 0.0
-    work_ms: float = 20.0
+    work_ms: float = 100.0
     concurrency: int = 10
     procs: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+    #: The works a SIGKILLed process held RUNNING when it died.
+    killed_with: set[str] = attrs.field(factory=set)
 
     @property
     def stop_file(self) -> Path:
@@ -161,9 +167,15 @@ class Outcome:
     works: int
     succeeded: int
     failed_after_a_run: int
+    held_by_the_killed_process: int
 
 
 async def _check(load: Load, backlog: set[str]) -> Outcome:
+    """The invariants. A work the SIGKILLed process held RUNNING when it died
+    (``load.killed_with``) may end FAILED without a run of its own: the process may have
+    claimed it and died before calling its worker, which no other process can tell from
+    a death mid-run, so the attempt counts (``max_attempts=1``: FAILED, stop reason
+    UNKNOWN)."""
     runs, acknowledged = load.events()
     rows = {
         str(work_id): (str(state), str(error_type))
@@ -175,14 +187,21 @@ async def _check(load: Load, backlog: set[str]) -> Outcome:
     assert not lost, f"{len(lost)} acknowledged work(s) lost, e.g. {sorted(lost)[:3]}"
     states = Counter(state for state, _ in rows.values())
     assert set(states) <= {"SUCCEEDED", "FAILED"}, states
-    failed_unrun = [w for w, (s, _) in rows.items() if s == "FAILED" and runs[w] == 0]
+    failed_unrun = [
+        w
+        for w, (s, _) in rows.items()
+        if s == "FAILED" and runs[w] == 0 and w not in load.killed_with
+    ]
     assert not failed_unrun, f"{len(failed_unrun)} work(s) FAILED without a run"
     ran_twice = [w for w, n in runs.items() if n > 1]
     assert not ran_twice, f"{len(ran_twice)} work(s) ran more than once"
     never_ran = [w for w, (s, _) in rows.items() if s == "SUCCEEDED" and runs[w] != 1]
     assert not never_ran, f"{len(never_ran)} SUCCEEDED work(s) without a run"
     return Outcome(
-        works=len(rows), succeeded=states["SUCCEEDED"], failed_after_a_run=states["FAILED"]
+        works=len(rows),
+        succeeded=states["SUCCEEDED"],
+        failed_after_a_run=states["FAILED"],
+        held_by_the_killed_process=len(load.killed_with),
     )
 
 
@@ -239,7 +258,7 @@ async def test_server_restarts_under_load_fail_no_work_unrun(
             await anyio.to_thread.run_sync(_restart_server)
             await _ensure_server()
 
-    outcome = await _under_fault(schema, tmp_path, restarts, backlog=3000, traffic=60)
+    outcome = await _under_fault(schema, tmp_path, restarts, backlog=3000, traffic=TRAFFIC)
     assert outcome.succeeded > 0
 
 
@@ -284,16 +303,25 @@ async def test_connection_kill_storm_under_load_fails_no_work_unrun(
                         "AND owner = 'p0'"
                     )
                 ]
+                load.killed_with.update(victim)
             elif killed and victim and not rescued_after:
-                left = await pg_execute(
-                    f"SELECT count(*) FROM \"{schema.name}\".wm_work WHERE state = 'RUNNING' "
-                    "AND owner = 'p0'"
-                )
-                if left[0][0] == 0:
+                # (Seen again: a claim the dead process's backend committed after the
+                # kill belongs to the victim's too.)
+                still = [
+                    str(w)
+                    for (w,) in await pg_execute(
+                        f"SELECT id FROM \"{schema.name}\".wm_work WHERE state = 'RUNNING' "
+                        "AND owner = 'p0'"
+                    )
+                ]
+                load.killed_with.update(still)
+                if not still:
                     rescued_after.append(time.monotonic() - killed_at)
         assert killed
 
-    await _under_fault(schema, tmp_path, storm, backlog=3000, traffic=60)
+    outcome = await _under_fault(schema, tmp_path, storm, backlog=3000, traffic=TRAFFIC)
+    print(f"rescued {rescued_after} s after the kill")  # noqa: T201
+    assert outcome.held_by_the_killed_process > 0  # (the backlog outlasts the kill)
     if rescued_after:  # the victim held runs when it died
         # A lease, one rescue interval (half a lease by default) and slack for a busy
         # 2-core machine; before the fix a busy cluster never rescued until it idled.
