@@ -262,13 +262,13 @@ def _matrix(tmp_path: Path, pg_dsn: str | None = None) -> None:
     assert sum(interrupted) >= TRIALS // 5, f"only {sum(interrupted)} kills caught a run"
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(max(900, TRIALS * 3))
 def test_crash_matrix_sqlite(tmp_path: Path) -> None:
     _matrix(tmp_path)
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(max(1200, TRIALS * 4))
 def test_crash_matrix_postgres(tmp_path: Path) -> None:
     """The same matrix on PostgreSQL: the restarted process rescues the killed one's runs
     once their (1 s) lease expires."""

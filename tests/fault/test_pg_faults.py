@@ -245,7 +245,7 @@ def _restart_server() -> None:
 
 @pytest.mark.pg_restart
 @pytest.mark.postgres
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(900 + RESTARTS * 30)
 async def test_server_restarts_under_load_fail_no_work_unrun(
     schema: PgSchema, tmp_path: Path
 ) -> None:
@@ -266,7 +266,7 @@ async def test_server_restarts_under_load_fail_no_work_unrun(
 
 
 @pytest.mark.postgres
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(900 + STORM_SECONDS * 2)
 async def test_connection_kill_storm_under_load_fails_no_work_unrun(
     schema: PgSchema, tmp_path: Path
 ) -> None:
