@@ -410,3 +410,50 @@ async def test_a_run_whose_lease_cannot_be_renewed_stops_before_the_lease_ends(
                 assert info.stop_reason is wm.StopReason.LEASE_LOST
     finally:
         await schema.drop()
+
+
+@pytest.mark.postgres
+async def test_a_process_paused_past_its_lease_stops_its_runs_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process whose loop stood still longer than the lease (a stopped process, a
+    frozen VM) cannot know whether another process took its works over: it stops those
+    runs (LEASE_LOST) as soon as it runs again, before asking the store, so they overlap
+    a rescuer's run as little as possible."""
+    await require_postgres()
+    schema = PgSchema()
+    renewed: list[set[str]] = []
+    real_renew = PostgresStore.renew_leases
+
+    async def spy(self: PostgresStore, *, owner: str, ids: object, now: float) -> set[str]:
+        renewed.append(set(ids))  # type: ignore[call-overload]
+        return await real_renew(self, owner=owner, ids=ids, now=now)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostgresStore, "renew_leases", spy)
+    try:
+        store = PostgresStore(schema.url(), lease=1.0)
+        manager = wm.WorkManager(store, shutdown_grace=0, blocked_loop_warning=None)
+        started, stopped = anyio.Event(), anyio.Event()
+        reasons: list[wm.StopReason] = []
+
+        @manager.worker("long")
+        async def long(ctx: wm.WorkContext) -> None:
+            started.set()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                reasons.append(ctx.stop_reason)
+                stopped.set()
+
+        with anyio.fail_after(30):
+            async with manager:
+                req = wm.OneTimeWorkRequest("long")
+                await manager.enqueue(req)
+                await started.wait()
+                renewed.clear()
+                time.sleep(1.5)  # noqa: ASYNC251  # the whole process stands still
+                await stopped.wait()
+        assert reasons == [wm.StopReason.LEASE_LOST]
+        assert all(str(req.id) not in ids for ids in renewed)  # stopped without asking
+    finally:
+        await schema.drop()

@@ -781,9 +781,10 @@ class Scheduler:
         While renewals fail (the store is unreachable from here, not necessarily from
         other processes), a run whose lease may be about to end is stopped here, with
         stop reason LEASE_LOST, before another process can rescue it: a partition does
-        not let two runs of one work overlap. A run's lease is known to last at least
-        ``lease`` from when the claim or the last successful renewal was *sent* (the
-        store extends it later than that), on the monotonic clock.
+        not let two runs of one work overlap. So is a run whose lease may have ended while
+        this process was paused. A run's lease is known to last at least ``lease`` from
+        when the claim or the last successful renewal was *sent* (the store extends it
+        later than that), on the monotonic clock.
         """
         clock = self.clock
         margin = min(LEASE_MARGIN, lease / 10)
@@ -802,7 +803,11 @@ class Scheduler:
             # _all_idle cuts the sleep short when the last run ends: with a virtual clock,
             # an idle manager then has no timer for advance() to step through.
             await clock.sleep_until(clock.now() + delay, self._all_idle)
-            handles = list(self._running.values())
+            # A run whose lease may have ended meanwhile (this process was paused past
+            # it: a stopped process, a frozen VM) may be running elsewhere by now: stop
+            # it before anything else, rather than after a round trip to the store.
+            self._fence(lease - margin)
+            handles = [h for h in self._running.values() if h.stop_reason is None]
             if not handles:
                 continue
             sent = clock.monotonic()
