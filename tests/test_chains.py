@@ -1,4 +1,4 @@
-"""Chains (SEMANTICS 17-21), APPEND policies (25), cancellation of dependents (29) and
+"""Chains (semantics 17-21), APPEND policies (25), cancellation of dependents (29) and
 retention of prerequisites (34), on every store, with the virtual clock."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ async def test_a_chain_runs_step_by_step_and_feeds_outputs_forward(
         assert await states(manager, a, b, c) == [S.SUCCEEDED] * 3
         infos = await chain.get_work_infos()
     assert steps.order == [a.id, b.id, c.id]
-    # SEMANTICS 20: own input, then the direct prerequisite's output (which wins).
+    # semantics 20: own input, then the direct prerequisite's output (which wins).
     assert steps.inputs[b.id] == {"key": "from a", "mine": True, "x": 1}
     assert steps.inputs[c.id] == {"y": 2}  # only direct prerequisites feed a work
     assert [i.id for i in infos] == [a.id, b.id, c.id]
@@ -425,7 +425,7 @@ async def test_update_work_on_a_blocked_work_applies_immediately(
     assert steps.inputs[b.id] == {"v": 2, "from_a": 1}
 
 
-# -- unique chains and the APPEND policies (SEMANTICS 25) ------------------------------------
+# -- unique chains and the APPEND policies (semantics 25) ------------------------------------
 
 
 async def test_50_concurrent_appends_form_one_chain_of_50(

@@ -1,4 +1,4 @@
-"""The Flutter-plugin facade (SEMANTICS 35) on the virtual clock: the plugin's usage
+"""The Flutter-plugin facade (semantics 35) on the virtual clock: the plugin's usage
 ported, the handler's True/False/None/exception mapped to success/retry/retry/failure,
 the plugin's defaults, and ``is_scheduled_by_unique_name``."""
 

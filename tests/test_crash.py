@@ -1,5 +1,5 @@
 """Crash recovery on SQLite: SIGKILL a manager mid-run, restart it on the same file, and
-check that no work is lost and no finished work runs again (SEMANTICS 15)."""
+check that no work is lost and no finished work runs again (semantics 15)."""
 
 from __future__ import annotations
 
@@ -121,5 +121,5 @@ def test_sigkill_mid_run_loses_nothing_and_reruns_nothing_finished(tmp_path: Pat
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         attempts = dict(conn.execute("SELECT id, run_attempt_count FROM wm_work").fetchall())
-    # The interrupted run counts as an attempt (SEMANTICS 15), the re-run as another.
+    # The interrupted run counts as an attempt (semantics 15), the re-run as another.
     assert all(attempts[wid] >= 2 for wid in running_before)

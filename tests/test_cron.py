@@ -1,4 +1,4 @@
-"""The 5-field cron module: parsing, Vixie day rules, month ends, and DST (SEMANTICS 4).
+"""The 5-field cron module: parsing, Vixie day rules, month ends, and DST (semantics 4).
 
 The DST tables are hand-written expectations (local times in the comments); the property
 tests check random expressions against sets computed independently of the parser, and

@@ -1,4 +1,4 @@
-"""DueHeap: keys ordered by due time, with lazy invalidation (STYLE rule 25)."""
+"""DueHeap: keys ordered by due time, with lazy invalidation."""
 
 from __future__ import annotations
 

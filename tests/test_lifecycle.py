@@ -1,4 +1,4 @@
-"""The work state machine, pure and table-driven (STYLE rule 34).
+"""The work state machine, pure and table-driven.
 
 Each table row is (starting record, event) → expected record. Every check also asserts
 that nothing outside the runtime fields changed, and that each Change carries the record
@@ -476,7 +476,7 @@ def test_set_progress_outside_a_run_is_ignored(make: Callable[[], WorkRecord]) -
     assert lc.set_progress(make(), {"pct": 10}) is None
 
 
-# -- chains and unique plans (SEMANTICS 18-20, 22-25) ----------------------------------------
+# -- chains and unique plans (semantics 18-20, 22-25) ----------------------------------------
 
 
 def succeeded(output: Data = EMPTY) -> WorkRecord:

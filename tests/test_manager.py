@@ -33,7 +33,7 @@ async def info(manager: wm.WorkManager, req: wm.OneTimeWorkRequest) -> wm.WorkIn
     return found
 
 
-# -- running and results (SEMANTICS 7-9)
+# -- running and results (semantics 7-9)
 
 
 async def test_work_runs_once_and_succeeds_with_output(
@@ -156,7 +156,7 @@ async def test_sync_worker_runs_in_a_thread(manager: wm.WorkManager, clock: Virt
     assert threads[0] != threading.get_ident()
 
 
-# -- delays and backoff (SEMANTICS 10, 11)
+# -- delays and backoff (semantics 10, 11)
 
 
 async def test_initial_delay_is_respected(manager: wm.WorkManager, clock: VirtualClock) -> None:
@@ -251,7 +251,7 @@ async def test_max_attempts_turns_retry_into_failure(
     assert got.error.type == "wm_async.MaxAttemptsReached"
 
 
-# -- timeouts (SEMANTICS 12)
+# -- timeouts (semantics 12)
 
 
 async def test_timeout_cancels_and_reenqueues_without_backoff(
@@ -303,7 +303,7 @@ async def test_manager_default_timeout_applies(
     assert got.stop_reason is wm.StopReason.TIMEOUT
 
 
-# -- cancellation (SEMANTICS 29, 30)
+# -- cancellation (semantics 29, 30)
 
 
 async def test_cancel_waiting_work(manager: wm.WorkManager, clock: VirtualClock) -> None:
@@ -377,7 +377,7 @@ async def test_cancel_by_tag_and_cancel_all_touch_only_unfinished(
     assert states == {wm.WorkState.CANCELLED}
 
 
-# -- shutdown and recovery (SEMANTICS 14, 15)
+# -- shutdown and recovery (semantics 14, 15)
 
 
 async def test_graceful_shutdown_lets_quick_work_finish(
@@ -785,7 +785,7 @@ async def test_queries_combine_fields(manager: wm.WorkManager, clock: VirtualClo
         assert await manager.get_work_info(request().id) is None
 
 
-# -- retention (SEMANTICS 34)
+# -- retention (semantics 34)
 
 
 async def test_pruning_at_start_periodically_and_on_demand(

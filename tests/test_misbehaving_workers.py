@@ -51,7 +51,7 @@ async def test_worker_that_never_returns_times_out_and_is_reenqueued(
         assert info is not None
         assert info.state is wm.WorkState.RUNNING
         await clock.advance(31)
-        # SEMANTICS 12: back to ENQUEUED, stop reason TIMEOUT, the attempt counts, no
+        # semantics 12: back to ENQUEUED, stop reason TIMEOUT, the attempt counts, no
         # backoff. It was claimed again at once, and is running its second attempt.
         info = await manager.get_work_info(req.id)
         assert info is not None
@@ -60,7 +60,7 @@ async def test_worker_that_never_returns_times_out_and_is_reenqueued(
         await clock.advance(31)
         info = await manager.get_work_info(req.id)
         assert info is not None
-        assert info.state is wm.WorkState.FAILED  # max_attempts reached (SEMANTICS 11)
+        assert info.state is wm.WorkState.FAILED  # max_attempts reached (semantics 11)
         assert info.stop_reason is wm.StopReason.TIMEOUT
         other = wm.OneTimeWorkRequest("ok")
         await manager.enqueue(other)

@@ -1,6 +1,6 @@
 """Public value types: construction, converters, and every validator's failure path.
 
-STYLE rules 13 and 14: converters normalise what callers pass, validators reject the rest
+Converters normalise what callers pass, validators reject the rest
 with an InvalidRequestError that names the field and shows the value.
 """
 

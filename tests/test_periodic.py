@@ -1,4 +1,4 @@
-"""Periodic work (SEMANTICS 2, 3) on every store, with the virtual clock."""
+"""Periodic work (semantics 2, 3) on every store, with the virtual clock."""
 
 from __future__ import annotations
 

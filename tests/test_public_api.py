@@ -1,7 +1,6 @@
 """The public surface: what each public module exports, its docstrings, and the errors.
 
-Walks the modules users import by path (STYLE rule 2) and checks every error's message
-once (STYLE rules 29 and 30).
+Walks the modules users import by path and checks every error's message once.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import wm_async.testing
 #: for a recursive alias, its string), so the docstring check skips them.
 TYPE_ALIASES = frozenset({"Data", "JSONValue", "TaskHandler"})
 
-#: DESIGN.md, "Public API (contract)": the errors ...
+#: The documented public API's errors ...
 DESIGN_ERRORS = (
     "WorkManagerError",
     "InvalidRequestError",

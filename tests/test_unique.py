@@ -1,4 +1,4 @@
-"""Unique work (SEMANTICS 22-24, 26, 28) on every store, with the virtual clock."""
+"""Unique work (semantics 22-24, 26, 28) on every store, with the virtual clock."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""update_work (SEMANTICS 27) on every store, with the virtual clock."""
+"""update_work (semantics 27) on every store, with the virtual clock."""
 
 from __future__ import annotations
 

@@ -99,7 +99,7 @@ COMBINE_WORKER: Final = "wm_async.combine"
 
 class WorkContinuation:
     """A chain of one-time works under construction: each step depends on every work of
-    the step before it, and the works of one step run in parallel (SEMANTICS 17).
+    the step before it, and the works of one step run in parallel (semantics 17).
 
     Made by :meth:`WorkManager.begin_with` or :meth:`WorkManager.begin_unique_work`,
     grown with :meth:`then` and :meth:`combine`, stored with :meth:`enqueue`::
@@ -207,7 +207,7 @@ class WorkContinuation:
     async def enqueue(self) -> None:
         """Store the chain's works that are not stored yet, in one transaction: each one
         BLOCKED until its prerequisites succeed (or at once ENQUEUED, FAILED or CANCELLED
-        as SEMANTICS 18 says). Enqueueing a continuation again does nothing.
+        as semantics 18 says). Enqueueing a continuation again does nothing.
 
         :raises InvalidRequestError: for an invalid request, or a chain joining two
             unique chains

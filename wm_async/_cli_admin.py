@@ -312,7 +312,7 @@ async def _show(args: argparse.Namespace) -> int:
 async def cancel_records(store: Store, records: Iterable[WorkRecord]) -> list[WorkRecord]:
     """Cancel the unfinished records (compare-and-set, re-reading works that changed
     meanwhile, as ``WorkManager`` does); return the records written as CANCELLED."""
-    # SEMANTICS 29 also cancels the works' unfinished dependents: Store.apply does that in
+    # semantics 29 also cancels the works' unfinished dependents: Store.apply does that in
     # the same transaction and returns their records too.
     clock = SystemClock()
     pending = list(records)

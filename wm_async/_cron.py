@@ -1,7 +1,7 @@
 """Five-field cron schedules read in an IANA timezone, safe across DST changes.
 
 A small, dependency-free parser and next-fire-time calculator for
-``PeriodicWorkRequest(cron=..., timezone=...)`` (SEMANTICS rule 4).
+``PeriodicWorkRequest(cron=..., timezone=...)`` (semantics 4).
 
 Syntax
 ======

@@ -180,7 +180,7 @@ async def execute(
     """Run the worker for ``handle`` and return its outcome.
 
     Cancellation of ``handle.scope`` (app cancel, timeout, lost constraint, shutdown)
-    becomes :class:`Interrupted`; a result returned after that is ignored (SEMANTICS 13,
+    becomes :class:`Interrupted`; a result returned after that is ignored (semantics 13,
     30). The scope is then spent: the caller must shield its bookkeeping and the runner
     must leave the scope. Cancellation of the runner's task from outside propagates.
     Worker exceptions become :class:`Failed`, including a ``CancelledError`` that nothing

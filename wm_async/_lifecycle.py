@@ -4,7 +4,7 @@ Every function takes a record, an event and ``now`` (UTC epoch seconds) and retu
 new record, or a :class:`Change` pairing the record it expects with the one to write.
 Nothing here does I/O, reads a clock or imports anyio: stores apply the changes
 atomically, guarded by the expected prior state (compare-and-set), and the scheduler
-decides when to call what. See SEMANTICS.md for the rules cited below.
+decides when to call what. See docs/semantics.md for the rules cited below ("semantics 18" is its rule 18).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, share
 
 #: Error type recorded when ``max_attempts`` ends a work.
 MAX_ATTEMPTS_ERROR: Final = "wm_async.MaxAttemptsReached"
-#: Error type of a chained work failed because a prerequisite failed (SEMANTICS 19).
+#: Error type of a chained work failed because a prerequisite failed (semantics 19).
 PREREQUISITE_FAILED: Final = "wm_async.PrerequisiteFailed"
 #: Error type of a chained work whose prerequisites' outputs could not be merged (20).
 MERGE_FAILED: Final = "wm_async.InputMergeFailed"
@@ -113,7 +113,7 @@ _succeeded: Final = transition(
 
 
 def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
-    """ENQUEUED → RUNNING; the attempt is counted in the same write (SEMANTICS 7)."""
+    """ENQUEUED → RUNNING; the attempt is counted in the same write (semantics 7)."""
     assert record.state is WorkState.ENQUEUED, record.state
     # The stop reason describes this run from now on (as WorkManager's does).
     return _claimed(
@@ -159,7 +159,7 @@ def _reenqueue(record: WorkRecord, now: float, due: float, reason: StopReason) -
 
 
 def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
-    """The transition for a run's outcome (SEMANTICS 8-13, 15).
+    """The transition for a run's outcome (semantics 8-13, 15).
 
     ``record`` is the RUNNING record the run was started with.
     """
@@ -204,7 +204,7 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
 
 
 def _next_period(record: WorkRecord, ended: WorkRecord, now: float) -> WorkRecord:
-    """SEMANTICS 3: whatever its result, a period's end re-enqueues periodic work for the
+    """semantics 3: whatever its result, a period's end re-enqueues periodic work for the
     next period; it stores no output, keeps the error of a failed period, and only
     cancellation finishes it."""
     assert record.periodic is not None
@@ -229,7 +229,7 @@ def _max_attempts_error(record: WorkRecord, what: str) -> WorkError:
 
 
 def cancel(record: WorkRecord, *, now: float) -> Change | None:
-    """Any unfinished state → CANCELLED (SEMANTICS 29); finished work is left alone."""
+    """Any unfinished state → CANCELLED (semantics 29); finished work is left alone."""
     if record.state.is_finished:
         return None
     reason = (
@@ -248,7 +248,7 @@ def cancel(record: WorkRecord, *, now: float) -> Change | None:
 
 
 def recover(record: WorkRecord, *, now: float) -> Change:
-    """A RUNNING work found after a crash runs again (SEMANTICS 15)."""
+    """A RUNNING work found after a crash runs again (semantics 15)."""
     return finish(record, Interrupted(StopReason.UNKNOWN), now=now)
 
 
@@ -262,14 +262,14 @@ def delay_met(record: WorkRecord, *, now: float) -> Change | None:
 
 
 def set_progress(record: WorkRecord, progress: Data) -> Change | None:
-    """Record progress of a RUNNING work (SEMANTICS 16)."""
+    """Record progress of a RUNNING work (semantics 16)."""
     if record.state is not WorkState.RUNNING:
         return None
     return Change(record, evolve(record, progress=progress))
 
 
 def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | None]:
-    """``update_work`` (SEMANTICS 27): give ``record`` the spec of ``new`` (a record built
+    """``update_work`` (semantics 27): give ``record`` the spec of ``new`` (a record built
     from the new request), keeping its id, state, attempt count and period clock.
 
     RUNNING → APPLIED_FOR_NEXT_RUN (the current run keeps the old spec); ENQUEUED and
@@ -304,7 +304,7 @@ def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | 
     return result, Change(record, after)
 
 
-# -- chains (SEMANTICS 17-21) ----------------------------------------------------------------
+# -- chains (semantics 17-21) ----------------------------------------------------------------
 
 
 def blocked(record: WorkRecord) -> WorkRecord:
@@ -314,7 +314,7 @@ def blocked(record: WorkRecord) -> WorkRecord:
 
 def resolve(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: float) -> WorkRecord:
     """The state of a new work whose direct ``prerequisites`` (in order) are as given
-    (SEMANTICS 18, and 25 for APPEND): any FAILED → FAILED; else any CANCELLED →
+    (semantics 18, and 25 for APPEND): any FAILED → FAILED; else any CANCELLED →
     CANCELLED; else any unfinished → BLOCKED; else ENQUEUED with the merged input."""
     failed = next((p for p in prerequisites if p.state is WorkState.FAILED), None)
     if failed is not None:
@@ -327,9 +327,9 @@ def resolve(child: WorkRecord, prerequisites: Sequence[WorkRecord], *, now: floa
 
 
 def unblock(child: WorkRecord, outputs: Sequence[Data], *, now: float) -> WorkRecord:
-    """BLOCKED → ENQUEUED once every prerequisite SUCCEEDED (SEMANTICS 19): the initial
+    """BLOCKED → ENQUEUED once every prerequisite SUCCEEDED (semantics 19): the initial
     delay counts from now, and the input becomes ``merge([own input] + outputs)`` with the
-    work's merger, ``outputs`` being its direct prerequisites' in order (SEMANTICS 20). A
+    work's merger, ``outputs`` being its direct prerequisites' in order (semantics 20). A
     merge that fails (the array merger meeting two JSON types under one key) fails the
     work instead."""
     if outputs:
@@ -353,19 +353,19 @@ def unblock(child: WorkRecord, outputs: Sequence[Data], *, now: float) -> WorkRe
 
 
 def prerequisite_failed(child: WorkRecord, cause: WorkRecord, *, now: float) -> WorkRecord:
-    """A failed prerequisite fails its dependent (and so, in turn, theirs: SEMANTICS 19)."""
+    """A failed prerequisite fails its dependent (and so, in turn, theirs: semantics 19)."""
     error = WorkError(type=PREREQUISITE_FAILED, message=f"prerequisite {cause.id} failed")
     return _failed(child, now, _EMPTY, error)
 
 
 def prerequisite_cancelled(child: WorkRecord, *, now: float) -> WorkRecord:
-    """A cancelled prerequisite cancels its dependent (SEMANTICS 18 and 29)."""
+    """A cancelled prerequisite cancels its dependent (semantics 18 and 29)."""
     return evolve(child, state=WorkState.CANCELLED, next_run_at=None, finished_at=now, owner=None)
 
 
 def prerequisite_ended(done: WorkRecord, child: WorkRecord) -> WorkRecord | None:
     """What a finished prerequisite ``done`` does to its BLOCKED dependent ``child``
-    (SEMANTICS 19): a failure fails it and a cancellation cancels it (the store then
+    (semantics 19): a failure fails it and a cancellation cancels it (the store then
     applies the same to the child's own dependents); a success returns ``None``: the
     store counts it, and calls :func:`unblock` when the last prerequisite succeeds."""
     assert done.finished_at is not None
@@ -376,7 +376,7 @@ def prerequisite_ended(done: WorkRecord, child: WorkRecord) -> WorkRecord | None
     return prerequisite_cancelled(child, now=done.finished_at)
 
 
-# -- unique work (SEMANTICS 22-25) ------------------------------------------------------------
+# -- unique work (semantics 22-25) ------------------------------------------------------------
 
 
 @attrs.frozen
@@ -406,7 +406,7 @@ def plan_unique(
     roots: Collection[str] | None = None,
     now: float,
 ) -> UniquePlan:
-    """SEMANTICS 22-25: ``policy`` is an :class:`ExistingWorkPolicy` value (the periodic
+    """semantics 22-25: ``policy`` is an :class:`ExistingWorkPolicy` value (the periodic
     KEEP and CANCEL_AND_REENQUEUE map to KEEP and REPLACE). ``existing`` are the works
     under the name, ``leaves`` those of them no work depends on, ``new`` the works to
     enqueue (a chain, with ``prerequisites``), and ``roots`` the ids of its first step

@@ -426,7 +426,7 @@ class WorkManager:
         self._scheduler.request_stop(self.shutdown_grace)
 
     async def _recover(self) -> None:
-        """SEMANTICS 15: RUNNING works of a dead process run again (with leases: only
+        """semantics 15: RUNNING works of a dead process run again (with leases: only
         works whose lease expired, never those of live processes)."""
         written = await self._store.requeue_orphans(now=self._clock.now())
         if written:
@@ -451,7 +451,7 @@ class WorkManager:
     async def _external_change(self, ids: Sequence[str] | None) -> None:
         """Other processes wrote the works ``ids`` (``None``: possibly any). Re-read the
         ones someone here waits on or watches, and those running here: a run whose work
-        was cancelled or taken over elsewhere stops (SEMANTICS 29, 30)."""
+        was cancelled or taken over elsewhere stops (semantics 29, 30)."""
         scheduler, events = self._scheduler, self._events
         if ids is None:
             wanted = {*events.waited_ids(), *scheduler.running_ids()}
@@ -631,7 +631,7 @@ class WorkManager:
         self._require("enqueue")
         nodes = [n for n in last._graph() if not n._enqueued]
         if not nodes:
-            return False  # SEMANTICS 21: enqueueing twice is a no-op
+            return False  # semantics 21: enqueueing twice is a no-op
         roots = [n for n in nodes if n._policy is not None]
         if len(roots) > 1:
             raise InvalidRequestError(
@@ -733,7 +733,7 @@ class WorkManager:
     async def enqueue_unique_work(
         self, name: str, policy: ExistingWorkPolicy | str, *requests: OneTimeWorkRequest
     ) -> bool:
-        """Enqueue one-time works under a unique name, as ``policy`` says (SEMANTICS 22-24).
+        """Enqueue one-time works under a unique name, as ``policy`` says (semantics 22-24).
 
         - KEEP: do nothing if a work under ``name`` is unfinished; otherwise replace the
           name's finished works with these.
@@ -757,7 +757,7 @@ class WorkManager:
     async def enqueue_unique_periodic_work(
         self, name: str, policy: ExistingPeriodicWorkPolicy | str, request: PeriodicWorkRequest
     ) -> bool:
-        """Enqueue a periodic work under a unique name (SEMANTICS 26).
+        """Enqueue a periodic work under a unique name (semantics 26).
 
         - KEEP: do nothing if a work under ``name`` is unfinished.
         - CANCEL_AND_REENQUEUE: cancel and remove the name's works, enqueue this one.
@@ -839,7 +839,7 @@ class WorkManager:
             return await self._cancel(await self._store.query(query))
 
     async def update_work(self, request: OneTimeWorkRequest | PeriodicWorkRequest) -> UpdateResult:
-        """Give the work with ``request.id`` the spec of ``request`` (SEMANTICS 27).
+        """Give the work with ``request.id`` the spec of ``request`` (semantics 27).
 
         The work keeps its id, state, attempt count and period clock; its ``generation``
         goes up. A running work finishes its current run with the old spec
@@ -903,7 +903,7 @@ class WorkManager:
         self,
         work_id: uuid.UUID | str,
         *,
-        timeout: timedelta | float | None = None,  # noqa: ASYNC109  # DESIGN.md's contract
+        timeout: timedelta | float | None = None,  # noqa: ASYNC109  # the documented contract
     ) -> WorkInfo:
         """Wait until the work is SUCCEEDED, FAILED or CANCELLED and return its WorkInfo.
 

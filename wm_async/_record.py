@@ -122,7 +122,7 @@ class WorkRecord:
     def from_periodic_request(
         cls, request: PeriodicWorkRequest, *, now: float, unique_name: str | None = None
     ) -> WorkRecord:
-        """A new ENQUEUED periodic record, due as SEMANTICS 3 and 4 say: ``initial_delay``
+        """A new ENQUEUED periodic record, due as semantics 3 and 4 say: ``initial_delay``
         plus ``interval - flex`` from now, or the first cron time after the delay."""
         periodic = request.periodicity
         delay = request.initial_delay.total_seconds()
@@ -143,7 +143,7 @@ class WorkRecord:
         return self.constraints.signal_names()  # cached per distinct Constraints
 
     def to_info(self) -> WorkInfo:
-        """The public snapshot of this record (SEMANTICS 16 and 31 applied)."""
+        """The public snapshot of this record (semantics 16 and 31 applied)."""
         state = self.state
         return WorkInfo(
             id=uuid.UUID(self.id),
@@ -250,7 +250,7 @@ def first_period_due(periodic: Periodicity, start: float) -> float:
 
 def next_period_due(periodic: Periodicity, finished: float) -> float:
     """When the next period's run is due after a period ended at ``finished``
-    (SEMANTICS 3: ``finish + interval``, flex ignored; cron: the next time after it)."""
+    (semantics 3: ``finish + interval``, flex ignored; cron: the next time after it)."""
     if periodic.cron is not None:
         return _cron(periodic).next_after(finished)
     assert periodic.interval is not None

@@ -182,7 +182,7 @@ class _WorkRequest:
         if not isinstance(self.backoff, Backoff):
             raise InvalidRequestError("backoff", self.backoff, "expected a Backoff")
         if self.worker not in self.tags:
-            # SEMANTICS 1: the worker name is always among the tags. Normalising here keeps
+            # semantics 1: the worker name is always among the tags. Normalising here keeps
             # the invariant true for every instance without a second public field.
             object.__setattr__(self, "tags", self.tags | {self.worker})
 
@@ -241,7 +241,7 @@ class OneTimeWorkRequest(_WorkRequest):
             tags = worker_tags
         else:
             tags = _to_tags(tags)
-            if worker not in tags:  # SEMANTICS 1: the worker name is always a tag
+            if worker not in tags:  # semantics 1: the worker name is always a tag
                 tags = tags | {worker}
         if timeout is not None:
             timeout = _timeout(timeout)
@@ -322,7 +322,7 @@ def _optional_interval(field: str) -> Callable[[timedelta | float | None], timed
         if value is None:
             return None
         out = v.to_timedelta(field, value)
-        v.check_positive(field, out)  # SEMANTICS 2: zero or negative is an error, not coerced
+        v.check_positive(field, out)  # semantics 2: zero or negative is an error, not coerced
         return out
 
     return convert

@@ -291,7 +291,7 @@ class Scheduler:
     # -- the dispatcher
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Dispatch until :meth:`request_stop`, then shut down in two phases (STYLE 19):
+        """Dispatch until :meth:`request_stop`, then shut down in two phases:
         stop claiming; let running work finish for the grace period; then stop it and
         re-enqueue it with stop reason SHUTDOWN.
 
@@ -742,7 +742,7 @@ class Scheduler:
         """Apply ``change`` until the store takes it. The run keeps its capacity slot
         meanwhile, so a store that stays down stops new claims (back-pressure); if the
         manager stops first, the work is still RUNNING in the store and runs again on the
-        next start (SEMANTICS 15) or, with leases, once its lease expires."""
+        next start (semantics 15) or, with leases, once its lease expires."""
         failures = 0
         while True:
             self._store_error(exc, doing)

@@ -1,5 +1,5 @@
 """The Flutter ``workmanager`` plugin's API over a :class:`~wm_async.WorkManager`
-(SEMANTICS 35), so code written for the plugin ports almost line for line::
+(semantics 35), so code written for the plugin ports almost line for line::
 
     manager = wm.WorkManager(store="sqlite:///wm_async.db")
     workmanager = Workmanager(manager)
@@ -178,7 +178,7 @@ class Workmanager:
 
     @staticmethod
     def _backoff(policy: BackoffPolicy | str | None, delay: timedelta | float | None) -> Backoff:
-        # SEMANTICS 35: the plugin applies a backoff only when both are given.
+        # semantics 35: the plugin applies a backoff only when both are given.
         if policy is None or delay is None:
             return Backoff()
         return Backoff(policy, delay)
@@ -281,7 +281,7 @@ class Workmanager:
 
     async def is_scheduled_by_unique_name(self, unique_name: str) -> bool:
         """True iff works exist under ``unique_name`` and every one of them is ENQUEUED or
-        RUNNING (SEMANTICS 35)."""
+        RUNNING (semantics 35)."""
         self._require("is_scheduled_by_unique_name")
         infos = await self._manager.get_work_infos(
             WorkQuery(unique_names={v.check_name("unique_name", unique_name)})

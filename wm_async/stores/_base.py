@@ -138,7 +138,7 @@ class Store(abc.ABC):
         written (changes whose guard failed are skipped silently).
 
         A change that finishes a work with dependents also resolves them in the same
-        transaction (SEMANTICS 19 and 29): the last prerequisite to succeed unblocks a
+        transaction (semantics 19 and 29): the last prerequisite to succeed unblocks a
         dependent, with its merged input; a failure or cancellation fails or cancels
         every transitive BLOCKED dependent. Those records are returned too.
         """
@@ -246,7 +246,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished works whose ``finished_at`` is before the given time, except
-        those an unfinished work depends on (SEMANTICS 34); return how many were
+        those an unfinished work depends on (semantics 34); return how many were
         deleted."""
 
 
@@ -256,7 +256,7 @@ def resolve_new(
     known: dict[str, WorkRecord],
 ) -> tuple[list[WorkRecord], list[int], list[tuple[str, str, int]]]:
     """For stores inserting chained works: each record in the state its prerequisites
-    give it (SEMANTICS 18), how many prerequisites each still waits for, and the edges
+    give it (semantics 18), how many prerequisites each still waits for, and the edges
     ``(prerequisite id, work id, position)`` to store.
 
     ``known`` holds the stored prerequisites by id (read in the same transaction); the

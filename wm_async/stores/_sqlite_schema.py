@@ -94,7 +94,7 @@ CLAIM_UPDATE: Final = (
 
 
 def _prunable(w: str) -> str:
-    # Finished before the cut-off, and no unfinished work depends on it (SEMANTICS 34).
+    # Finished before the cut-off, and no unfinished work depends on it (semantics 34).
     return (
         f"{w}.finished_at < ? AND {w}.state IN ({_FINISHED}) AND NOT EXISTS ("
         "SELECT 1 FROM wm_dependency AS d JOIN wm_work AS c ON c.id = d.work_id "

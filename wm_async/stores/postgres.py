@@ -775,7 +775,7 @@ class PostgresStore(Store):
     async def _propagate(
         self, conn: _Conn, ended: dict[str, tuple[WorkRecord, int]], token: str
     ) -> list[tuple[int, WorkRecord]]:
-        """Resolve the BLOCKED dependents of the ``ended`` works, level by level (SEMANTICS
+        """Resolve the BLOCKED dependents of the ``ended`` works, level by level (semantics
         19 and 29). Each step is a statement of its own, so under READ COMMITTED it sees
         the edges and outputs that concurrent transactions committed before it."""
         sql = self._sql

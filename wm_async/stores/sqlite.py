@@ -1043,7 +1043,7 @@ class SQLiteStore(Store):
             previous = decided.get(child.id)
             if previous is None or (
                 after.state is WorkState.FAILED and previous[1].state is not WorkState.FAILED
-            ):  # a failure outranks a cancellation (SEMANTICS 18)
+            ):  # a failure outranks a cancellation (semantics 18)
                 decided[child.id] = (origin, after)
         return list(decided.values())
 
