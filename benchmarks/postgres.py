@@ -27,7 +27,7 @@ import asyncpg
 
 import wm_async as wm
 from benchmarks._common import summary, table
-from wm_async._record import WorkRecord
+from wm_async._core.record import WorkRecord
 from wm_async.stores.postgres import PostgresStore
 
 DEFAULT_DSN = os.environ.get("WM_ASYNC_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")

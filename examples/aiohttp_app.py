@@ -19,7 +19,10 @@ import anyio
 from aiohttp import web
 
 import wm_async as wm
-from wm_async.integrations.aiohttp import WORK_MANAGER, setup
+from wm_async.integrations.aiohttp import (
+    WORK_MANAGER,
+    setup,
+)
 
 
 def create_manager(store: str, *, shutdown_grace: float = 10.0) -> wm.WorkManager:

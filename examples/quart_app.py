@@ -19,7 +19,10 @@ import anyio
 from quart import Quart, abort, current_app, request
 
 import wm_async as wm
-from wm_async.integrations.asgi import EXTENSION_KEY, init_quart
+from wm_async.integrations.asgi import (
+    EXTENSION_KEY,
+    init_quart,
+)
 
 
 def create_manager(store: str, *, shutdown_grace: float = 10.0) -> wm.WorkManager:

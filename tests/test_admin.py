@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async._cli_admin import cancel_records
+from wm_async._cli.admin import cancel_records
 from wm_async.stores.sqlite import SQLiteStore
 
 

@@ -14,7 +14,11 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async.compat import TASK_NAME_KEY, WORKER_NAME, Workmanager
+from wm_async.compat import (
+    TASK_NAME_KEY,
+    WORKER_NAME,
+    Workmanager,
+)
 from wm_async.testing import VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]

@@ -10,10 +10,19 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async.signals import Flag, Predicate
-from wm_async.stores import Claimed, ClaimParams
+from wm_async.signals import (
+    Flag,
+    Predicate,
+)
+from wm_async.stores import (
+    Claimed,
+    ClaimParams,
+)
 from wm_async.stores.memory import MemoryStore
-from wm_async.testing import TestDriver, VirtualClock
+from wm_async.testing import (
+    TestDriver,
+    VirtualClock,
+)
 
 MakeManager = Callable[..., wm.WorkManager]
 

@@ -21,7 +21,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from wm_async import InvalidRequestError
-from wm_async._cron import CronFields, CronSchedule
+from wm_async._core.cron import (
+    CronFields,
+    CronSchedule,
+)
 
 MINUTE = timedelta(minutes=1)
 ALL_MINUTES = frozenset(range(60))

@@ -518,7 +518,7 @@ def test_cron_and_timezone_alone(cron: object, timezone: object) -> None:
         check_error(exc)
         return
     # Accepted: the schedule yields a next time (or refuses the same way), never hangs.
-    from wm_async._cron import CronSchedule
+    from wm_async._core.cron import CronSchedule
 
     assert req.cron is not None
     schedule = CronSchedule.parse(req.cron, req.timezone)

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wm_async import _heap
-from wm_async._heap import DueHeap
+from wm_async._core import heap as _heap
+from wm_async._core.heap import DueHeap
 
 
 def drain(heap: DueHeap[str]) -> list[tuple[float, str]]:

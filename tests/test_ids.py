@@ -12,7 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wm_async as wm
-from wm_async._record import WorkRecord, id_text
+from wm_async._core.record import (
+    WorkRecord,
+    id_text,
+)
 
 _RANDOM_BITS = (1 << 62) - 1
 

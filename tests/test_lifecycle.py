@@ -14,9 +14,12 @@ import attrs
 import pytest
 
 import wm_async as wm
-from wm_async import _lifecycle as lc
-from wm_async._model import Data
-from wm_async._record import RUNTIME_FIELDS, WorkRecord
+from wm_async._core import lifecycle as lc
+from wm_async._core.data import Data
+from wm_async._core.record import (
+    RUNTIME_FIELDS,
+    WorkRecord,
+)
 
 ENQUEUED_AT: Final = 1000.0
 STARTED_AT: Final = 1500.0

@@ -11,9 +11,12 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async._record import WorkRecord
+from wm_async._core.record import WorkRecord
 from wm_async.stores.memory import MemoryStore
-from wm_async.testing import TestDriver, VirtualClock
+from wm_async.testing import (
+    TestDriver,
+    VirtualClock,
+)
 
 MakeManager = Callable[..., wm.WorkManager]
 

@@ -17,9 +17,12 @@ import anyio.lowlevel
 import pytest
 
 import wm_async as wm
-from wm_async import _scheduler
-from wm_async._executor import WorkerFn
-from wm_async._watchdog import THREAD_NAME, LoopWatchdog
+from wm_async._runtime import scheduler as _scheduler
+from wm_async._runtime.executor import WorkerFn
+from wm_async._runtime.watchdog import (
+    THREAD_NAME,
+    LoopWatchdog,
+)
 from wm_async.stores.memory import MemoryStore
 from wm_async.testing import VirtualClock
 

@@ -19,7 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wm_async as wm
-from wm_async._validators import MAX_DATA_DEPTH, MAX_NAME_LENGTH
+from wm_async._core.validators import (
+    MAX_DATA_DEPTH,
+    MAX_NAME_LENGTH,
+)
 
 T = TypeVar("T")
 

@@ -11,7 +11,10 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async.testing import TestDriver, VirtualClock
+from wm_async.testing import (
+    TestDriver,
+    VirtualClock,
+)
 
 MakeManager = Callable[..., wm.WorkManager]
 HOUR = 3600.0

@@ -18,11 +18,17 @@ import pytest
 from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
 
 import wm_async as wm
-from wm_async import _lifecycle as lc
-from wm_async._model import StopReason, WorkState
-from wm_async._record import WorkRecord
-from wm_async._requests import OneTimeWorkRequest
-from wm_async.stores import ClaimParams, open_store
+from wm_async._api.requests import OneTimeWorkRequest
+from wm_async._core import lifecycle as lc
+from wm_async._core.model import (
+    StopReason,
+    WorkState,
+)
+from wm_async._core.record import WorkRecord
+from wm_async.stores import (
+    ClaimParams,
+    open_store,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -180,7 +186,7 @@ async def test_database_clock_ignores_a_skewed_caller_clock(schema: PgSchema) ->
 
 
 def wm_evolve_owner(r: WorkRecord, owner: str) -> WorkRecord:
-    from wm_async._record import evolve
+    from wm_async._core.record import evolve
 
     return evolve(r, owner=owner)
 

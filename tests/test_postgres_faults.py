@@ -28,10 +28,16 @@ import pytest
 from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
 
 import wm_async as wm
-from wm_async import _lifecycle as lc
-from wm_async._model import StopReason, WorkState
-from wm_async._record import WorkRecord
-from wm_async.stores import ClaimParams, StoreListener
+from wm_async._core import lifecycle as lc
+from wm_async._core.model import (
+    StopReason,
+    WorkState,
+)
+from wm_async._core.record import WorkRecord
+from wm_async.stores import (
+    ClaimParams,
+    StoreListener,
+)
 from wm_async.testing import VirtualClock
 
 pytestmark = pytest.mark.postgres

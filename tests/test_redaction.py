@@ -18,7 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import wm_async as wm
-from wm_async._redact import mask_text, mask_url
+from wm_async._core.redact import (
+    mask_text,
+    mask_url,
+)
 from wm_async.stores import open_store
 
 

@@ -19,9 +19,9 @@ import pytest
 from conftest import PgSchema, require_postgres
 
 import wm_async as wm
-from wm_async import _lifecycle
-from wm_async._record import WorkRecord
-from wm_async._scheduler import Scheduler
+from wm_async._core import lifecycle as _lifecycle
+from wm_async._core.record import WorkRecord
+from wm_async._runtime.scheduler import Scheduler
 from wm_async.stores import open_store
 from wm_async.stores.postgres import PostgresStore
 from wm_async.stores.sqlite import SQLiteStore

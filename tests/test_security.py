@@ -299,8 +299,8 @@ DANGEROUS_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpic
 SAFE = {("json", "loads"), ("json", "load"), ("re", "compile")}
 ALLOWED = {
     # Builds WorkRecord's copy and constructor functions from its own attrs field names
-    # (never from data): see _record._generate.
-    ("_record.py", "exec"),
+    # (never from data): see _core/record.py, _generate.
+    ("_core/record.py", "exec"),
     # `wm-async worker MODULE:ATTRIBUTE` imports the app module the operator names on the
     # command line (as uvicorn and celery do), never a name read from a store.
     ("cli.py", "importlib.import_module"),

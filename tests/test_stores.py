@@ -15,9 +15,13 @@ import anyio
 import attrs
 import pytest
 
-from wm_async._chain import ArrayCreatingInputMerger
-from wm_async._errors import InvalidRequestError, StoreCorruptError, StoreError
-from wm_async._lifecycle import (
+from wm_async._api.requests import OneTimeWorkRequest
+from wm_async._core.errors import (
+    InvalidRequestError,
+    StoreCorruptError,
+    StoreError,
+)
+from wm_async._core.lifecycle import (
     Change,
     Failed,
     Interrupted,
@@ -28,7 +32,8 @@ from wm_async._lifecycle import (
     finish,
     set_progress,
 )
-from wm_async._model import (
+from wm_async._core.mergers import ArrayCreatingInputMerger
+from wm_async._core.model import (
     DEFAULT_BACKOFF,
     NO_CONSTRAINTS,
     Backoff,
@@ -41,9 +46,15 @@ from wm_async._model import (
     WorkQuery,
     WorkState,
 )
-from wm_async._record import RUNTIME_FIELDS, WorkRecord
-from wm_async._requests import OneTimeWorkRequest
-from wm_async.stores import Claimed, ClaimParams, Store
+from wm_async._core.record import (
+    RUNTIME_FIELDS,
+    WorkRecord,
+)
+from wm_async.stores import (
+    Claimed,
+    ClaimParams,
+    Store,
+)
 from wm_async.stores import _sqlite_schema as schema
 from wm_async.stores import sqlite as sqlite_store
 from wm_async.stores.sqlite import SQLiteStore

@@ -12,8 +12,11 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async._events import EventHub
-from wm_async._record import WorkRecord, evolve
+from wm_async._core.record import (
+    WorkRecord,
+    evolve,
+)
+from wm_async._runtime.events import EventHub
 from wm_async.testing import VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]

@@ -28,11 +28,21 @@ from typing import NoReturn, TypeAlias
 
 import anyio
 
-from . import _cli_admin, _cli_demo
-from ._cli_common import CommandError, Exit, Parser, one_line, unwrap
-from ._errors import InvalidRequestError, WorkManagerError
-from ._manager import WorkManager
-from ._redact import mask_text
+from ._api.manager import WorkManager
+from ._cli import admin as _cli_admin
+from ._cli import demo as _cli_demo
+from ._cli.common import (
+    CommandError,
+    Exit,
+    Parser,
+    one_line,
+    unwrap,
+)
+from ._core.errors import (
+    InvalidRequestError,
+    WorkManagerError,
+)
+from ._core.redact import mask_text
 
 __all__ = ("build_parser", "main")
 

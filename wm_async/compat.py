@@ -32,22 +32,25 @@ from typing import TypeAlias
 
 import anyio
 
-from . import _validators as v
-from ._errors import InvalidRequestError
-from ._executor import WorkContext
-from ._manager import WorkManager
-from ._model import (
+from ._api.manager import WorkManager
+from ._api.requests import (
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+)
+from ._core import validators as v
+from ._core.data import JSONValue
+from ._core.errors import InvalidRequestError
+from ._core.model import (
     Backoff,
     BackoffPolicy,
     Constraints,
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
-    JSONValue,
     Result,
     WorkQuery,
     WorkState,
 )
-from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
+from ._runtime.executor import WorkContext
 
 __all__ = ("TASK_NAME_KEY", "WORKER_NAME", "TaskHandler", "Workmanager")
 

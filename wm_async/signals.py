@@ -37,9 +37,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 
-from . import _validators as v
-from ._clock import Clock, SystemClock
-from ._errors import InvalidRequestError
+from ._clock import (
+    Clock,
+    SystemClock,
+)
+from ._core import validators as v
+from ._core.errors import InvalidRequestError
 
 __all__ = (
     "Flag",

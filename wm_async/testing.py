@@ -31,12 +31,17 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import attrs
 
-from . import _lifecycle as lc
-from . import _validators as v
-from ._clock import Clock, Participant, Timer, Wakeup
-from ._errors import InvalidRequestError
-from ._manager import WorkManager
-from ._model import WorkInfo
+from ._api.manager import WorkManager
+from ._clock import (
+    Clock,
+    Participant,
+    Timer,
+    Wakeup,
+)
+from ._core import lifecycle as lc
+from ._core import validators as v
+from ._core.errors import InvalidRequestError
+from ._core.model import WorkInfo
 
 __all__ = ("TestDriver", "VirtualClock")
 

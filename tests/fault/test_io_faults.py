@@ -20,9 +20,12 @@ import anyio
 import pytest
 
 import wm_async as wm
-from wm_async._lifecycle import Change
-from wm_async._record import WorkRecord
-from wm_async.stores._base import Claimed, ClaimParams
+from wm_async._core.lifecycle import Change
+from wm_async._core.record import WorkRecord
+from wm_async.stores._base import (
+    Claimed,
+    ClaimParams,
+)
 from wm_async.stores.memory import MemoryStore
 from wm_async.stores.sqlite import SQLiteStore
 from wm_async.testing import VirtualClock

@@ -37,7 +37,7 @@ import pytest
 from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
 
 import wm_async as wm
-from wm_async._record import WorkRecord
+from wm_async._core.record import WorkRecord
 from wm_async.stores.postgres import PostgresStore
 
 CHILD = Path(__file__).with_name("pg_load.py")

@@ -34,8 +34,8 @@ except ImportError as exc:  # pragma: no cover - the test extra installs aiohttp
         f"wm_async.integrations.aiohttp needs aiohttp: pip install 'wm_async[aiohttp]' ({exc})"
     ) from exc
 
-from .._errors import InvalidRequestError
-from .._manager import WorkManager
+from .._api.manager import WorkManager
+from .._core.errors import InvalidRequestError
 
 __all__ = ("WORK_MANAGER", "setup")
 

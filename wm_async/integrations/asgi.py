@@ -40,8 +40,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, TypeVar
 
-from .._errors import InvalidRequestError
-from .._manager import WorkManager
+from .._api.manager import WorkManager
+from .._core.errors import InvalidRequestError
 
 __all__ = ("EXTENSION_KEY", "STATE_KEY", "QuartLike", "init_quart", "lifespan")
 

@@ -25,8 +25,11 @@ def open_store(url: str) -> Store:
     :raises InvalidRequestError: for a URL no backend handles
     :raises StoreError: if the backend's driver is not installed
     """
-    from .._errors import InvalidRequestError, StoreError
-    from .._redact import mask_url
+    from .._core.errors import (
+        InvalidRequestError,
+        StoreError,
+    )
+    from .._core.redact import mask_url
 
     if not isinstance(url, str):
         raise InvalidRequestError("store", url, "expected a store URL or a Store instance")

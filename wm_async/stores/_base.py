@@ -19,9 +19,12 @@ from anyio.abc import TaskStatus
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from .._lifecycle import Change, UniquePlan
-    from .._model import WorkQuery
-    from .._record import WorkRecord
+    from .._core.lifecycle import (
+        Change,
+        UniquePlan,
+    )
+    from .._core.model import WorkQuery
+    from .._core.record import WorkRecord
 
 #: Decides a unique enqueue from the works under the name and the leaves among them.
 UniquePlanner: TypeAlias = "Callable[[list[WorkRecord], list[WorkRecord]], UniquePlan]"
@@ -211,8 +214,11 @@ class Store(abc.ABC):
         leases override it to take only works whose lease has expired, and may be called
         at any time by any process.
         """
-        from .._lifecycle import recover
-        from .._model import WorkQuery, WorkState
+        from .._core.lifecycle import recover
+        from .._core.model import (
+            WorkQuery,
+            WorkState,
+        )
 
         running = await self.query(WorkQuery(states={WorkState.RUNNING}))
         if not running:
@@ -238,7 +244,10 @@ class Store(abc.ABC):
 
         The default reads every unfinished record; stores override it with a query.
         """
-        from .._model import UNFINISHED_STATES, WorkQuery
+        from .._core.model import (
+            UNFINISHED_STATES,
+            WorkQuery,
+        )
 
         records = await self.query(WorkQuery(states=UNFINISHED_STATES))
         return frozenset(n for r in records for n in r.signal_names)
@@ -264,9 +273,9 @@ def resolve_new(
 
     :raises InvalidRequestError: if a prerequisite is neither stored nor new
     """
-    from .. import _lifecycle as lc
-    from .._errors import InvalidRequestError
-    from .._model import WorkState
+    from .._core import lifecycle as lc
+    from .._core.errors import InvalidRequestError
+    from .._core.model import WorkState
 
     stored: list[WorkRecord] = []
     waiting: list[int] = []

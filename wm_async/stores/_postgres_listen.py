@@ -16,7 +16,7 @@ import asyncpg
 import attrs
 from anyio.abc import TaskStatus
 
-from .._redact import mask_text
+from .._core.redact import mask_text
 
 if TYPE_CHECKING:
     from ._base import StoreListener

@@ -14,9 +14,15 @@ import re
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._errors import InvalidRequestError, StoreError
-from .._model import FINISHED_STATES
-from ._sqlite_schema import COLUMNS, RUNTIME_COLUMNS
+from .._core.errors import (
+    InvalidRequestError,
+    StoreError,
+)
+from .._core.model import FINISHED_STATES
+from ._sqlite_schema import (
+    COLUMNS,
+    RUNTIME_COLUMNS,
+)
 
 #: Schema names: plain identifiers, short enough that the notification channel
 #: ``wm_async:<schema>`` stays within PostgreSQL's 63-byte identifier limit.

@@ -33,7 +33,10 @@ from typing import Final
 
 import attrs
 
-from .._errors import StoreCorruptError, StoreError
+from .._core.errors import (
+    StoreCorruptError,
+    StoreError,
+)
 from ._sqlite_schema import HEADER
 
 __all__ = ["DBFile", "acquire", "describe", "identity_at"]

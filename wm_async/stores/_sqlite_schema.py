@@ -14,15 +14,20 @@ from datetime import timedelta
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .._chain import MERGERS
-from .._errors import (
+from .._core.data import (
+    EMPTY_DATA,
+    FrozenData,
+    dump_data,
+)
+from .._core.errors import (
     StoreBusyError,
     StoreCorruptError,
     StoreError,
     StoreFullError,
     StoreReadOnlyError,
 )
-from .._model import (
+from .._core.mergers import MERGERS
+from .._core.model import (
     DEFAULT_BACKOFF,
     FINISHED_STATES,
     NO_CONSTRAINTS,
@@ -34,11 +39,13 @@ from .._model import (
     WorkError,
     WorkState,
 )
-from .._record import WorkRecord, record_new
-from .._validators import EMPTY_DATA, FrozenData, dump_data
+from .._core.record import (
+    WorkRecord,
+    record_new,
+)
 
 if TYPE_CHECKING:
-    from .._model import Data
+    from .._core.data import Data
 
 #: ``PRAGMA application_id`` of wm_async databases ('wmas').
 APPLICATION_ID: Final = 0x776D6173
@@ -403,7 +410,7 @@ def _periodic_in(text: str) -> Periodicity:
         raise TypeError(f"periodic must be a JSON object, not {text!r}")
     periodic = Periodicity.from_json(data)
     if periodic.cron is not None:  # parsed now, not at the end of the first run
-        from .._cron import CronSchedule
+        from .._core.cron import CronSchedule
 
         CronSchedule.parse(periodic.cron, periodic.timezone or "UTC")
     elif not (

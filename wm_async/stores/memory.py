@@ -10,17 +10,31 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .. import _lifecycle as lc
-from .._errors import InvalidRequestError
-from .._heap import DueHeap
-from .._lifecycle import claim
-from .._model import NO_CONSTRAINTS, WorkState
-from .._record import RUNTIME_FIELDS, WorkRecord
-from ._base import Claimed, ClaimParams, Store, resolve_new
+from .._core import lifecycle as lc
+from .._core.errors import InvalidRequestError
+from .._core.heap import DueHeap
+from .._core.lifecycle import claim
+from .._core.model import (
+    NO_CONSTRAINTS,
+    WorkState,
+)
+from .._core.record import (
+    RUNTIME_FIELDS,
+    WorkRecord,
+)
+from ._base import (
+    Claimed,
+    ClaimParams,
+    Store,
+    resolve_new,
+)
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change, UniquePlan
-    from .._model import WorkQuery
+    from .._core.lifecycle import (
+        Change,
+        UniquePlan,
+    )
+    from .._core.model import WorkQuery
     from ._base import UniquePlanner
 
 __all__ = ("MemoryStore",)

@@ -40,15 +40,34 @@ import asyncpg
 import attrs
 from anyio.abc import TaskStatus
 
-from .. import _lifecycle as lc
-from .. import _validators as v
-from .._errors import InvalidRequestError, StoreCorruptError, StoreError
-from .._lifecycle import recover
-from .._model import Constraints, WorkState
-from .._redact import mask_text, mask_url
+from .._core import lifecycle as lc
+from .._core import validators as v
+from .._core.errors import (
+    InvalidRequestError,
+    StoreCorruptError,
+    StoreError,
+)
+from .._core.lifecycle import recover
+from .._core.model import (
+    Constraints,
+    WorkState,
+)
+from .._core.redact import (
+    mask_text,
+    mask_url,
+)
 from . import _postgres_schema as pg
-from ._base import Claimed, ClaimParams, Store, StoreListener, resolve_new
-from ._postgres_listen import ChangeFeed, rescue_expired
+from ._base import (
+    Claimed,
+    ClaimParams,
+    Store,
+    StoreListener,
+    resolve_new,
+)
+from ._postgres_listen import (
+    ChangeFeed,
+    rescue_expired,
+)
 from ._sqlite_schema import (
     COLUMNS,
     insert_params,
@@ -59,9 +78,12 @@ from ._sqlite_schema import (
 )
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change, UniquePlan
-    from .._model import WorkQuery
-    from .._record import WorkRecord
+    from .._core.lifecycle import (
+        Change,
+        UniquePlan,
+    )
+    from .._core.model import WorkQuery
+    from .._core.record import WorkRecord
     from ._base import UniquePlanner
 
 __all__ = ("PostgresStore",)

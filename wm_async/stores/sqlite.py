@@ -30,8 +30,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from .. import _lifecycle as lc
-from .._errors import (
+from .._core import lifecycle as lc
+from .._core.errors import (
     InvalidRequestError,
     StoreBusyError,
     StoreCorruptError,
@@ -40,15 +40,26 @@ from .._errors import (
     StoreGoneError,
     StoreReadOnlyError,
 )
-from .._model import Constraints, WorkState
+from .._core.model import (
+    Constraints,
+    WorkState,
+)
 from . import _sqlite_file
 from . import _sqlite_schema as sql
-from ._base import Claimed, ClaimParams, Store, resolve_new
+from ._base import (
+    Claimed,
+    ClaimParams,
+    Store,
+    resolve_new,
+)
 
 if TYPE_CHECKING:
-    from .._lifecycle import Change, UniquePlan
-    from .._model import WorkQuery
-    from .._record import WorkRecord
+    from .._core.lifecycle import (
+        Change,
+        UniquePlan,
+    )
+    from .._core.model import WorkQuery
+    from .._core.record import WorkRecord
     from ._base import UniquePlanner
 
 #: The direct prerequisites of new works, by work id, in order.

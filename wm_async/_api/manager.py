@@ -19,21 +19,21 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from . import _lifecycle as lc
-from . import _validators as v
-from ._chain import COMBINE_WORKER, WorkContinuation
-from ._clock import Clock, SystemClock
-from ._constraints import SignalBoard, stop_reason_for
-from ._errors import (
+from .._clock import (
+    Clock,
+    SystemClock,
+)
+from .._core import lifecycle as lc
+from .._core import validators as v
+from .._core.errors import (
     InvalidRequestError,
     NotRunningError,
     SchedulerError,
     StoreError,
     UnknownWorkerError,
 )
-from ._events import EventHub, WorkWatcher
-from ._executor import WorkContext, Worker, WorkerFn, task_cancelled
-from ._model import (
+from .._core.mergers import COMBINE_WORKER
+from .._core.model import (
     NO_CONSTRAINTS,
     UNFINISHED_STATES,
     ExistingPeriodicWorkPolicy,
@@ -46,13 +46,38 @@ from ._model import (
     WorkQuery,
     WorkState,
 )
-from ._record import WorkRecord
-from ._redact import mask_text
-from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
-from ._scheduler import Scheduler
-from ._watchdog import LoopWatchdog
-from .signals import Signal, default_signals
-from .stores import Store, StoreListener, open_store
+from .._core.record import WorkRecord
+from .._core.redact import mask_text
+from .._runtime.constraints import (
+    SignalBoard,
+    stop_reason_for,
+)
+from .._runtime.events import (
+    EventHub,
+    WorkWatcher,
+)
+from .._runtime.executor import (
+    WorkContext,
+    Worker,
+    WorkerFn,
+    task_cancelled,
+)
+from .._runtime.scheduler import Scheduler
+from .._runtime.watchdog import LoopWatchdog
+from ..signals import (
+    Signal,
+    default_signals,
+)
+from ..stores import (
+    Store,
+    StoreListener,
+    open_store,
+)
+from .chains import WorkContinuation
+from .requests import (
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+)
 
 logger = logging.getLogger("wm_async")
 # A library logs and never prints: without this, Python's last-resort handler would write

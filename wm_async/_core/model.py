@@ -5,21 +5,18 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol, TypeAlias
+from typing import Final, Protocol
 
 import attrs
 
-from . import _validators as v
-from ._errors import InvalidRequestError, StoreCorruptError
-
-#: A JSON value as wm_async stores it.
-JSONValue: TypeAlias = (
-    "str | int | float | bool | Sequence[JSONValue] | Mapping[str, JSONValue] | None"
+from . import validators as v
+from .data import Data, JSONValue
+from .errors import (
+    InvalidRequestError,
+    StoreCorruptError,
 )
-#: Input, output and progress data: a JSON object.
-Data: TypeAlias = Mapping[str, JSONValue]
 
 
 class WorkState(enum.Enum):

@@ -20,16 +20,30 @@ import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
-from . import _lifecycle as lc
-from ._errors import StoreError
-from ._executor import RunHandle, Worker, execute
-from ._model import Data, StopReason, WorkState
-from .stores._base import Claimed, ClaimParams
+from .._core import lifecycle as lc
+from .._core.data import Data
+from .._core.errors import StoreError
+from .._core.model import (
+    StopReason,
+    WorkState,
+)
+from ..stores._base import (
+    Claimed,
+    ClaimParams,
+)
+from .executor import (
+    RunHandle,
+    Worker,
+    execute,
+)
 
 if TYPE_CHECKING:
-    from ._clock import Clock, Timer
-    from ._record import WorkRecord
-    from .stores._base import Store
+    from .._clock import (
+        Clock,
+        Timer,
+    )
+    from .._core.record import WorkRecord
+    from ..stores._base import Store
 
 logger = logging.getLogger("wm_async.scheduler")
 
@@ -856,7 +870,7 @@ class Scheduler:
             handle.stop(reason)
 
     async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
-        from . import _validators as v
+        from .._core import validators as v
 
         v.check_data_size("progress", progress, self.max_data_bytes)
         change = lc.set_progress(handle.record, progress)

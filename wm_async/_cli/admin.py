@@ -26,17 +26,30 @@ from uuid import UUID
 import anyio
 import attrs
 
-from . import _lifecycle as lc
-from ._cli_common import CommandError, Parser, duration, format_duration
-from ._clock import SystemClock
-from ._model import UNFINISHED_STATES, WorkInfo, WorkQuery, WorkState
-from ._redact import mask_url
-from .stores import Store, open_store
-from .stores.memory import MemoryStore
-from .stores.sqlite import SQLiteStore
+from .._clock import SystemClock
+from .._core import lifecycle as lc
+from .._core.model import (
+    UNFINISHED_STATES,
+    WorkInfo,
+    WorkQuery,
+    WorkState,
+)
+from .._core.redact import mask_url
+from ..stores import (
+    Store,
+    open_store,
+)
+from ..stores.memory import MemoryStore
+from ..stores.sqlite import SQLiteStore
+from .common import (
+    CommandError,
+    Parser,
+    duration,
+    format_duration,
+)
 
 if TYPE_CHECKING:
-    from ._record import WorkRecord
+    from .._core.record import WorkRecord
 
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
@@ -243,7 +256,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _get(store: Store, text: str) -> WorkRecord:
-    from ._validators import to_uuid
+    from .._core.validators import to_uuid
 
     work_id = str(to_uuid("id", text))
     found = await store.get([work_id])

@@ -9,7 +9,7 @@ import re
 import sys
 from typing import NoReturn
 
-from ._errors import WorkManagerError
+from .._core.errors import WorkManagerError
 
 
 class Exit(Exception):

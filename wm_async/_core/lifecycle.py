@@ -14,10 +14,20 @@ from typing import Final
 
 import attrs
 
-from ._chain import MERGERS
-from ._errors import InvalidRequestError
-from ._model import Data, StopReason, UpdateResult, WorkError, WorkState
-from ._record import (
+from .data import (
+    EMPTY_DATA,
+    Data,
+    FrozenData,
+)
+from .errors import InvalidRequestError
+from .mergers import MERGERS
+from .model import (
+    StopReason,
+    UpdateResult,
+    WorkError,
+    WorkState,
+)
+from .record import (
     RUNTIME_FIELDS,
     WorkRecord,
     evolve,
@@ -25,7 +35,6 @@ from ._record import (
     next_period_due,
     transition,
 )
-from ._validators import EMPTY_DATA, FrozenData
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 

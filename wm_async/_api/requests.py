@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import struct
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -12,16 +9,22 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
-from . import _validators as v
-from ._chain import ArrayCreatingInputMerger, OverwritingInputMerger
-from ._errors import InvalidRequestError
-from ._model import (
+from .._core import validators as v
+from .._core.data import (
+    Data,
+    JSONValue,
+)
+from .._core.errors import InvalidRequestError
+from .._core.ids import new_id
+from .._core.mergers import (
+    ArrayCreatingInputMerger,
+    OverwritingInputMerger,
+)
+from .._core.model import (
     DEFAULT_BACKOFF,
     NO_CONSTRAINTS,
     Backoff,
     Constraints,
-    Data,
-    JSONValue,
     Periodicity,
     _check_bool,
     _duration,
@@ -29,7 +32,7 @@ from ._model import (
 )
 
 if TYPE_CHECKING:
-    from ._chain import InputMerger
+    from .._core.mergers import InputMerger
 
 
 _NO_DELAY: Final = timedelta(0)
@@ -46,64 +49,6 @@ def _tags(value: Iterable[str]) -> frozenset[str]:
     return _NO_TAGS if value is _NO_TAGS else _to_tags(value)
 
 
-class _TimeOrderedIds:
-    """Version-7 UUIDs (RFC 9562): 48 bits of Unix milliseconds, 12 bits of sub-millisecond
-    time, 62 random bits.
-
-    Ids made one after the other sort in the order they were made (strictly, within a
-    process), so a store's primary-key index grows at its end instead of at random
-    places: with 200,000 works in a SQLite file, an insert costs 9 µs instead of 50 µs
-    with random version-4 ids. The random bits come from a buffer of ``os.urandom``
-    bytes, one system call per 256 ids, which is dropped in a forked child (it must not
-    hand out its parent's ids).
-    """
-
-    __slots__ = ("_last", "_random")
-
-    def __init__(self) -> None:
-        self._random: list[int] = []
-        self._last = 0
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._random = []
-
-    def _refill(self) -> list[int]:
-        self._random = values = [  # the version and variant bits set already
-            value & _RAND_B | _VERSION_BITS
-            for (value,) in struct.iter_unpack(">Q", os.urandom(2048))
-        ]
-        return values
-
-    def __call__(self) -> uuid.UUID:
-        random = self._random or self._refill()
-        # Milliseconds with a 12-bit fraction, kept strictly increasing.
-        stamp = time.time_ns() * 4096 // 1_000_000
-        if stamp <= self._last:
-            stamp = self._last + 1
-        self._last = stamp
-        # Built without UUID.__init__'s argument parsing (a third of a request's cost),
-        # filled as a _FillingUUID as requests are (see OneTimeWorkRequest.__init__).
-        new: Any = _uuid_new(_FillingUUID)
-        new.int = (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random.pop()
-        new.is_safe = _UUID_UNKNOWN
-        new.__class__ = uuid.UUID
-        return new  # type: ignore[no-any-return]
-
-
-class _FillingUUID(uuid.UUID):
-    """A UUID being filled by _TimeOrderedIds: the same layout, plain attribute stores."""
-
-    __slots__ = ()
-    __setattr__ = object.__setattr__  # type: ignore[assignment]
-    __delattr__ = object.__delattr__
-
-
-_RAND_B: Final = (1 << 62) - 1
-_VERSION_BITS: Final = 7 << 76 | 2 << 62  # version 7, RFC 9562 variant
-_uuid_new: Final = object.__new__
-_UUID_UNKNOWN: Final = uuid.SafeUUID.unknown
-_new_id: Final = _TimeOrderedIds().__call__  # bound: cheaper to call than the instance
 _DEFAULT_MERGER: type[InputMerger] = OverwritingInputMerger
 
 
@@ -174,7 +119,7 @@ class _WorkRequest:
         converter=_timeout,
     )
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
-    id: uuid.UUID = attrs.field(factory=_new_id, converter=_to_id)
+    id: uuid.UUID = attrs.field(factory=new_id, converter=_to_id)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.constraints, Constraints):
@@ -247,7 +192,7 @@ class OneTimeWorkRequest(_WorkRequest):
             timeout = _timeout(timeout)
         if max_attempts is not None:
             _check_max_attempts(self, _FIELD_MAX_ATTEMPTS, max_attempts)
-        work_id = _new_id() if id is _NEW_ID else _to_id(id)
+        work_id = new_id() if id is _NEW_ID else _to_id(id)
         if expedited is not False:
             _check_bool(self, _FIELD_EXPEDITED, expedited)
         if input_merger is not _DEFAULT_MERGER:
@@ -383,7 +328,7 @@ class PeriodicWorkRequest(_WorkRequest):
                 raise InvalidRequestError(
                     "flex_interval", self.flex_interval, "cron schedules take no flex window"
                 )
-            from ._cron import CronSchedule
+            from .._core.cron import CronSchedule
 
             CronSchedule.parse(self.cron, self.timezone)  # raises InvalidRequestError
             return

@@ -13,14 +13,35 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 import anyio
 import attrs
 
-from . import _validators as v
-from ._errors import DataTooLargeError, UnknownWorkerError
-from ._lifecycle import Failed, Interrupted, Outcome, Retry, Succeeded, Unstarted
-from ._model import Data, JSONValue, Result, ResultKind, StopReason, WorkError
+from .._core import errors
+from .._core import validators as v
+from .._core.data import (
+    Data,
+    JSONValue,
+)
+from .._core.errors import (
+    DataTooLargeError,
+    UnknownWorkerError,
+    WorkManagerError,
+)
+from .._core.lifecycle import (
+    Failed,
+    Interrupted,
+    Outcome,
+    Retry,
+    Succeeded,
+    Unstarted,
+)
+from .._core.model import (
+    Result,
+    ResultKind,
+    StopReason,
+    WorkError,
+)
 
 if TYPE_CHECKING:
-    from ._lifecycle import Change
-    from ._record import WorkRecord
+    from .._core.lifecycle import Change
+    from .._core.record import WorkRecord
 
 logger = logging.getLogger("wm_async.worker")
 
@@ -162,9 +183,17 @@ class WorkContext:
         await self._progress(self._handle, v.to_data("progress", progress))
 
 
+#: The module name wm_async's own errors are recorded under in ``WorkError.type``: the
+#: one they had when the first works were stored, kept so that stored error types (which
+#: apps filter on) do not change with the package's layout.
+STORED_ERRORS_MODULE: Final = "wm_async._errors"
+
+
 def _error(exc: BaseException) -> WorkError:
     cls = type(exc)
     module = cls.__module__
+    if isinstance(exc, WorkManagerError) and getattr(errors, cls.__name__, None) is cls:
+        module = STORED_ERRORS_MODULE
     name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
     return WorkError(type=name, message=str(exc))
 

@@ -6,29 +6,72 @@ import functools
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import attrs
 
-from ._chain import OverwritingInputMerger
-from ._model import (
+from .data import EMPTY_DATA, Data
+from .mergers import OverwritingInputMerger
+from .model import (
     DEFAULT_BACKOFF,
     Backoff,
     Constraints,
-    Data,
     Periodicity,
     StopReason,
     WorkError,
     WorkInfo,
     WorkState,
 )
-from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
-from ._validators import EMPTY_DATA
 
 if TYPE_CHECKING:
-    from ._cron import CronSchedule
+    from .cron import CronSchedule
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
+
+
+class _MergerName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RequestSpec(Protocol):
+    """What a record is built from: the fields every request has (the requests live in
+    the API layer, above this one, and satisfy this structurally)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def input(self) -> Data: ...
+    @property
+    def tags(self) -> frozenset[str]: ...
+    @property
+    def constraints(self) -> Constraints: ...
+    @property
+    def initial_delay(self) -> timedelta: ...
+    @property
+    def backoff(self) -> Backoff: ...
+    @property
+    def timeout(self) -> timedelta | None: ...
+    @property
+    def max_attempts(self) -> int | None: ...
+
+
+class OneTimeSpec(RequestSpec, Protocol):
+    """A one-time request's fields."""
+
+    @property
+    def expedited(self) -> bool: ...
+    @property
+    def input_merger(self) -> type[_MergerName] | _MergerName: ...
+
+
+class PeriodicSpec(RequestSpec, Protocol):
+    """A periodic request's fields."""
+
+    @property
+    def periodicity(self) -> Periodicity: ...
 
 
 def id_text(work_id: uuid.UUID) -> str:
@@ -102,7 +145,7 @@ class WorkRecord:
 
     @classmethod
     def from_request(
-        cls, request: OneTimeWorkRequest, *, now: float, unique_name: str | None = None
+        cls, request: OneTimeSpec, *, now: float, unique_name: str | None = None
     ) -> WorkRecord:
         """A new ENQUEUED record, due ``initial_delay`` from ``now``."""
         delay = request.initial_delay.total_seconds()
@@ -120,7 +163,7 @@ class WorkRecord:
 
     @classmethod
     def from_periodic_request(
-        cls, request: PeriodicWorkRequest, *, now: float, unique_name: str | None = None
+        cls, request: PeriodicSpec, *, now: float, unique_name: str | None = None
     ) -> WorkRecord:
         """A new ENQUEUED periodic record, due as semantics 3 and 4 say: ``initial_delay``
         plus ``interval - flex`` from now, or the first cron time after the delay."""
@@ -259,7 +302,7 @@ def next_period_due(periodic: Periodicity, finished: float) -> float:
 
 @functools.lru_cache(maxsize=256)
 def _cron(periodic: Periodicity) -> CronSchedule:
-    from ._cron import CronSchedule
+    from .cron import CronSchedule
 
     return CronSchedule.parse(periodic.cron or "", periodic.timezone or "UTC")
 

@@ -15,8 +15,8 @@ from typing import Final
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._clock import Clock
-from ._model import (
+from .._clock import Clock
+from .._core.model import (
     SIGNAL_BATTERY_NOT_LOW,
     SIGNAL_CHARGING,
     SIGNAL_DEVICE_IDLE,
@@ -24,7 +24,11 @@ from ._model import (
     SIGNAL_STORAGE_NOT_LOW,
     StopReason,
 )
-from .signals import Predicate, Signal, bind_clock
+from ..signals import (
+    Predicate,
+    Signal,
+    bind_clock,
+)
 
 logger = logging.getLogger("wm_async.signals")
 

@@ -1,100 +1,30 @@
-"""Chains: WorkContinuation, and the input mergers that build a chained work's input
-from its prerequisites' outputs."""
+"""Chains: WorkContinuation, a chain of one-time works under construction."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
-from ._errors import InvalidRequestError
+from .._core.errors import InvalidRequestError
+from .._core.mergers import COMBINE_WORKER, ArrayCreatingInputMerger
+from .._core.model import WorkQuery
+from .requests import OneTimeWorkRequest, PeriodicWorkRequest
 
 if TYPE_CHECKING:
-    from ._manager import WorkManager
-    from ._model import Data, ExistingWorkPolicy, JSONValue, WorkInfo
-    from ._requests import OneTimeWorkRequest
-
-
-class InputMerger(Protocol):
-    """Merges ``[own input] + outputs of direct prerequisites`` into one input."""
-
-    #: The name persisted with the work (the merger is looked up by it, never imported).
-    name: ClassVar[str]
-
-    @staticmethod
-    def merge(inputs: Sequence[Data]) -> Data:
-        """Merge the data objects, earliest first."""
-        ...
-
-
-class OverwritingInputMerger:
-    """The default merger: later keys win, so a prerequisite's output overrides the
-    work's own input for the same key."""
-
-    name: ClassVar[str] = "overwriting"
-
-    @staticmethod
-    def merge(inputs: Sequence[Data]) -> Data:
-        """Merge by overwriting keys in order."""
-        out: dict[str, JSONValue] = {}
-        for data in inputs:
-            out.update(data)
-        return out
-
-
-class ArrayCreatingInputMerger:
-    """Every value becomes a list; lists concatenate, scalars join a list. Two values of
-    different JSON types under one key fail the merge (and so the work)."""
-
-    name: ClassVar[str] = "array_creating"
-
-    @staticmethod
-    def merge(inputs: Sequence[Data]) -> Data:
-        """Merge into lists per key."""
-        out: dict[str, list[JSONValue]] = {}
-        kinds: dict[str, type] = {}
-        for data in inputs:
-            for key, value in data.items():
-                items = list(value) if isinstance(value, list) else [value]
-                for item in items:
-                    kind = _json_kind(item)
-                    seen = kinds.setdefault(key, kind)
-                    if seen is not kind:
-                        raise InvalidRequestError(
-                            f"input[{key!r}]",
-                            item,
-                            f"ArrayCreatingInputMerger cannot mix {seen.__name__} and "
-                            f"{kind.__name__} values",
-                        )
-                out.setdefault(key, []).extend(items)
-        return out
-
-
-def _json_kind(value: object) -> type:
-    if value is None:
-        return type(None)
-    if isinstance(value, bool):
-        return bool
-    if isinstance(value, int | float):
-        return float
-    if isinstance(value, str):
-        return str
-    if isinstance(value, Mapping):
-        return dict
-    return list
-
-
-#: Mergers by persisted name.
-MERGERS: Final[Mapping[str, type[InputMerger]]] = {
-    OverwritingInputMerger.name: OverwritingInputMerger,
-    ArrayCreatingInputMerger.name: ArrayCreatingInputMerger,
-}
+    from .._core.model import ExistingWorkPolicy, WorkInfo
 
 
 # -- continuations -------------------------------------------------------------------------
 
-#: The built-in worker of :meth:`WorkContinuation.combine`'s pass-through step.
-COMBINE_WORKER: Final = "wm_async.combine"
+
+class ChainOwner(Protocol):
+    """What a continuation needs of the manager that made it (which imports this
+    module, so this one names the manager only by what it uses)."""
+
+    async def _enqueue_chain(self, last: WorkContinuation) -> bool: ...
+
+    async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]: ...
 
 
 class WorkContinuation:
@@ -127,7 +57,7 @@ class WorkContinuation:
 
     def __init__(
         self,
-        manager: WorkManager,
+        manager: ChainOwner,
         requests: Sequence[OneTimeWorkRequest],
         parents: Sequence[WorkContinuation] = (),
         *,
@@ -189,8 +119,6 @@ class WorkContinuation:
         :raises InvalidRequestError: for no continuation, or continuations of different
             managers
         """
-        from ._requests import OneTimeWorkRequest
-
         if not continuations:
             raise InvalidRequestError("continuations", (), "combine needs at least one")
         for c in continuations:
@@ -218,8 +146,6 @@ class WorkContinuation:
 
     async def get_work_infos(self) -> list[WorkInfo]:
         """The WorkInfo of every stored work of the chain, earlier steps first."""
-        from ._model import WorkQuery
-
         ids = self.ids
         infos = {i.id: i for i in await self._manager.get_work_infos(WorkQuery(ids=ids))}
         return [infos[i] for i in ids if i in infos]
@@ -272,8 +198,6 @@ class _Steps:
 
 
 def _check_step(requests: Sequence[object]) -> tuple[OneTimeWorkRequest, ...]:
-    from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
-
     if not requests:
         raise InvalidRequestError("requests", (), "a chain step needs at least one request")
     ids: set[uuid.UUID] = set()

@@ -8,46 +8,51 @@ and raise :class:`InvalidRequestError` naming the field and the value.
 from __future__ import annotations
 
 import enum
-import json
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TypeVar
 
-from ._errors import DataTooLargeError, InvalidRequestError
+# Re-exported: the data helpers were born here, and callers use them through ``v``.
+from .data import (
+    DEFAULT_MAX_DATA_BYTES,
+    EMPTY_DATA,
+    MAX_DATA_DEPTH,
+    FrozenData,
+    check_data_size,
+    dump_data,
+    to_data,
+)
+from .errors import InvalidRequestError
 
-if TYPE_CHECKING:
-    from ._model import Data
+__all__ = (
+    "DEFAULT_MAX_DATA_BYTES",
+    "EMPTY_DATA",
+    "FrozenData",
+    "MAX_COUNT",
+    "MAX_DATA_DEPTH",
+    "MAX_DURATION",
+    "MAX_NAME_LENGTH",
+    "check_data_size",
+    "check_int",
+    "check_name",
+    "check_non_negative",
+    "check_optional_positive_int",
+    "check_positive",
+    "dump_data",
+    "to_data",
+    "to_enum",
+    "to_names",
+    "to_optional_timedelta",
+    "to_timedelta",
+    "to_uuid",
+)
 
 E = TypeVar("E", bound=enum.Enum)
 
-#: WorkManager's limit on the serialised size of input, output and progress data.
-DEFAULT_MAX_DATA_BYTES = 10_240
-#: Bounds nesting depth of data, so hostile payloads cannot exhaust the stack.
-MAX_DATA_DEPTH = 64
 #: Longest worker name, tag, unique name or signal name accepted.
 MAX_NAME_LENGTH = 255
-
-
-class FrozenData(dict[str, Any]):  # values are JSON (see _model.JSONValue)
-    """A read-only JSON object: a dict (so ``json.dumps`` and ``isinstance(x, dict)`` work)
-    whose top level cannot be changed in place. Requests, records and WorkInfos share it."""
-
-    __slots__ = ()
-
-    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("wm_async data is read-only; copy it first: dict(data)")
-
-    __setitem__ = __delitem__ = __ior__ = _read_only
-    clear = pop = popitem = setdefault = update = _read_only
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(dump_data(self))
-
-
-#: The one empty data object, shared by every empty input, output and progress.
-EMPTY_DATA: Mapping[str, object] = FrozenData()
 
 
 #: Longest duration accepted: far beyond any schedule, and short enough that every
@@ -158,71 +163,3 @@ def check_optional_positive_int(field: str, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
         raise InvalidRequestError(field, value, f"expected None or an integer 1 to {MAX_COUNT}")
-
-
-def _check_json(field: str, value: object, depth: int) -> None:
-    if depth > MAX_DATA_DEPTH:
-        raise InvalidRequestError(
-            field, "<deeply nested data>", f"nests deeper than {MAX_DATA_DEPTH}"
-        )
-    if value is None or isinstance(value, bool | int):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidRequestError(field, value, "NaN and infinity are not JSON")
-        return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequestError(field, value, "is not valid Unicode text") from None
-        return
-    if isinstance(value, list | tuple):
-        for item in value:
-            _check_json(field, item, depth + 1)
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidRequestError(field, key, "object keys must be strings")
-            _check_json(field, key, depth + 1)
-            _check_json(field, item, depth + 1)
-        return
-    raise InvalidRequestError(
-        field,
-        value,
-        f"{type(value).__name__} is not a JSON type (str, int, float, bool, None, list, dict)",
-    )
-
-
-def to_data(field: str, value: object) -> Data:
-    """Validate a JSON object and return a private copy (so callers cannot mutate it later)."""
-    if value is None:
-        return EMPTY_DATA  # type: ignore[return-value]  # read-only, shared
-    if not isinstance(value, Mapping):
-        raise InvalidRequestError(field, value, "expected a mapping of str to JSON values")
-    if not value:
-        return EMPTY_DATA  # type: ignore[return-value]  # read-only, shared
-    _check_json(field, value, 0)
-    try:
-        text = dump_data(value)
-    except ValueError as exc:  # e.g. an int longer than Python will format
-        raise InvalidRequestError(field, "<unserialisable data>", str(exc)) from None
-    # A read-only private copy: the caller's dict can change later, and this one is
-    # shared by the request, the stored record and every WorkInfo.
-    copied: Data = FrozenData(json.loads(text))
-    return copied
-
-
-def dump_data(value: Mapping[str, object]) -> str:
-    """Compact, deterministic JSON text of already-validated data."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def check_data_size(field: str, value: Mapping[str, object], limit: int) -> None:
-    """Raise :class:`DataTooLargeError` if ``value`` serialises to more than ``limit`` bytes."""
-    if not value:
-        return
-    size = len(dump_data(value).encode("utf-8"))
-    if size > limit:
-        raise DataTooLargeError(field, size, limit)

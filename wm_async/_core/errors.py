@@ -18,7 +18,10 @@ know wm_async::
 
 from __future__ import annotations
 
-from ._redact import mask_text, mask_url
+from .redact import (
+    mask_text,
+    mask_url,
+)
 
 
 class WorkManagerError(Exception):

@@ -82,7 +82,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from ._errors import InvalidRequestError
+from .errors import InvalidRequestError
 
 __all__ = ["CronFields", "CronSchedule"]
 

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
 
-from ._cli_common import format_duration, positive_seconds
-from ._executor import WorkContext
-from ._manager import WorkManager
-from ._model import (
+from .._api.manager import WorkManager
+from .._api.requests import (
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+)
+from .._core.model import (
     Backoff,
     BackoffPolicy,
     Constraints,
@@ -30,12 +32,16 @@ from ._model import (
     WorkQuery,
     WorkState,
 )
-from ._redact import mask_url
-from ._requests import OneTimeWorkRequest, PeriodicWorkRequest
-from .signals import Flag
+from .._core.redact import mask_url
+from .._runtime.executor import WorkContext
+from ..signals import Flag
+from .common import (
+    format_duration,
+    positive_seconds,
+)
 
 if TYPE_CHECKING:
-    from ._cli_common import Parser
+    from .common import Parser
 
 _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 

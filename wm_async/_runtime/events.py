@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Final, Self
 import anyio
 
 if TYPE_CHECKING:
-    from ._model import WorkInfo, WorkQuery
-    from ._record import WorkRecord
+    from .._core.model import (
+        WorkInfo,
+        WorkQuery,
+    )
+    from .._core.record import WorkRecord
 
 #: How many finished works a watcher remembers having delivered: a store re-read (the
 #: manager re-reads every watched work after a PostgreSQL reconnection) republishes their

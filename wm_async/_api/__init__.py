@@ -1,0 +1,1 @@
+"""The public API: the WorkManager facade, requests and chains."""
