@@ -203,6 +203,6 @@ class TestDriver:
         found = await manager.store.get([key])
         if not found:
             raise InvalidRequestError("id", work_id, "no such work")
-        manager._constraints_met.add(key)
+        manager._hooks.constraints_met.add(key)
         manager._scheduler.wake()
         return found[0].to_info()

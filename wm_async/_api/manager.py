@@ -62,6 +62,7 @@ from .._runtime.executor import (
     WorkerFn,
     task_cancelled,
 )
+from .._runtime.hooks import TestHooks
 from .._runtime.scheduler import Scheduler
 from .._runtime.watchdog import LoopWatchdog
 from ..signals import (
@@ -187,8 +188,8 @@ class WorkManager:
         self._signals = SignalBoard(self._clock, self._signal_changed)
         for name, signal in default_signals(getattr(self._store, "path", None)).items():
             self._signals.register(name, signal)
-        # Works whose constraints TestDriver.set_all_constraints_met declared met.
-        self._constraints_met: set[str] = set()
+        # What wm_async.testing.TestDriver changes in the running manager.
+        self._hooks = TestHooks()
         self._scheduler = self._new_scheduler()
         self._state = RunState.STOPPED
         self._exit_stack: AsyncExitStack | None = None
@@ -217,7 +218,7 @@ class WorkManager:
             max_data_bytes=self.max_data_bytes,
             publish=self._publish,
             blocked_signals=lambda: self._signals.blocked,
-            constraints_met=self._constraints_met,
+            hooks=self._hooks,
         )
 
     # -- properties
@@ -740,7 +741,7 @@ class WorkManager:
         record = found[0]
         now = self._clock.now()
         unmet: dict[str, str] = {}
-        if record.id not in self._constraints_met:
+        if not self._hooks.ignores_signals(record.id):
             for name in sorted(record.signal_names):
                 if name in self._signals.blocked or not self._signals.is_registered(name):
                     unmet[name] = self._signals.describe(name)

@@ -36,6 +36,7 @@ from .executor import (
     Worker,
     execute,
 )
+from .hooks import TestHooks
 
 if TYPE_CHECKING:
     from .._clock import (
@@ -155,7 +156,7 @@ class Scheduler:
     max_data_bytes: int
     publish: Callable[[Sequence[WorkRecord]], None]
     blocked_signals: Callable[[], frozenset[str]] = frozenset
-    constraints_met: set[str] = attrs.field(factory=set)
+    hooks: TestHooks = attrs.field(factory=TestHooks)
     #: Called when runs start while none ran (the loop watchdog wakes up).
     on_busy: Callable[[], None] = attrs.field(default=lambda: None)
 
@@ -298,7 +299,7 @@ class Scheduler:
         """Stop the runs whose constraints need ``signal`` (it just turned false)."""
         for handle in list(self._running.values()):
             record = handle.record
-            if record.id not in self.constraints_met and signal in record.signal_names:
+            if signal in record.signal_names and not self.hooks.ignores_signals(record.id):
                 logger.info("stopping %r: signal %s turned false", handle, signal)
                 handle.stop(reason)
 
@@ -459,7 +460,6 @@ class Scheduler:
                     limit=min(free, CLAIM_BATCH),
                     owner=self.owner,
                     blocked_signals=self.blocked_signals(),
-                    constraints_met=frozenset(self.constraints_met),
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.
@@ -474,6 +474,8 @@ class Scheduler:
                         self._store_recovered()
                     if claimed is not None and claimed.records:
                         self._start(claimed.records, sent)
+                    if claimed is not None and self.hooks.constraints_met:
+                        claimed = await self._claim_forced(params, claimed, sent)
                 if claimed is None:
                     failures += 1
                     self._asleep = True
@@ -495,6 +497,24 @@ class Scheduler:
                 self._asleep = True
                 self._touch()
                 await clock.sleep_until(claimed.next_due, self._wakeup)
+
+    async def _claim_forced(self, params: ClaimParams, claimed: Claimed, sent: float) -> Claimed:
+        """The works TestDriver declared met, which the store's claim skipped if their
+        signals are false (see :class:`TestHooks`)."""
+        try:
+            forced, later = await self.hooks.claim_forced(
+                self.store,
+                now=params.now,
+                owner=self.owner,
+                limit=params.limit - len(claimed.records),
+            )
+        except StoreError as exc:
+            self._store_error(exc, "claiming due work")
+            return claimed
+        if forced:
+            self._start(forced, sent)
+        due = [t for t in (claimed.next_due, later) if t is not None]
+        return Claimed(records=[*claimed.records, *forced], next_due=min(due, default=None))
 
     def _start(self, records: list[WorkRecord], claimed_at: float) -> None:
         tg = self._work_tg

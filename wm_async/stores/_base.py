@@ -40,8 +40,6 @@ class ClaimParams:
     :ivar blocked_signals: signal names that are false now; works needing any of them stay
         ENQUEUED (parked) and are not counted in ``next_due``
     :ivar lease_until: lease expiry for stores shared by several processes
-    :ivar constraints_met: ids of works to claim whatever their signals
-        (``TestDriver.set_all_constraints_met``)
     """
 
     now: float
@@ -49,7 +47,6 @@ class ClaimParams:
     owner: str
     blocked_signals: frozenset[str] = frozenset()
     lease_until: float | None = None
-    constraints_met: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)

@@ -372,7 +372,7 @@ class Schema:
         if not blocked:
             return ""
         return (
-            " AND (signals = '' OR id = ANY(:met::text[]) OR NOT EXISTS "
+            " AND (signals = '' OR NOT EXISTS "
             "(SELECT 1 FROM unnest(:blocked::text[]) AS b(k) WHERE strpos(signals, b.k) > 0))"
         )
 

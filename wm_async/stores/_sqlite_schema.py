@@ -180,19 +180,17 @@ SIGNALS_IN_USE: Final = (
 
 
 @functools.lru_cache(maxsize=32)
-def claim_sql(n_blocked: int, with_met: bool = False) -> str:
+def claim_sql(n_blocked: int) -> str:
     """Everything a claim reads, from the due index alone, in one statement.
 
     Rows are ``(branch, rowid, due)``: branches 0 and 1 are the expedited and ordinary
     works due at ``:now`` (at most ``:k`` each), 2 and 3 the first not yet due of each;
-    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped
-    unless their id is in the JSON array ``:met`` (constraints declared met).
+    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped.
     """
     unparked = ""
     if n_blocked:
         absent = " AND ".join(f"instr(signals, :b{i}) = 0" for i in range(n_blocked))
-        met = " OR id IN (SELECT value FROM json_each(:met))" if with_met else ""
-        unparked = f" AND (signals = '' OR ({absent}){met})"
+        unparked = f" AND (signals = '' OR ({absent}))"
     branches = ((0, 1, "<=", ":k"), (1, 0, "<=", ":k"), (2, 1, ">", "1"), (3, 0, ">", "1"))
     return " UNION ALL ".join(
         f"SELECT * FROM (SELECT {b} AS branch, rowid AS rid, next_run_at AS due FROM wm_work "

@@ -165,8 +165,6 @@ class MemoryStore(Store):
         blocked, now, limit = params.blocked_signals, params.now, params.limit
         claimed: list[WorkRecord] = []
         records = self._records
-        if params.constraints_met and blocked:
-            self._claim_met(params, claimed)
         owner = params.owner
         for expedited in (True, False):
             heaps = self._active(blocked, expedited)
@@ -197,22 +195,6 @@ class MemoryStore(Store):
             if (top := heap.peek()) is not None
         ]
         return Claimed(records=claimed, next_due=min(tops) if tops else None)
-
-    def _claim_met(self, params: ClaimParams, claimed: list[WorkRecord]) -> None:
-        # TestDriver.set_all_constraints_met: a test-only path, so a plain lookup is fine.
-        for rid in sorted(params.constraints_met):
-            record = self._records.get(rid)
-            if (
-                record is not None
-                and len(claimed) < params.limit
-                and record.state is WorkState.ENQUEUED
-                and record.next_run_at is not None
-                and record.next_run_at <= params.now
-            ):
-                self._heap_of(record).discard(rid)
-                running = claim(record, now=params.now, owner=params.owner)
-                self._records[rid] = running
-                claimed.append(running)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes, resolving dependents of finished works; return the

@@ -537,7 +537,6 @@ class PostgresStore(Store):
             "lease": self._lease,
             "lease_until": params.lease_until,
             "blocked": blocked,
-            "met": sorted(params.constraints_met),
             **self._notify_args(),
         }
         claim = self._sql.claim(bool(blocked))

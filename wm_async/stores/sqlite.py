@@ -1113,10 +1113,7 @@ class SQLiteStore(Store):
         args: dict[str, object] = {"now": params.now, "k": limit + 1}
         args.update((f"b{i}", f",{sql.signal_key(name)},") for i, name in enumerate(blocked))
         branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-        with_met = bool(blocked and params.constraints_met)
-        if with_met:
-            args["met"] = json.dumps(sorted(params.constraints_met))
-        statement = sql.claim_sql(len(blocked), with_met)
+        statement = sql.claim_sql(len(blocked))
         for branch, rowid, due in await db.execute_fetchall(statement, args):
             branches[branch].append((due, rowid))
         chosen: list[int] = []
