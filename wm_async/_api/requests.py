@@ -220,11 +220,22 @@ class OneTimeWorkRequest(_WorkRequest):
             filling.expedited = expedited
             filling.input_merger = input_merger
             filling.__class__ = cls
-        else:  # a subclass (its layout may differ): field by field
-            values: tuple[object, ...] = (worker, input_data, constraints, delay, backoff)
-            values += (tags, timeout, max_attempts, work_id, expedited, input_merger)
-            for name, value in zip(_FIELD_NAMES, values, strict=True):
-                object.__setattr__(self, name, value)
+        else:  # a subclass (its layout may differ): field by field, by name
+            values = {
+                "worker": worker,
+                "input": input_data,
+                "constraints": constraints,
+                "initial_delay": delay,
+                "backoff": backoff,
+                "tags": tags,
+                "timeout": timeout,
+                "max_attempts": max_attempts,
+                "id": work_id,
+                "expedited": expedited,
+                "input_merger": input_merger,
+            }
+            for name in _FIELD_NAMES:  # a field without a value here: KeyError, at once
+                object.__setattr__(self, name, values[name])
         if expedited:
             self._check_expedited()
 
@@ -260,6 +271,26 @@ _FIELD_WORKER: Final = _FIELDS.worker
 _FIELD_MAX_ATTEMPTS: Final = _FIELDS.max_attempts
 _FIELD_EXPEDITED: Final = _FIELDS.expedited
 _FIELD_MERGER: Final = _FIELDS.input_merger
+
+
+def unset_fields(request: attrs.AttrsInstance) -> list[str]:
+    """The attrs fields of ``request`` that hold no value (an ``__init__`` written by
+    hand must set every one)."""
+    return [f.name for f in attrs.fields(type(request)) if not hasattr(request, f.name)]
+
+
+def check_fills_every_field(build: Callable[[], attrs.AttrsInstance]) -> None:
+    """Raise ``TypeError`` if an object ``build`` makes leaves a field unset: run at
+    import for OneTimeWorkRequest's hand-written ``__init__``, whose fast path assigns
+    the fields one by one, so a field added to the class and not to ``__init__`` fails
+    the import instead of a read much later."""
+    unset = unset_fields(build())
+    if unset:
+        raise TypeError(f"{type(build()).__name__}.__init__ leaves {unset} unset")
+
+
+check_fills_every_field(lambda: OneTimeWorkRequest("w"))
+check_fills_every_field(lambda: OneTimeWorkRequest("w", expedited=True, tags={"t"}, timeout=1))
 
 
 def _optional_interval(field: str) -> Callable[[timedelta | float | None], timedelta | None]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import attrs
 
@@ -26,6 +26,7 @@ from .model import (
 if TYPE_CHECKING:
     from .cron import CronSchedule
 
+_T = TypeVar("_T", bound=attrs.AttrsInstance)
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
 
 
@@ -148,18 +149,7 @@ class WorkRecord:
         cls, request: OneTimeSpec, *, now: float, unique_name: str | None = None
     ) -> WorkRecord:
         """A new ENQUEUED record, due ``initial_delay`` from ``now``."""
-        delay = request.initial_delay.total_seconds()
-        timeout = request.timeout
-        # Positional, in field order (see _make_new): this runs once per enqueued work.
-        return _new(
-            id_text(request.id), request.worker, request.input, request.tags,
-            request.constraints, delay, request.backoff,
-            None if timeout is None else timeout.total_seconds(),
-            request.max_attempts, request.expedited, request.input_merger.name, unique_name,
-            0, now,
-            WorkState.ENQUEUED, 0, now + delay, now, None, None, _EMPTY, _EMPTY,
-            StopReason.NOT_STOPPED, None, 0, None, None,
-        )  # fmt: skip
+        return _from_one_time(request, now, unique_name)
 
     @classmethod
     def from_periodic_request(
@@ -167,18 +157,7 @@ class WorkRecord:
     ) -> WorkRecord:
         """A new ENQUEUED periodic record, due as semantics 3 and 4 say: ``initial_delay``
         plus ``interval - flex`` from now, or the first cron time after the delay."""
-        periodic = request.periodicity
-        delay = request.initial_delay.total_seconds()
-        timeout = request.timeout
-        return _new(
-            id_text(request.id), request.worker, request.input, request.tags,
-            request.constraints, delay, request.backoff,
-            None if timeout is None else timeout.total_seconds(),
-            request.max_attempts, False, OverwritingInputMerger.name, unique_name,
-            0, now,
-            WorkState.ENQUEUED, 0, first_period_due(periodic, now + delay), now, None, None,
-            _EMPTY, _EMPTY, StopReason.NOT_STOPPED, None, 0, None, periodic,
-        )  # fmt: skip
+        return _from_periodic(request, now, unique_name)
 
     @property
     def signal_names(self) -> frozenset[str]:
@@ -221,10 +200,41 @@ class WorkRecord:
         return self.periodic
 
 
-def _generate(name: str, src: str) -> Callable[..., WorkRecord]:
-    namespace: dict[str, object] = {"_new": object.__new__, "_Record": WorkRecord}
+def _generate(name: str, src: str, cls: type = WorkRecord, **names: object) -> Callable[..., Any]:
+    namespace: dict[str, object] = {"_new": object.__new__, "_Record": cls, **names}
     exec(src, namespace)  # noqa: S102  # code generated from our own field names only
     return namespace[name]  # type: ignore[return-value]
+
+
+def builder(
+    cls: type[_T],
+    name: str,
+    params: str,
+    sources: Mapping[str, str],
+    *,
+    prelude: str = "",
+    **names: object,
+) -> Callable[..., _T]:
+    """Generate ``name(<params>)`` building a ``cls`` with plain slot stores, each field
+    set to the expression ``sources`` gives it (``prelude`` runs first).
+
+    The table must name every field of ``cls``, no more and no fewer, so adding a field
+    to the class without saying where its value comes from fails at import (a
+    ``TypeError`` naming it), and the stores follow the class's own field order, so no
+    value can land in another field. (Generated because a record is built once per
+    enqueued work: slot stores cost a fraction of attrs' ``__init__``, and far less than
+    a call with keyword arguments.)
+    """
+    fields = [a.name for a in attrs.fields(cls)]
+    missing, extra = set(fields) - set(sources), set(sources) - set(fields)
+    if missing or extra:
+        raise TypeError(
+            f"{name}: every field of {cls.__name__} needs one source; missing "
+            f"{sorted(missing)}, unknown {sorted(extra)}"
+        )
+    body = "".join(f"    new.{f} = {sources[f]}\n" for f in fields)
+    src = f"def {name}({params}):\n{prelude}    new = _new(_Record)\n{body}    return new\n"
+    return _generate(name, src, cls, **names)
 
 
 def _copier(changed: tuple[str, ...]) -> Callable[[WorkRecord, dict[str, object]], WorkRecord]:
@@ -277,6 +287,7 @@ def _make_new() -> Callable[..., WorkRecord]:
 
 _FIELDS: Final = tuple(a.name for a in attrs.fields(WorkRecord))
 _new: Final = _make_new()
+
 #: ``WorkRecord`` from every field, positionally in field order (no keyword parsing):
 #: for stores decoding rows.
 record_new: Final = _new
@@ -312,3 +323,70 @@ def _dt(ts: float) -> datetime:
 
 
 __all__ = ["DEFAULT_BACKOFF", "RUNTIME_FIELDS", "WorkRecord", "evolve", "record_new", "transition"]
+
+
+#: Where each field of a new one-time record comes from (``WorkRecord.from_request``).
+_NEW_ONE_TIME: Final = {
+    "id": "id_text(request.id)",
+    "worker": "request.worker",
+    "input": "request.input",
+    "tags": "request.tags",
+    "constraints": "request.constraints",
+    "initial_delay": "delay",
+    "backoff": "request.backoff",
+    "timeout": "None if timeout is None else timeout.total_seconds()",
+    "max_attempts": "request.max_attempts",
+    "expedited": "request.expedited",
+    "input_merger": "request.input_merger.name",
+    "unique_name": "unique_name",
+    "generation": "0",
+    "enqueued_at": "now",
+    "state": "ENQUEUED",
+    "run_attempt_count": "0",
+    "next_run_at": "now + delay",
+    "last_enqueue_time": "now",
+    "started_at": "None",
+    "finished_at": "None",
+    "output": "EMPTY",
+    "progress": "EMPTY",
+    "stop_reason": "NOT_STOPPED",
+    "error": "None",
+    "period_count": "0",
+    "owner": "None",
+    "periodic": "None",
+}
+#: ... and of a new periodic one (``WorkRecord.from_periodic_request``).
+_NEW_PERIODIC: Final = {
+    **_NEW_ONE_TIME,
+    "expedited": "False",
+    "input_merger": "OVERWRITING",
+    "next_run_at": "first_period_due(periodic, now + delay)",
+    "periodic": "periodic",
+}
+_PRELUDE: Final = (
+    "    delay = request.initial_delay.total_seconds()\n    timeout = request.timeout\n"
+)
+_CONSTANTS: Final = {
+    "id_text": id_text,
+    "ENQUEUED": WorkState.ENQUEUED,
+    "NOT_STOPPED": StopReason.NOT_STOPPED,
+    "EMPTY": _EMPTY,
+    "OVERWRITING": OverwritingInputMerger.name,
+    "first_period_due": first_period_due,
+}
+_from_one_time: Final = builder(
+    WorkRecord,
+    "from_one_time",
+    "request, now, unique_name",
+    _NEW_ONE_TIME,
+    prelude=_PRELUDE,
+    **_CONSTANTS,
+)
+_from_periodic: Final = builder(
+    WorkRecord,
+    "from_periodic",
+    "request, now, unique_name",
+    _NEW_PERIODIC,
+    prelude=_PRELUDE + "    periodic = request.periodicity\n",
+    **_CONSTANTS,
+)
