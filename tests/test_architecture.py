@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "wm_async.__main__",
         ),
     ),
-    ("package root", ("wm_async",)),
+    ("package root", ("wm_async.extend", "wm_async")),
 )
 #: What the pure core may not import: no event loop, no I/O, no clock. (``ids`` reads the
 #: time for time-ordered ids, and only that.)

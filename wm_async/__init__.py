@@ -109,3 +109,11 @@ __all__ = (
     "NotRunningError",
     "SchedulerError",
 )
+
+# Public names show their public path (``wm_async.WorkInfo``, not the private module that
+# defines them) in reprs, tracebacks and documentation.
+for _name in __all__:
+    _value = globals()[_name]
+    if getattr(_value, "__module__", "").startswith("wm_async._"):
+        _value.__module__ = __name__
+del _name, _value
