@@ -1,6 +1,9 @@
 """The store conformance suite: what every :class:`~wm_async.stores.Store` must do,
-checked through its public operations, one module per operation (``test_insert``,
-``test_get``, ``test_claim_due``, ``test_apply``, ``test_query``, ``test_prune``).
+checked through its public operations, one module per operation: ``test_insert``,
+``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
+prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
+``test_respec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
+``test_leases`` and ``test_signals_in_use``.
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
 it the same way. The tests are pytest coroutine functions that take one fixture,
@@ -52,39 +55,46 @@ from collections.abc import Callable
 
 import pytest
 
+#: The suite's modules, one per store operation (imported below: keep the lists in step;
+#: tests/test_store_conformance.py checks that every test of the package is exported).
+_MODULE_NAMES = (
+    "test_insert",
+    "test_get",
+    "test_claim_due",
+    "test_apply",
+    "test_chains",
+    "test_enqueue_unique",
+    "test_respec",
+    "test_query",
+    "test_prune",
+    "test_requeue_orphans",
+    "test_leases",
+    "test_signals_in_use",
+)
+
 # pytest rewrites the asserts of the modules it collects, and of any module named like a
 # test file, so that a failure shows the values compared; these are imported from here,
 # and the helpers are not named so (nor, in some projects, the tests): mark them all,
 # before they are imported.
-pytest.register_assert_rewrite(
-    *(
-        f"{__name__}.{name}"
-        for name in (
-            "_helpers",
-            "test_insert",
-            "test_get",
-            "test_claim_due",
-            "test_apply",
-            "test_query",
-            "test_prune",
-        )
-    )
-)
+pytest.register_assert_rewrite(*(f"{__name__}.{name}" for name in ("_helpers", *_MODULE_NAMES)))
 
 from . import (  # after register_assert_rewrite, on purpose
     test_apply,
+    test_chains,
     test_claim_due,
+    test_enqueue_unique,
     test_get,
     test_insert,
+    test_leases,
     test_prune,
     test_query,
+    test_requeue_orphans,
+    test_respec,
+    test_signals_in_use,
 )
 
-#: The suite's modules, one per store operation.
-_MODULES = (test_insert, test_get, test_claim_due, test_apply, test_query, test_prune)
 
-
-def _collect(modules: tuple[types.ModuleType, ...]) -> dict[str, Callable[..., object]]:
+def _collect(*modules: types.ModuleType) -> dict[str, Callable[..., object]]:
     """Every test function of ``modules``, by name."""
     tests: dict[str, Callable[..., object]] = {}
     for module in modules:
@@ -96,6 +106,19 @@ def _collect(modules: tuple[types.ModuleType, ...]) -> dict[str, Callable[..., o
     return tests
 
 
-_TESTS = _collect(_MODULES)
+_TESTS = _collect(
+    test_insert,
+    test_get,
+    test_claim_due,
+    test_apply,
+    test_chains,
+    test_enqueue_unique,
+    test_respec,
+    test_query,
+    test_prune,
+    test_requeue_orphans,
+    test_leases,
+    test_signals_in_use,
+)
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)

@@ -49,3 +49,10 @@ async def running(store: Store, work: WorkRecord, *, now: float = NOW) -> WorkRe
 def ids(records: list[WorkRecord]) -> list[str]:
     """The records' ids, in order."""
     return [r.id for r in records]
+
+
+def by_id(records: list[WorkRecord]) -> dict[str, WorkRecord]:
+    """The records by id (for results whose order a store may choose)."""
+    found = {r.id: r for r in records}
+    assert len(found) == len(records), "a record is listed twice"
+    return found
