@@ -1,49 +1,25 @@
-"""Test helpers: a virtual clock and a driver that short-cuts delays and constraints.
-
-::
-
-    clock = VirtualClock()
-    manager = WorkManager(store="memory://", clock=clock)
-    async with manager:
-        await manager.enqueue(OneTimeWorkRequest("w", initial_delay=60))
-        await clock.advance(timedelta(seconds=60))   # runs it, returns when idle
-
-Time moves only when the test advances it. ``advance`` steps through every timer due in
-the interval in order (so a retry's backoff is measured from when the run really ended)
-and, after each step, waits until every manager on the clock is settled: the dispatcher
-sleeps, no store call is in flight, and that stays so for a few loop iterations. A worker
-awaiting something other than wm_async (a real socket, ``anyio.sleep``) counts as
-blocked, not busy.
-
-Leaving ``async with manager:`` waits up to ``shutdown_grace`` *on the manager's clock*
-for running work: with a virtual clock, either advance it from another task while the
-manager stops, or give managers whose workers may still be running ``shutdown_grace=0``.
-"""
+"""The virtual clock: time moves only when a test advances it (re-exported by
+:mod:`wm_async.testing`)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import attrs
 
-from ._api.manager import WorkManager
-from ._clock import (
+from .._clock import (
     Clock,
     Participant,
     Timer,
     Wakeup,
 )
-from ._core import lifecycle as lc
-from ._core import validators as v
-from ._core.errors import InvalidRequestError
-from ._core.model import WorkInfo
+from .._core import validators as v
+from .._core.errors import InvalidRequestError
 
-__all__ = ("TestDriver", "VirtualClock")
+__all__ = ("VirtualClock",)
 
 _DEFAULT_START = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -167,42 +143,3 @@ class VirtualClock(Clock):
         self._now = target
         self._fire()
         await self.settle()
-
-
-@attrs.define(eq=False)
-class TestDriver:
-    """Short-cuts WorkManager's waiting in tests, as ``androidx.work.testing.TestDriver``.
-
-    :param manager: a started manager
-    """
-
-    __test__ = False  # not a pytest test class
-
-    manager: WorkManager
-
-    async def set_initial_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
-        """Make an ENQUEUED work due now, as if its initial delay (or backoff) passed."""
-        self.manager._require("set_initial_delay_met")
-        return await self.manager._apply_one(
-            work_id, lambda record, now: lc.delay_met(record, now=now)
-        )
-
-    async def set_period_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
-        """Make a periodic work's current period due now, as if its interval passed."""
-        self.manager._require("set_period_delay_met")
-        return await self.manager._apply_one(
-            work_id, lambda record, now: lc.delay_met(record, now=now)
-        )
-
-    async def set_all_constraints_met(self, work_id: uuid.UUID | str) -> WorkInfo:
-        """Treat every constraint of the work as met from now on: it may start whatever
-        its signals say, and losing a signal no longer stops it."""
-        manager = self.manager
-        manager._require("set_all_constraints_met")
-        key = str(v.to_uuid("id", work_id))
-        found = await manager.store.get([key])
-        if not found:
-            raise InvalidRequestError("id", work_id, "no such work")
-        manager._hooks.constraints_met.add(key)
-        manager._scheduler.wake()
-        return found[0].to_info()
