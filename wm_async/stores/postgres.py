@@ -40,18 +40,17 @@ import asyncpg
 import attrs
 from anyio.abc import TaskStatus
 
-from .._core import lifecycle as lc
 from .._core import validators as v
 from .._core.errors import (
     InvalidRequestError,
     StoreCorruptError,
     StoreError,
 )
-from .._core.lifecycle import recover
-from .._core.model import (
-    Constraints,
-    WorkState,
+from .._core.lifecycle import (
+    recover,
+    resolve_new,
 )
+from .._core.model import Constraints
 from .._core.redact import (
     mask_text,
     mask_url,
@@ -62,12 +61,12 @@ from ._base import (
     ClaimParams,
     Store,
     StoreListener,
-    resolve_new,
 )
 from ._postgres_listen import (
     ChangeFeed,
     rescue_expired,
 )
+from ._propagation import propagate
 from ._sqlite_schema import (
     COLUMNS,
     insert_params,
@@ -78,6 +77,7 @@ from ._sqlite_schema import (
 )
 
 if TYPE_CHECKING:
+    from .._core.data import Data
     from .._core.lifecycle import (
         Change,
         UniquePlan,
@@ -799,51 +799,7 @@ class PostgresStore(Store):
         """Resolve the BLOCKED dependents of the ``ended`` works, level by level (semantics
         19 and 29). Each step is a statement of its own, so under READ COMMITTED it sees
         the edges and outputs that concurrent transactions committed before it."""
-        sql = self._sql
-        out: list[tuple[int, WorkRecord]] = []
-        frontier = ended
-        while frontier:
-            resolved: list[tuple[int, WorkRecord]] = []
-            stopped = {k: v for k, v in frontier.items() if v[0].state is not WorkState.SUCCEEDED}
-            if stopped:  # failures and cancellations first: they win over a success
-                decided: dict[str, tuple[int, WorkRecord]] = {}
-                for row in await conn.fetch(sql.dependents.text, list(stopped)):
-                    done, origin = stopped[row[0]]
-                    after = lc.prerequisite_ended(done, record_from_row(tuple(row[1:])))
-                    assert after is not None
-                    previous = decided.get(after.id)
-                    if previous is None or (
-                        after.state is WorkState.FAILED
-                        and previous[1].state is not WorkState.FAILED
-                    ):
-                        decided[after.id] = (origin, after)
-                resolved += decided.values()
-                await self._write_resolved(conn, [r for _, r in decided.values()], token)
-            succeeded = [v for v in frontier.values() if v[0].state is WorkState.SUCCEEDED]
-            if succeeded:
-                ids = [r.id for r, _ in succeeded]
-                now = max(r.finished_at or 0.0 for r, _ in succeeded)
-                origin = succeeded[0][1]
-                ready = [
-                    record_from_row(tuple(row[1:]))
-                    for row in await conn.fetch(sql.unblock.text, ids)
-                    if row[0] <= 0
-                ]
-                if ready:
-                    outputs: dict[str, list[tuple[int, str]]] = {}
-                    for work_id, position, output in await conn.fetch(
-                        sql.prerequisite_outputs.text, [r.id for r in ready]
-                    ):
-                        outputs.setdefault(work_id, []).append((position, output))
-                    unblocked = [
-                        lc.unblock(child, outputs_in_order(outputs.get(child.id, [])), now=now)
-                        for child in ready
-                    ]
-                    await self._write_resolved(conn, unblocked, token)
-                    resolved += [(origin, r) for r in unblocked]
-            out += resolved
-            frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
-        return out
+        return await propagate(_Dependents(self, conn, token), ended)
 
     async def _write_resolved(
         self, conn: _Conn, records: Sequence[WorkRecord], token: str
@@ -1140,6 +1096,36 @@ class PostgresStore(Store):
         except StoreError as exc:
             logger.warning("re-enqueueing expired leases failed: %s", exc)
             return []
+
+
+@attrs.define(eq=False)
+class _Dependents:
+    """The propagation walk's reads and writes in a PostgreSQL transaction (see
+    _propagation), each a statement of its own."""
+
+    store: PostgresStore
+    conn: _Conn
+    token: str
+
+    async def stopped(self, ids: list[str]) -> list[tuple[str, WorkRecord]]:
+        rows = await self.conn.fetch(self.store._sql.dependents.text, ids)
+        return [(row[0], record_from_row(tuple(row[1:]))) for row in rows]
+
+    async def count(self, ids: list[str]) -> list[tuple[int, WorkRecord]]:
+        rows = await self.conn.fetch(self.store._sql.unblock.text, ids)
+        return [(row[0], record_from_row(tuple(row[1:]))) for row in rows]
+
+    async def outputs(self, ready: list[WorkRecord]) -> list[list[Data]]:
+        found: dict[str, list[tuple[int, str]]] = {}
+        statement = self.store._sql.prerequisite_outputs
+        for work_id, position, output in await self.conn.fetch(
+            statement.text, [r.id for r in ready]
+        ):
+            found.setdefault(work_id, []).append((position, output))
+        return [outputs_in_order(found.get(r.id, [])) for r in ready]
+
+    async def write(self, records: list[WorkRecord]) -> None:
+        await self.store._write_resolved(self.conn, records, self.token)
 
 
 def _all_ours(rows: Sequence[Any], records: Sequence[WorkRecord]) -> bool:

@@ -30,7 +30,6 @@ import anyio
 import anyio.lowlevel
 import attrs
 
-from .._core import lifecycle as lc
 from .._core.errors import (
     InvalidRequestError,
     StoreBusyError,
@@ -40,20 +39,19 @@ from .._core.errors import (
     StoreGoneError,
     StoreReadOnlyError,
 )
-from .._core.model import (
-    Constraints,
-    WorkState,
-)
+from .._core.lifecycle import resolve_new
+from .._core.model import Constraints
 from . import _sqlite_file
 from . import _sqlite_schema as sql
 from ._base import (
     Claimed,
     ClaimParams,
     Store,
-    resolve_new,
 )
+from ._propagation import propagate
 
 if TYPE_CHECKING:
+    from .._core.data import Data
     from .._core.lifecycle import (
         Change,
         UniquePlan,
@@ -171,6 +169,36 @@ class _InThread:
 
     async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Cursor:
         return _Cursor(self._conn.executemany(sql, parameters))  # type: ignore[arg-type]
+
+
+class _Dependents:
+    """The propagation walk's reads and writes in a SQLite transaction (see
+    _propagation); the outputs of a ready dependent come with its count."""
+
+    __slots__ = ("_db", "_outputs")
+
+    def __init__(self, db: _DB) -> None:
+        self._db = db
+        self._outputs: dict[str, list[Data]] = {}
+
+    async def stopped(self, ids: list[str]) -> list[tuple[str, WorkRecord]]:
+        rows = await self._db.execute_fetchall(sql.DEPENDENTS, (json.dumps(ids),))
+        return [(row[0], sql.record_from_row(row[2:])) for row in rows]
+
+    async def count(self, ids: list[str]) -> list[tuple[int, WorkRecord]]:
+        counted = []
+        for row in await self._db.execute_fetchall(sql.UNBLOCK, (json.dumps(ids),)):
+            child = sql.record_from_row(row[2:])
+            if row[0] <= 0:
+                self._outputs[child.id] = sql.outputs_in_order(json.loads(row[1]))
+            counted.append((row[0], child))
+        return counted
+
+    async def outputs(self, ready: list[WorkRecord]) -> list[list[Data]]:
+        return [self._outputs.pop(r.id) for r in ready]
+
+    async def write(self, records: list[WorkRecord]) -> None:
+        await self._db.executemany(sql.WRITE_RESOLVED, [sql.resolved_params(r) for r in records])
 
 
 _IN_THREAD: Final = callable(getattr(aiosqlite.Connection, "_execute", None)) and isinstance(
@@ -997,66 +1025,13 @@ class SQLiteStore(Store):
         await db.executemany(sql.INSERT_DEPENDENCY, edges)
         return stored
 
-    async def _propagate(
-        self, db: _DB, ended: dict[str, tuple[WorkRecord, Any]]
-    ) -> list[tuple[Any, WorkRecord]]:
-        """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin)),
-        level by level; return ``(origin, record)`` for each dependent written, its origin
-        being that of a work that resolved it."""
-        out: list[tuple[Any, WorkRecord]] = []
-        frontier = ended
-        while frontier:
-            resolved: list[tuple[Any, WorkRecord]] = []
-            stopped = {k: v for k, v in frontier.items() if v[0].state is not WorkState.SUCCEEDED}
-            if stopped:  # failures and cancellations first: they win over a success
-                resolved += await self._stop_dependents(db, stopped)
-                await db.executemany(
-                    sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in resolved]
-                )
-            succeeded = [v for v in frontier.values() if v[0].state is WorkState.SUCCEEDED]
-            if succeeded:
-                ids = json.dumps([r.id for r, _ in succeeded])
-                now = max(r.finished_at or 0.0 for r, _ in succeeded)
-                origin = succeeded[0][1]
-                unblocked = [
-                    (
-                        origin,
-                        lc.unblock(
-                            sql.record_from_row(row[2:]),
-                            sql.outputs_in_order(json.loads(row[1])),
-                            now=now,
-                        ),
-                    )
-                    for row in await db.execute_fetchall(sql.UNBLOCK, (ids,))
-                    if row[0] <= 0
-                ]
-                if unblocked:
-                    await db.executemany(
-                        sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in unblocked]
-                    )
-                    resolved += unblocked
-            out += resolved
-            frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
-        return out
-
     @staticmethod
-    async def _stop_dependents(
-        db: _DB, stopped: dict[str, tuple[WorkRecord, Any]]
+    async def _propagate(
+        db: _DB, ended: dict[str, tuple[WorkRecord, Any]]
     ) -> list[tuple[Any, WorkRecord]]:
-        """Fail or cancel the BLOCKED dependents of failed or cancelled works."""
-        rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(stopped)),))
-        decided: dict[str, tuple[Any, WorkRecord]] = {}
-        for row in rows:
-            done, origin = stopped[row[0]]
-            child = sql.record_from_row(row[2:])
-            after = lc.prerequisite_ended(done, child)
-            assert after is not None
-            previous = decided.get(child.id)
-            if previous is None or (
-                after.state is WorkState.FAILED and previous[1].state is not WorkState.FAILED
-            ):  # a failure outranks a cancellation (semantics 18)
-                decided[child.id] = (origin, after)
-        return list(decided.values())
+        """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin));
+        return ``(origin, record)`` for each dependent written."""
+        return await propagate(_Dependents(db), ended)
 
     async def _apply(self, db: _DB, ops: list[_Op], out: _Outcomes) -> None:
         # A work changed twice in one batch goes into successive statements, so the second
