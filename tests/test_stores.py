@@ -55,7 +55,7 @@ from wm_async.stores import (
     ClaimParams,
     Store,
 )
-from wm_async.stores import _sqlite_schema as schema
+from wm_async.stores import _sqlite_sql as schema
 from wm_async.stores import sqlite as sqlite_store
 from wm_async.stores.sqlite import SQLiteStore
 

@@ -55,26 +55,29 @@ from .._core.redact import (
     mask_text,
     mask_url,
 )
-from . import _postgres_schema as pg
+from . import _postgres_errors as errors
+from . import _postgres_sql as pg
 from ._base import (
     Claimed,
     ClaimParams,
     Store,
     StoreListener,
 )
-from ._postgres_listen import (
-    ChangeFeed,
-    rescue_expired,
-)
-from ._propagation import propagate
-from ._sqlite_schema import (
+from ._codec import (
     COLUMNS,
+    N_SPEC,
+    data_text,
     insert_params,
     outputs_in_order,
     record_from_row,
     runtime_params,
     signal_key,
 )
+from ._postgres_listen import (
+    ChangeFeed,
+    rescue_expired,
+)
+from ._propagation import propagate
 
 if TYPE_CHECKING:
     from .._core.data import Data
@@ -320,9 +323,7 @@ class PostgresStore(Store):
                     pool.terminate()
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
-        # A driver's message may quote the DSN or a part of it: never show a secret.
-        message = mask_text(repr(exc), secrets_of=self._dsn)
-        return StoreError(f"PostgreSQL store (schema {self.schema}): {doing} failed: {message}")
+        return errors.store_error(exc, dsn=self._dsn, schema=self.schema, doing=doing)
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self!r} (use 'async with store:')")
@@ -374,7 +375,7 @@ class PostgresStore(Store):
                     # (a second claim, leaving the first one's works unstarted).
                     logger.debug("%s: releasing the connection failed: %r", doing, exc)
                     return result
-                if not pg.is_transient(exc) or slept >= self._retry_timeout:
+                if not errors.is_transient(exc) or slept >= self._retry_timeout:
                     raise self._error(exc, doing) from exc
                 if write is not None:
                     write.uncertain = True
@@ -670,7 +671,7 @@ class PostgresStore(Store):
         try:
             written, resolved = await self._run("writing", run, write=write)
         except Exception as exc:  # noqa: BLE001  # handed to the callers, raised there
-            if len(batch) == 1 or pg.is_transient(exc.__cause__ or exc):
+            if len(batch) == 1 or errors.is_transient(exc.__cause__ or exc):
                 for op in batch:
                     op.error = exc
                 return
@@ -806,7 +807,7 @@ class PostgresStore(Store):
     ) -> None:
         if not records:
             return
-        rows = [(r.id, insert_params(r)[2], *runtime_params(r)) for r in records]
+        rows = [(r.id, data_text(r.input), *runtime_params(r)) for r in records]
         arrays = {f"r{k}": list(col) for k, col in enumerate(zip(*rows, strict=True))}
         statement = self._sql.write_resolved
         await conn.fetch(
@@ -920,7 +921,7 @@ class PostgresStore(Store):
         before, after = change.before, change.after
         write = self._new_write()
         params = insert_params(after)
-        values = dict(zip(COLUMNS[1:17], params[1:17], strict=True))
+        values = dict(zip(COLUMNS[1:N_SPEC], params[1:N_SPEC], strict=True))
         statement = self._sql.respec
         args = statement.args(
             **values,

@@ -32,17 +32,16 @@ import attrs
 
 from .._core.errors import (
     InvalidRequestError,
-    StoreBusyError,
     StoreCorruptError,
     StoreError,
-    StoreFullError,
     StoreGoneError,
-    StoreReadOnlyError,
 )
 from .._core.lifecycle import resolve_new
 from .._core.model import Constraints
+from . import _codec as codec
+from . import _sqlite_errors as errors
 from . import _sqlite_file
-from . import _sqlite_schema as sql
+from . import _sqlite_sql as sql
 from ._base import (
     Claimed,
     ClaimParams,
@@ -67,17 +66,10 @@ __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger("wm_async.store")
 
-_HINTS: Final[dict[type[StoreError], str]] = {
-    StoreFullError: " (nothing was written; free disk space and retry)",
-    StoreReadOnlyError: " (the file, its directory or its mount is read-only)",
-    StoreBusyError: " (another process holds the database lock; retry later)",
-}
 #: Rows written between WAL checkpoints (a few MB of WAL at typical row sizes).
 _CHECKPOINT_ROWS: Final = 4000
 #: WAL frames (pages) past which the writer completes a checkpoint (~16 MB at 4 KiB).
 _WAL_RESET_FRAMES: Final = 4000
-_BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
-_BUSY_BACKOFF: Final = 0.05
 
 # -- group commit --------------------------------------------------------------------------
 
@@ -183,14 +175,14 @@ class _Dependents:
 
     async def stopped(self, ids: list[str]) -> list[tuple[str, WorkRecord]]:
         rows = await self._db.execute_fetchall(sql.DEPENDENTS, (json.dumps(ids),))
-        return [(row[0], sql.record_from_row(row[2:])) for row in rows]
+        return [(row[0], codec.record_from_row(row[2:])) for row in rows]
 
     async def count(self, ids: list[str]) -> list[tuple[int, WorkRecord]]:
         counted = []
         for row in await self._db.execute_fetchall(sql.UNBLOCK, (json.dumps(ids),)):
-            child = sql.record_from_row(row[2:])
+            child = codec.record_from_row(row[2:])
             if row[0] <= 0:
-                self._outputs[child.id] = sql.outputs_in_order(json.loads(row[1]))
+                self._outputs[child.id] = codec.outputs_in_order(json.loads(row[1]))
             counted.append((row[0], child))
         return counted
 
@@ -362,7 +354,7 @@ class SQLiteStore(Store):
                 rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
                 break
             except aiosqlite.Error as exc:
-                if not sql.is_transient(exc) or attempt * 0.02 >= self._busy_timeout:
+                if not errors.is_transient(exc) or attempt * 0.02 >= self._busy_timeout:
                     raise
             await anyio.sleep(0.02)
         if str(next(iter(rows))[0]).lower() != "wal":
@@ -502,9 +494,7 @@ class SQLiteStore(Store):
             logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
-        cls = sql.error_class(exc)
-        hint = _HINTS.get(cls, "")
-        return cls(f"SQLite store {self._path}: {doing} failed: {exc}{hint}")
+        return errors.store_error(exc, self._path, doing)
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self._path} (use 'async with store:')")
@@ -563,7 +553,7 @@ class SQLiteStore(Store):
         unreadable: list[tuple[float, str, int]] = []
         for row in rows:
             try:
-                records.append(sql.record_from_row(row))
+                records.append(codec.record_from_row(row))
             except StoreCorruptError as exc:
                 # Failing the whole claim would stop the dispatcher and retry the row
                 # forever; fail this work alone instead.
@@ -682,11 +672,12 @@ class SQLiteStore(Store):
             try:
                 rows = await self._reader.execute_fetchall(statement, args)
             except aiosqlite.Error as exc:
-                if not sql.is_transient(exc) or attempt >= _BUSY_RETRIES:
+                delay = errors.retry_delay(exc, attempt)
+                if delay is None:
                     raise self._error(exc, "reading") from exc
             else:
-                return [sql.record_from_row(row) for row in rows]
-            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
+                return [codec.record_from_row(row) for row in rows]
+            await anyio.sleep(delay)
         raise AssertionError("unreachable")
 
     # -- group commit: leader / follower ---------------------------------------------------
@@ -779,14 +770,14 @@ class SQLiteStore(Store):
             records, links = op.arg
             if links:
                 return None  # resolved against the stored prerequisites in the transaction
-            rows = [sql.insert_params(r) for r in records]
+            rows = [codec.insert_params(r) for r in records]
             return rows, [
                 (tag, row[0]) for r, row in zip(records, rows, strict=True) for tag in r.tags
             ]
         if op.kind is _Kind.APPLY:
             return [
                 (c.before.id, c.before.state._value_, c.before.run_attempt_count,
-                 *sql.runtime_params(c.after))
+                 *codec.runtime_params(c.after))
                 for c in op.arg
             ]  # fmt: skip
         return None
@@ -816,11 +807,11 @@ class SQLiteStore(Store):
             except StoreGoneError as exc:  # every op of the batch: none was written
                 raise _BatchError(exc, transient=True) from exc
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
-                transient = sql.is_transient(exc)
-                if not transient or attempt >= _BUSY_RETRIES:
+                delay = errors.retry_delay(exc, attempt)
+                if delay is None:
                     error = self._error(exc, "writing")
                     error.__cause__ = exc
-                    raise _BatchError(error, transient=transient) from exc
+                    raise _BatchError(error, transient=errors.is_transient(exc)) from exc
             except Exception as exc:
                 raise _BatchError(exc, transient=False) from exc
             else:
@@ -833,7 +824,7 @@ class SQLiteStore(Store):
                 if self._reset_wal:
                     await self._finish_checkpoint(db)
                 return
-            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
+            await anyio.sleep(delay)
 
     def _transact_in_thread(
         self, conn: sqlite3.Connection, ops: list[_Op], single: bool
@@ -901,7 +892,7 @@ class SQLiteStore(Store):
         # Inside the writer's transaction: no other write can slip between the read and
         # the plan's writes, so concurrent enqueues on one name serialise.
         rows = await db.execute_fetchall(sql.BY_UNIQUE_NAME, (name,))
-        existing = [sql.record_from_row(row) for row in rows]
+        existing = [codec.record_from_row(row) for row in rows]
         leaves = existing
         if existing:
             ids = json.dumps([r.id for r in existing])
@@ -922,7 +913,7 @@ class SQLiteStore(Store):
                 value
                 for c in decided.cancels
                 for value in (c.before.id, c.before.state.value, c.before.run_attempt_count,
-                              *sql.runtime_params(c.after))
+                              *codec.runtime_params(c.after))
             ]  # fmt: skip
             done: dict[str, bool] = {
                 work_id: bool(has_dependents)
@@ -952,10 +943,10 @@ class SQLiteStore(Store):
     @staticmethod
     async def _respec(db: _DB, change: Change) -> WorkRecord | None:
         before, after = change.before, change.after
-        params = sql.insert_params(after)
+        params = codec.insert_params(after)
         rows = await db.execute_fetchall(
             sql.RESPEC,
-            (*params[1:17], after.next_run_at, params[-1], before.id, before.state.value,
+            (*params[1:codec.N_SPEC], after.next_run_at, params[-1], before.id, before.state.value,
              before.run_attempt_count, before.generation),
         )  # fmt: skip
         if not list(rows):
@@ -1009,7 +1000,7 @@ class SQLiteStore(Store):
         """Insert works, chained ones in the state their prerequisites give them (their
         ids are free; prerequisites in ``skip`` are being deleted)."""
         if not links:
-            await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in records])
+            await db.executemany(sql.INSERT_WORK, [codec.insert_params(r) for r in records])
             await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in records for t in r.tags])
             return list(records)
         new = {r.id for r in records}
@@ -1017,9 +1008,9 @@ class SQLiteStore(Store):
         known: dict[str, WorkRecord] = {}
         if wanted:
             found = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
-            known = {row[1]: sql.record_from_row(row) for row in found}
+            known = {row[1]: codec.record_from_row(row) for row in found}
         stored, waiting, edges = resolve_new(records, links, known)
-        rows = [(*sql.insert_params(r), n) for r, n in zip(stored, waiting, strict=True)]
+        rows = [(*codec.insert_params(r), n) for r, n in zip(stored, waiting, strict=True)]
         await db.executemany(sql.INSERT_CHAINED, rows)
         await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
         await db.executemany(sql.INSERT_DEPENDENCY, edges)
@@ -1071,7 +1062,7 @@ class SQLiteStore(Store):
                 if stale:
                     for row in await db.execute_fetchall(sql.GET, (json.dumps(stale),)):
                         slot, i, _, _ = by_id[row[1]]
-                        current = slot[i] = sql.record_from_row(row)
+                        current = slot[i] = codec.record_from_row(row)
                         if row[1] in ended:
                             ended[row[1]] = (current, slot)
         extra: dict[int, list[WorkRecord]] = {}
@@ -1086,7 +1077,7 @@ class SQLiteStore(Store):
         limit = max(params.limit, 0)
         blocked = sorted(params.blocked_signals)
         args: dict[str, object] = {"now": params.now, "k": limit + 1}
-        args.update((f"b{i}", f",{sql.signal_key(name)},") for i, name in enumerate(blocked))
+        args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
         branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
         statement = sql.claim_sql(len(blocked))
         for branch, rowid, due in await db.execute_fetchall(statement, args):
