@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -35,7 +34,6 @@ from itertools import count
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import anyio
-import anyio.lowlevel
 import asyncpg
 import attrs
 from anyio.abc import TaskStatus
@@ -72,6 +70,10 @@ from ._codec import (
     record_from_row,
     runtime_params,
     signal_key,
+)
+from ._group_commit import (
+    GroupCommit,
+    Op,
 )
 from ._postgres_listen import (
     ChangeFeed,
@@ -160,20 +162,6 @@ class _Write:
     uncertain: bool = False
 
 
-@attrs.define(eq=False)
-class _Op:
-    """One caller's ``apply``, waiting for the next group commit."""
-
-    changes: list[Change]
-    # result ready, or: lead. An asyncio Event: one is made per write, and anyio's costs
-    # ten times as much to create (it looks up the backend); the scheduler is asyncio's.
-    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
-    pending: bool = True  # not yet taken into a batch
-    promoted: bool = False  # handed the lead while queued
-    result: list[WorkRecord] = attrs.field(factory=list)
-    error: BaseException | None = None
-
-
 @attrs.define(eq=False, repr=False)
 class PostgresStore(Store):
     """A store in a PostgreSQL database that several processes (one manager each) share.
@@ -221,8 +209,10 @@ class PostgresStore(Store):
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
     _db_clock: bool = attrs.field(init=False, default=False)
     _sender: str = attrs.field(init=False, factory=lambda: uuid.uuid4().hex[:12])
-    _applying: bool = attrs.field(init=False, default=False)  # a batch leader runs
-    _apply_queue: list[_Op] = attrs.field(init=False, factory=list)
+    _group: GroupCommit[Op] = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: GroupCommit(self._apply_batch), takes_self=True),
+    )
     _tokens: Iterator[int] = attrs.field(init=False, factory=count)
     # Claims whose answer was lost: token -> (owner, until when to look for its works).
     _lost_claims: dict[str, tuple[str, float]] = attrs.field(init=False, factory=dict)
@@ -618,51 +608,11 @@ class PostgresStore(Store):
             raise self._not_open()
         if not changes:
             return []
-        op = _Op(list(changes))
-        self._apply_queue.append(op)
-        if self._applying:
-            try:
-                await op.wake.wait()
-            except BaseException:
-                if op.pending:  # cancelled before any batch took it: it never runs
-                    self._apply_queue.remove(op)
-                    if op.promoted:
-                        self._hand_off()
-                raise
-            if op.pending:  # promoted: lead the batch that holds this op
-                await self._lead()
-        else:
-            self._applying = True
-            await self._lead()
-        if op.error is not None:
-            raise op.error
-        return op.result
+        written: list[WorkRecord] = await self._group.submit(Op(list(changes)))
+        return written
 
-    async def _lead(self) -> None:
-        try:
-            with anyio.CancelScope(shield=True):  # followers wait for this batch
-                await anyio.lowlevel.checkpoint()  # let concurrent callers join
-                batch, self._apply_queue = self._apply_queue, []
-                for queued in batch:
-                    queued.pending = False
-                try:
-                    await self._apply_batch(batch)
-                finally:
-                    for queued in batch:
-                        queued.wake.set()
-        finally:
-            self._hand_off()
-
-    def _hand_off(self) -> None:
-        if self._apply_queue:
-            first = self._apply_queue[0]
-            first.promoted = True
-            first.wake.set()
-        else:
-            self._applying = False
-
-    async def _apply_batch(self, batch: list[_Op], write: _Write | None = None) -> None:
-        changes = [c for op in batch for c in op.changes]
+    async def _apply_batch(self, batch: list[Op], write: _Write | None = None) -> None:
+        changes = [c for op in batch for c in op.arg]
         write = write or self._new_write()
 
         async def run(conn: _Conn) -> tuple[list[WorkRecord | None], list[tuple[int, WorkRecord]]]:
@@ -682,7 +632,7 @@ class PostgresStore(Store):
             return
         start = 0
         for op in batch:
-            end = start + len(op.changes)
+            end = start + len(op.arg)
             mine = written[start:end]
             op.result = [r for r in mine if r is not None]
             op.result += [r for origin, r in resolved if start <= origin < end]

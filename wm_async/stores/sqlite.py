@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import aiosqlite
 import anyio
-import anyio.lowlevel
 import attrs
 
 from .._core.errors import (
@@ -46,6 +45,10 @@ from ._base import (
     Claimed,
     ClaimParams,
     Store,
+)
+from ._group_commit import (
+    GroupCommit,
+    Op,
 )
 from ._propagation import propagate
 
@@ -85,19 +88,11 @@ class _Kind(enum.Enum):
 
 
 @attrs.define(eq=False)
-class _Op:
-    """One caller's write, queued for the next batch."""
+class _Op(Op):
+    """One caller's write, queued for the next batch (see _group_commit)."""
 
-    kind: _Kind
-    arg: Any
-    # result ready, or: lead. An asyncio Event: one is made per write, and anyio's costs
-    # ten times as much to create (it looks up the backend); the scheduler is asyncio's.
-    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
-    queued: bool = True  # not yet taken into a batch
-    promoted: bool = False  # handed the leadership while queued
+    kind: _Kind = attrs.field(kw_only=True)
     prepared: Any = None
-    result: Any = None
-    error: BaseException | None = None
 
 
 def _rows_written(op: _Op) -> int:
@@ -255,9 +250,10 @@ class SQLiteStore(Store):
     _reader: aiosqlite.Connection | None = attrs.field(init=False, default=None)
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
     _accepting: bool = attrs.field(init=False, default=False)
-    _queue: list[_Op] = attrs.field(init=False, factory=list)
-    _busy: bool = attrs.field(init=False, default=False)  # a leader runs, or is handed over
-    _idle: anyio.Event | None = attrs.field(init=False, default=None)
+    _group: GroupCommit[_Op] = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: GroupCommit(self._run_batch), takes_self=True),
+    )
     _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
     # WAL checkpoints run on a connection of their own, off the commit path (see open).
     _checkpointer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
@@ -441,9 +437,7 @@ class SQLiteStore(Store):
                 if writer is None or reader is None:
                     return
                 self._accepting = False
-                if self._busy:
-                    self._idle = anyio.Event()
-                    await self._idle.wait()
+                await self._group.idle()
                 self._writer = self._reader = None
                 if self._checkpointing is not None:
                     await self._checkpointing
@@ -687,61 +681,21 @@ class SQLiteStore(Store):
             raise self._not_open()
         if self._gone:
             self._check_file()
-        op = _Op(kind, arg)
-        self._queue.append(op)
-        if self._busy:
-            try:
-                await op.wake.wait()
-            except BaseException:
-                if op.queued:  # cancelled before its batch started: it never runs
-                    self._queue.remove(op)
-                    if op.promoted:
-                        self._hand_off()
-                raise
-            if op.queued:  # promoted: lead the batch that holds this op
-                await self._lead(gather=True)
-        else:
-            self._busy = True
-            # A claim starts its batch at once: the dispatcher issues it right after
-            # handing the last claim's works to runners, and letting their results join
-            # would keep the writer idle while they run. They make the next batch, which
-            # the writer runs while the loop starts the works just claimed.
-            await self._lead(gather=kind is not _Kind.CLAIM)
-        if op.error is not None:
-            raise op.error
-        return op.result
+        # A claim starts its batch at once: the dispatcher issues it right after handing
+        # the last claim's works to runners, and letting their results join would keep
+        # the writer idle while they run. They make the next batch, which the writer
+        # runs while the loop starts the works just claimed.
+        return await self._group.submit(_Op(arg, kind=kind), gather=kind is not _Kind.CLAIM)
 
-    async def _lead(self, *, gather: bool) -> None:
-        """Run one batch (every queued op), then hand the lead to the next queued caller,
-        so no caller serves others for longer than one batch."""
-        try:
-            with anyio.CancelScope(shield=True):  # a batch is never left half done
-                if gather:
-                    await anyio.lowlevel.checkpoint()  # let concurrent callers join
-                batch, self._queue = self._queue, []
-                for op in batch:
-                    op.queued = False
-                try:
-                    await self._run_batch(batch)
-                except BaseException as exc:  # a bug: never leave a follower without an answer
-                    for op in batch:
-                        op.error = op.error or exc
-                    if not isinstance(exc, Exception):
-                        raise
-                finally:
-                    for op in batch:
-                        op.wake.set()
-        finally:
-            self._hand_off()
+    @property
+    def _queue(self) -> list[_Op]:
+        """The writes waiting for the next batch (for tests)."""
+        return self._group.queue
 
-    def _hand_off(self) -> None:
-        if self._queue:
-            self._queue[0].promoted = True
-            self._queue[0].wake.set()
-        else:
-            self._busy = False
-            if self._idle is not None:
-                self._idle.set()
+    @property
+    def _busy(self) -> bool:
+        """Whether a batch runs or waits to (for tests)."""
+        return self._group.busy
 
     async def _run_batch(self, batch: list[_Op]) -> None:
         ready = []
