@@ -55,8 +55,8 @@ from wm_async.stores import (
     ClaimParams,
     Store,
 )
+from wm_async.stores import _sqlite_ops as sqlite_store
 from wm_async.stores import _sqlite_sql as schema
-from wm_async.stores import sqlite as sqlite_store
 from wm_async.stores.sqlite import SQLiteStore
 
 NOW = 1_700_000_000.0
