@@ -10,11 +10,16 @@ import re
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._core import validators as v
 from .._core.errors import (
     InvalidRequestError,
     StoreError,
 )
 from .._core.model import FINISHED_STATES
+from .._core.redact import (
+    mask_text,
+    mask_url,
+)
 from ._codec import (
     COLUMNS,
     N_SPEC,
@@ -73,6 +78,64 @@ def split_dsn(dsn: str) -> tuple[str, str | None]:
         else:
             kept.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+def _seconds(field: str, value: object) -> float:
+    td = v.to_timedelta(field, value)
+    v.check_positive(field, td)
+    return td.total_seconds()
+
+
+def to_lease(value: object) -> float:
+    """The ``lease`` option in seconds."""
+    return _seconds("lease", value)
+
+
+def to_poll_interval(value: object) -> float:
+    """The ``poll_interval`` option in seconds."""
+    return _seconds("poll_interval", value)
+
+
+def to_retry_timeout(value: object) -> float:
+    """The ``retry_timeout`` option in seconds."""
+    return _seconds("retry_timeout", value)
+
+
+def to_rescue_interval(value: object) -> float | None:
+    """The ``rescue_interval`` option in seconds (``None``: the default)."""
+    return None if value is None else _seconds("rescue_interval", value)
+
+
+def check_clock(instance: object, attribute: object, value: object) -> None:
+    """Validate the ``clock`` option."""
+    if value not in ("auto", "database", "caller"):
+        raise InvalidRequestError("clock", value, "expected 'auto', 'database' or 'caller'")
+
+
+def check_pool_size(instance: object, attribute: object, value: object) -> None:
+    """Validate the ``pool_size`` option."""
+    v.check_int("pool_size", value, 1)
+
+
+def to_dsn(value: object) -> str:
+    """The ``dsn`` argument, if it is a ``postgresql://`` URL.
+
+    :raises InvalidRequestError: otherwise (never showing a password)
+    """
+    if not isinstance(value, str) or not value.lower().startswith(
+        ("postgresql://", "postgres://")
+    ):
+        shown = mask_url(value) if isinstance(value, str) else value
+        raise InvalidRequestError("dsn", shown, "expected a postgresql:// URL")
+    try:
+        split_dsn(value)
+    except ValueError as exc:  # urlsplit's message may quote the netloc: mask it
+        reason = mask_text(str(exc), secrets_of=value)
+        raise InvalidRequestError("dsn", mask_url(value), f"not a valid URL: {reason}") from None
+    return value
 
 
 def _numbered(text: str) -> tuple[str, tuple[str, ...]]:
