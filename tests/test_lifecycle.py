@@ -537,6 +537,107 @@ def test_prerequisite_ended() -> None:
     assert stopped.state is S.CANCELLED
 
 
+# -- resolving new chained works, and propagation (semantics 18, 19, 29)
+
+
+def test_resolve_new_resolves_each_work_against_stored_and_earlier_new_ones() -> None:
+    done, busy = succeeded({"a": 1}), running()
+    first, second, third = enqueued(), enqueued(), enqueued()
+    links = {first.id: [done.id], second.id: [first.id, busy.id, first.id], third.id: []}
+    known = {done.id: done, busy.id: busy}
+    stored, waiting, edges = lc.resolve_new([first, second, third], links, known)
+    assert [r.state for r in stored] == [S.ENQUEUED, S.BLOCKED, S.ENQUEUED]
+    assert dict(stored[0].input) == {"a": 1}  # merged from the stored prerequisite
+    assert waiting == [0, 2, 0]  # a repeated prerequisite counts once
+    assert edges == [(done.id, first.id, 0), (first.id, second.id, 0), (busy.id, second.id, 1)]
+    assert stored[2] is third  # no prerequisites: stored as given
+    assert set(known) == {done.id, busy.id, first.id, second.id, third.id}
+
+
+@pytest.mark.parametrize(
+    ("prerequisite", "state", "left"),
+    [
+        (lambda: failed(), S.FAILED, 0),
+        (lambda: cancelled(), S.CANCELLED, 0),
+        (lambda: blocked(), S.BLOCKED, 1),
+    ],
+)
+def test_resolve_new_states(
+    prerequisite: Callable[[], WorkRecord], state: wm.WorkState, left: int
+) -> None:
+    pre, new = prerequisite(), enqueued()
+    stored, waiting, _ = lc.resolve_new([new], {new.id: [pre.id]}, {pre.id: pre})
+    assert (stored[0].state, waiting) == (state, [left])
+
+
+def test_resolve_new_refuses_an_unknown_prerequisite() -> None:
+    new = enqueued()
+    with pytest.raises(wm.InvalidRequestError, match="no such work"):
+        lc.resolve_new([new], {new.id: ["nope"]}, {})
+
+
+def test_split_level_puts_failures_and_cancellations_first() -> None:
+    ok, bad, gone = succeeded(), failed(), cancelled()
+    level = {ok.id: (ok, "o1"), bad.id: (bad, "o2"), gone.id: (gone, "o3")}
+    stopped, done = lc.split_level(level)
+    assert stopped == {bad.id: (bad, "o2"), gone.id: (gone, "o3")}
+    assert done == [(ok, "o1")]
+
+
+@pytest.mark.parametrize(
+    ("ended", "state", "origin"),
+    [
+        (["cancelled", "failed"], S.FAILED, "failed"),  # a failure outranks a cancellation
+        (["failed", "cancelled"], S.FAILED, "failed"),
+        (["cancelled", "cancelled2"], S.CANCELLED, "cancelled"),  # else the first read
+        (["failed", "failed2"], S.FAILED, "failed"),
+    ],
+)
+def test_stop_dependents(ended: list[str], state: wm.WorkState, origin: str) -> None:
+    makers = {"failed": failed, "failed2": failed, "cancelled": cancelled, "cancelled2": cancelled}
+    works = {name: makers[name]() for name in ended}
+    stopped = {w.id: (w, name) for name, w in works.items()}
+    child, other = blocked(), blocked()
+    found = [(works[name].id, child) for name in ended] + [(works[ended[1]].id, other)]
+    decided = lc.stop_dependents(stopped, found)
+    assert [(o, r.id, r.state) for o, r in decided] == [
+        (origin, child.id, state),
+        (ended[1], other.id, works[ended[1]].state),
+    ]
+    by_id = {r.id: r for _, r in decided}
+    if state is S.FAILED:
+        error = by_id[child.id].error
+        assert error is not None
+        assert error.message == f"prerequisite {works[origin].id} failed"
+    assert by_id[child.id].finished_at == works[origin].finished_at
+
+
+@pytest.mark.parametrize(("left", "ready"), [(1, False), (0, True), (-1, True)])
+def test_ready_dependents_are_those_waiting_for_none(left: int, ready: bool) -> None:
+    child = blocked()
+    assert lc.ready_dependents([(left, child)]) == ([child] if ready else [])
+
+
+def test_unblock_dependents_merge_at_the_last_success_of_the_level() -> None:
+    early = attrs.evolve(succeeded(), finished_at=NOW - 5)
+    late = attrs.evolve(succeeded(), finished_at=NOW)
+    child = attrs.evolve(blocked(), initial_delay=2.0)
+    decided = lc.unblock_dependents(
+        [(early, "first"), (late, "second")], [(child, [{"x": 1}, {"y": 2}])]
+    )
+    assert len(decided) == 1
+    origin, after = decided[0]
+    assert origin == "first"
+    assert (after.state, after.next_run_at, after.last_enqueue_time) == (S.ENQUEUED, NOW + 2, NOW)
+    assert dict(after.input) == {"x": 1, "y": 2}
+
+
+def test_next_level_holds_the_dependents_a_level_finished() -> None:
+    gone, bad, unblocked = cancelled(), failed(), enqueued()
+    level = lc.next_level([("a", gone), ("b", bad), ("c", unblocked)])
+    assert level == {gone.id: (gone, "a"), bad.id: (bad, "b")}
+
+
 def test_plan_unique_append_links_the_first_step_to_the_leaves() -> None:
     leaf_a, leaf_b, inner = succeeded(), running(), succeeded()
     first, second = enqueued(), enqueued()

@@ -33,7 +33,7 @@ from wm_async.stores import (
 pytestmark = pytest.mark.postgres
 
 asyncpg = pytest.importorskip("asyncpg")
-from wm_async.stores._postgres_schema import migrations
+from wm_async.stores._postgres_sql import migrations
 from wm_async.stores.postgres import PostgresStore  # after the skip: needs asyncpg
 
 NOW = 1_700_000_000.0

@@ -30,8 +30,8 @@ from wm_async._core.model import (
     WorkState,
 )
 from wm_async._core.record import WorkRecord
-from wm_async.stores import _sqlite_schema as schema
-from wm_async.stores import sqlite as sqlite_store
+from wm_async.stores import _sqlite_ops as sqlite_store
+from wm_async.stores import _sqlite_sql as schema
 from wm_async.stores.sqlite import SQLiteStore
 from wm_async.testing.conformance._helpers import (
     NOW,

@@ -120,7 +120,7 @@ def arm_commit_kill(url: str, mode: str, rng: random.Random) -> None:
 
     import aiosqlite
 
-    from wm_async.stores import sqlite as sqlite_store
+    from wm_async.stores import _sqlite_ops as sqlite_store
 
     # Transactions run statement by statement through aiosqlite, or whole inside the
     # connection's thread through sqlite_store._InThread: hook both.

@@ -9,8 +9,8 @@ decides when to call what. See docs/semantics.md for the rules cited below ("sem
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Final
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Final, TypeVar
 
 import attrs
 
@@ -37,6 +37,8 @@ from .record import (
 )
 
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
+#: What a store tags each finished work with in a propagation (see split_level).
+_O = TypeVar("_O")
 
 #: Error type recorded when ``max_attempts`` ends a work.
 MAX_ATTEMPTS_ERROR: Final = "wm_async.MaxAttemptsReached"
@@ -383,6 +385,104 @@ def prerequisite_ended(done: WorkRecord, child: WorkRecord) -> WorkRecord | None
     if done.state is WorkState.FAILED:
         return prerequisite_failed(child, done, now=done.finished_at)
     return prerequisite_cancelled(child, now=done.finished_at)
+
+
+def resolve_new(
+    records: Sequence[WorkRecord],
+    links: Mapping[str, Sequence[str]],
+    known: dict[str, WorkRecord],
+) -> tuple[list[WorkRecord], list[int], list[tuple[str, str, int]]]:
+    """For stores inserting chained works: each record in the state its prerequisites
+    give it (:func:`resolve`), how many prerequisites each still waits for, and the
+    edges ``(prerequisite id, work id, position)`` to store.
+
+    ``known`` holds the stored prerequisites by id (read in the same transaction); the
+    new records are added to it as they are resolved, so later ones may depend on them.
+
+    :raises InvalidRequestError: if a prerequisite is neither stored nor new
+    """
+    stored: list[WorkRecord] = []
+    waiting: list[int] = []
+    edges: list[tuple[str, str, int]] = []
+    for record in records:
+        pids = tuple(dict.fromkeys(links.get(record.id, ())))
+        left = 0
+        if pids:
+            missing = [p for p in pids if p not in known]
+            if missing:
+                raise InvalidRequestError(
+                    "prerequisite", missing[0], "no such work (pruned, or never enqueued)"
+                )
+            prereqs = [known[p] for p in pids]
+            record = resolve(record, prereqs, now=record.last_enqueue_time)
+            edges += [(p, record.id, i) for i, p in enumerate(pids)]
+            if record.state is WorkState.BLOCKED:
+                left = sum(p.state is not WorkState.SUCCEEDED for p in prereqs)
+        known[record.id] = record
+        stored.append(record)
+        waiting.append(left)
+    return stored, waiting, edges
+
+
+# -- propagation: what finished works do to their BLOCKED dependents (semantics 19, 29)
+#
+# A store walks level by level: the works a write finished (with an origin each: what the
+# store reports a dependent's record to), then the dependents that level finished, and so
+# on. Per level it reads, and these decide: first the dependents of the failed or
+# cancelled works (they are failed or cancelled, not counted), then the successes are
+# counted in the dependents still BLOCKED, and those left waiting for none are unblocked.
+
+
+def split_level(
+    level: Mapping[str, tuple[WorkRecord, _O]],
+) -> tuple[dict[str, tuple[WorkRecord, _O]], list[tuple[WorkRecord, _O]]]:
+    """``(failed or cancelled works by id, succeeded works)`` of one level of finished
+    works (by id, with their origins); the first are resolved first: they win."""
+    stopped = {k: v for k, v in level.items() if v[0].state is not WorkState.SUCCEEDED}
+    return stopped, [v for v in level.values() if v[0].state is WorkState.SUCCEEDED]
+
+
+def stop_dependents(
+    stopped: Mapping[str, tuple[WorkRecord, _O]], found: Iterable[tuple[str, WorkRecord]]
+) -> list[tuple[_O, WorkRecord]]:
+    """``(origin, record)`` for each BLOCKED dependent of the ``stopped`` works, failed
+    or cancelled, from the edges ``found`` (``(prerequisite id, dependent)`` as read, in
+    that order). A dependent of several: a failure outranks a cancellation (semantics
+    18), then the first edge read decides."""
+    decided: dict[str, tuple[_O, WorkRecord]] = {}
+    for pid, child in found:
+        done, origin = stopped[pid]
+        after = prerequisite_ended(done, child)
+        assert after is not None
+        previous = decided.get(child.id)
+        if previous is None or (
+            after.state is WorkState.FAILED and previous[1].state is not WorkState.FAILED
+        ):
+            decided[child.id] = (origin, after)
+    return list(decided.values())
+
+
+def ready_dependents(counted: Iterable[tuple[int, WorkRecord]]) -> list[WorkRecord]:
+    """The dependents whose last prerequisite just succeeded, from ``(prerequisites
+    still waited for once this level's successes are counted, dependent)``."""
+    return [child for left, child in counted if left <= 0]
+
+
+def unblock_dependents(
+    succeeded: Sequence[tuple[WorkRecord, _O]], ready: Iterable[tuple[WorkRecord, Sequence[Data]]]
+) -> list[tuple[_O, WorkRecord]]:
+    """``(origin, record)`` for each ready dependent (with its direct prerequisites'
+    outputs, in order), :func:`unblock` applied at the level's last success; each is
+    reported to the first succeeded work's origin."""
+    now = max(r.finished_at or 0.0 for r, _ in succeeded)
+    origin = succeeded[0][1]
+    return [(origin, unblock(child, outputs, now=now)) for child, outputs in ready]
+
+
+def next_level(resolved: Iterable[tuple[_O, WorkRecord]]) -> dict[str, tuple[WorkRecord, _O]]:
+    """The dependents a level finished (failed, cancelled, or a merge failed), by id:
+    the next level of the walk."""
+    return {r.id: (r, o) for o, r in resolved if r.state.is_finished}
 
 
 # -- unique work (semantics 22-25) ------------------------------------------------------------

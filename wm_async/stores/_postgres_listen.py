@@ -39,7 +39,7 @@ def _jitter(seconds: float) -> float:
 class ChangeFeed:
     """One LISTEN connection and what it tells a :class:`StoreListener`.
 
-    Payloads are ``'<sender> <d|-> id,id,…'`` (see ``_postgres_schema._notifying``):
+    Payloads are ``'<sender> <d|-> id,id,…'`` (see ``_postgres_sql._notifying``):
     our own ones are skipped (the manager published those changes already), ``d`` wakes
     the dispatcher, the ids go to ``listener.changed``.
 

@@ -37,7 +37,7 @@ from .._core.errors import (
     StoreCorruptError,
     StoreError,
 )
-from ._sqlite_schema import HEADER
+from ._sqlite_sql import HEADER
 
 __all__ = ["DBFile", "acquire", "describe", "identity_at"]
 

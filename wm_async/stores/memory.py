@@ -4,16 +4,17 @@ restart."""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
 
-from .._core import lifecycle as lc
 from .._core.errors import InvalidRequestError
 from .._core.heap import DueHeap
-from .._core.lifecycle import claim
+from .._core.lifecycle import (
+    claim,
+    resolve_new,
+)
 from .._core.model import (
     NO_CONSTRAINTS,
     WorkState,
@@ -26,10 +27,11 @@ from ._base import (
     Claimed,
     ClaimParams,
     Store,
-    resolve_new,
 )
+from ._propagation import propagate
 
 if TYPE_CHECKING:
+    from .._core.data import Data
     from .._core.lifecycle import (
         Change,
         UniquePlan,
@@ -226,33 +228,10 @@ class MemoryStore(Store):
             if dependents and after.id in dependents and after.state.is_finished:
                 ended.append(after)
         if ended:
-            self._propagate(ended, written)
+            written += [
+                r for _, r in await propagate(_Dependents(self), {r.id: (r, None) for r in ended})
+            ]
         return written
-
-    def _propagate(self, ended: list[WorkRecord], written: list[WorkRecord]) -> None:
-        """Resolve the BLOCKED dependents of works that just finished, transitively."""
-        records, waiting = self._records, self._waiting
-        queue = deque(ended)
-        while queue:
-            done = queue.popleft()
-            for cid in self._dependents.get(done.id, ()):
-                child = records.get(cid)
-                if child is None or child.state is not WorkState.BLOCKED:
-                    continue
-                after = lc.prerequisite_ended(done, child)
-                if after is None:  # it succeeded: was it the last one?
-                    left = waiting[cid] = waiting[cid] - 1
-                    if left > 0:
-                        continue
-                    assert done.finished_at is not None
-                    outputs = [records[p].output for p in self._prerequisites[cid] if p in records]
-                    after = lc.unblock(child, outputs, now=done.finished_at)
-                del waiting[cid]
-                records[cid] = after
-                self._index(after)
-                written.append(after)
-                if after.state.is_finished:
-                    queue.append(after)
 
     def _leaves(self, works: list[WorkRecord]) -> list[WorkRecord]:
         return [r for r in works if not self._dependents.get(r.id)]
@@ -334,3 +313,47 @@ class MemoryStore(Store):
         for rid in doomed:
             self._delete(rid)
         return len(doomed)
+
+
+@attrs.define(eq=False)
+class _Dependents:
+    """The propagation walk's reads and writes on a MemoryStore (see _propagation)."""
+
+    store: MemoryStore
+
+    async def stopped(self, ids: list[str]) -> list[tuple[str, WorkRecord]]:
+        """The BLOCKED dependents of ``ids`` (the propagation walk's read)."""
+        records = self.store._records
+        return [
+            (pid, child)
+            for pid in ids
+            for cid in self.store._dependents.get(pid, ())
+            if (child := records.get(cid)) is not None and child.state is WorkState.BLOCKED
+        ]
+
+    async def count(self, ids: list[str]) -> list[tuple[int, WorkRecord]]:
+        """Count the successes of ``ids`` in their BLOCKED dependents."""
+        records, waiting = self.store._records, self.store._waiting
+        counted: dict[str, WorkRecord] = {}
+        for pid in ids:
+            for cid in self.store._dependents.get(pid, ()):
+                child = records.get(cid)
+                if child is not None and child.state is WorkState.BLOCKED:
+                    waiting[cid] -= 1
+                    counted[cid] = child
+        return [(waiting[cid], child) for cid, child in counted.items()]
+
+    async def outputs(self, ready: list[WorkRecord]) -> list[list[Data]]:
+        """The direct prerequisites' outputs of each ``ready`` work, in order."""
+        records = self.store._records
+        return [
+            [records[p].output for p in self.store._prerequisites[r.id] if p in records]
+            for r in ready
+        ]
+
+    async def write(self, records: list[WorkRecord]) -> None:
+        """Store dependents resolved by the propagation walk."""
+        for record in records:
+            self.store._records[record.id] = record
+            self.store._waiting.pop(record.id, None)
+            self.store._index(record)

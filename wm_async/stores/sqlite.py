@@ -15,42 +15,43 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from itertools import count
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiosqlite
 import anyio
-import anyio.lowlevel
 import attrs
 
-from .._core import lifecycle as lc
 from .._core.errors import (
     InvalidRequestError,
-    StoreBusyError,
     StoreCorruptError,
     StoreError,
-    StoreFullError,
     StoreGoneError,
-    StoreReadOnlyError,
 )
-from .._core.model import (
-    Constraints,
-    WorkState,
-)
+from .._core.model import Constraints
+from . import _codec as codec
+from . import _sqlite_errors as errors
 from . import _sqlite_file
-from . import _sqlite_schema as sql
+from . import _sqlite_sql as sql
 from ._base import (
     Claimed,
     ClaimParams,
     Store,
-    resolve_new,
+)
+from ._group_commit import GroupCommit
+from ._sqlite_ops import (
+    BatchError,
+    Kind,
+    WriteOp,
+    initialise,
+    prepare,
+    rows_written,
+    transact,
 )
 
 if TYPE_CHECKING:
@@ -62,129 +63,14 @@ if TYPE_CHECKING:
     from .._core.record import WorkRecord
     from ._base import UniquePlanner
 
-#: The direct prerequisites of new works, by work id, in order.
-_Links = Mapping[str, Sequence[str]]
-
 __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger("wm_async.store")
 
-_HINTS: Final[dict[type[StoreError], str]] = {
-    StoreFullError: " (nothing was written; free disk space and retry)",
-    StoreReadOnlyError: " (the file, its directory or its mount is read-only)",
-    StoreBusyError: " (another process holds the database lock; retry later)",
-}
 #: Rows written between WAL checkpoints (a few MB of WAL at typical row sizes).
 _CHECKPOINT_ROWS: Final = 4000
 #: WAL frames (pages) past which the writer completes a checkpoint (~16 MB at 4 KiB).
 _WAL_RESET_FRAMES: Final = 4000
-_BUSY_RETRIES: Final = 3  # each after busy_timeout was already waited out
-_BUSY_BACKOFF: Final = 0.05
-
-# -- group commit --------------------------------------------------------------------------
-
-
-class _Kind(enum.Enum):
-    INSERT = 1
-    APPLY = 2
-    CLAIM = 3
-    PRUNE = 4
-    RESPEC = 5
-    UNIQUE = 6
-    QUARANTINE = 7
-
-
-@attrs.define(eq=False)
-class _Op:
-    """One caller's write, queued for the next batch."""
-
-    kind: _Kind
-    arg: Any
-    # result ready, or: lead. An asyncio Event: one is made per write, and anyio's costs
-    # ten times as much to create (it looks up the backend); the scheduler is asyncio's.
-    wake: asyncio.Event = attrs.field(factory=asyncio.Event)
-    queued: bool = True  # not yet taken into a batch
-    promoted: bool = False  # handed the leadership while queued
-    prepared: Any = None
-    result: Any = None
-    error: BaseException | None = None
-
-
-def _rows_written(op: _Op) -> int:
-    """About how many rows a committed op wrote (it paces the WAL checkpoints)."""
-    if op.kind is _Kind.INSERT:
-        return len(op.arg[0])
-    if op.kind is _Kind.APPLY:
-        return len(op.arg)
-    if op.kind is _Kind.CLAIM:
-        return len(op.result[0]) if op.result is not None else 0
-    if op.kind is _Kind.PRUNE:
-        return int(op.result or 0)
-    return 1
-
-
-class _Closable(Protocol):
-    async def close(self) -> None: ...
-
-
-class _DB(Protocol):
-    """What a transaction uses of a connection: aiosqlite's connection, or _InThread."""
-
-    async def execute_fetchall(
-        self, sql: str, parameters: Iterable[Any] | None = None
-    ) -> Iterable[Any]: ...
-
-    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Closable: ...
-
-
-class _Cursor:
-    __slots__ = ("_cursor",)
-
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
-
-    async def close(self) -> None:
-        self._cursor.close()
-
-
-class _InThread:
-    """The writer's sqlite3 connection, called from inside its own thread through the
-    two aiosqlite methods transactions use. These coroutines never suspend, so a whole
-    transaction runs there to its end in one trip, driven by ``send(None)``.
-
-    With aiosqlite, each statement is a trip: the thread runs it, then waits for the
-    event loop to pick up the result and send the next one, and a loop busy running
-    works keeps it waiting. Reaching the connection's thread needs two private names of
-    aiosqlite (``Connection._execute`` and ``Connection._conn``, stable since 0.17);
-    without them (:data:`_IN_THREAD` is false) transactions go statement by statement.
-    """
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    async def execute_fetchall(
-        self, sql: str, parameters: Iterable[Any] | None = None
-    ) -> Iterable[Any]:
-        return self._conn.execute(sql, () if parameters is None else parameters).fetchall()  # type: ignore[arg-type]
-
-    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> _Cursor:
-        return _Cursor(self._conn.executemany(sql, parameters))  # type: ignore[arg-type]
-
-
-_IN_THREAD: Final = callable(getattr(aiosqlite.Connection, "_execute", None)) and isinstance(
-    getattr(aiosqlite.Connection, "_conn", None), property
-)
-
-
-class _BatchError(Exception):
-    def __init__(self, error: BaseException, *, transient: bool) -> None:
-        self.error = error
-        self.transient = transient
-
-
-_Outcomes = dict[_Op, tuple[Any, BaseException | None]]
 
 
 def _to_path(value: str | os.PathLike[str]) -> str:
@@ -235,9 +121,10 @@ class SQLiteStore(Store):
     _reader: aiosqlite.Connection | None = attrs.field(init=False, default=None)
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
     _accepting: bool = attrs.field(init=False, default=False)
-    _queue: list[_Op] = attrs.field(init=False, factory=list)
-    _busy: bool = attrs.field(init=False, default=False)  # a leader runs, or is handed over
-    _idle: anyio.Event | None = attrs.field(init=False, default=None)
+    _group: GroupCommit[WriteOp] = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: GroupCommit(self._run_batch), takes_self=True),
+    )
     _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
     # WAL checkpoints run on a connection of their own, off the commit path (see open).
     _checkpointer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
@@ -276,7 +163,13 @@ class SQLiteStore(Store):
             conns: list[aiosqlite.Connection] = []
             try:
                 writer = await self._connect(conns)
-                await self._initialise(writer, migrations)
+                await initialise(
+                    writer,
+                    self._path,
+                    migrations,
+                    synchronous=self._synchronous,
+                    busy_timeout=self._busy_timeout,
+                )
                 reader = await self._connect(conns)
                 await reader.execute_fetchall("PRAGMA query_only = 1")
                 checkpointer = await self._connect(conns)
@@ -299,68 +192,6 @@ class SQLiteStore(Store):
         conns.append(db)
         await db.execute_fetchall(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
         return db
-
-    async def _header(self, db: aiosqlite.Connection) -> tuple[int, int]:
-        """``(schema version of the file, latest version known)``; raise if the file is
-        not ours to use."""
-        rows = await db.execute_fetchall(
-            "SELECT (SELECT application_id FROM pragma_application_id), "
-            "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)"
-        )
-        app_id, version, objects = next(iter(rows))
-        if app_id != sql.APPLICATION_ID:
-            if app_id != 0 or objects:
-                raise StoreCorruptError(
-                    f"{self._path} is not a wm_async database (application_id {app_id:#x}, "
-                    f"{objects} schema objects); wm_async left it untouched"
-                )
-            version = 0  # an empty database: ours to set up
-        latest = sql.migrations()[-1][0]
-        if version > latest:
-            raise StoreCorruptError(
-                f"{self._path} was written by a newer wm_async (schema version {version}, this "
-                f"version knows up to {latest}); upgrade wm_async. The file was left untouched"
-            )
-        return version, latest
-
-    async def _initialise(
-        self, db: aiosqlite.Connection, migrations: tuple[tuple[int, tuple[str, ...]], ...]
-    ) -> None:
-        version, latest = await self._header(db)  # before anything writes to the file
-        for attempt in count():
-            # Switching to WAL returns SQLITE_BUSY at once, without waiting for the lock,
-            # while another process sets up the same new file: retry for busy_timeout.
-            try:
-                rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
-                break
-            except aiosqlite.Error as exc:
-                if not sql.is_transient(exc) or attempt * 0.02 >= self._busy_timeout:
-                    raise
-            await anyio.sleep(0.02)
-        if str(next(iter(rows))[0]).lower() != "wal":
-            raise StoreError(f"cannot use WAL mode for {self._path} (a network filesystem?)")
-        await db.execute_fetchall(f"PRAGMA synchronous = {self._synchronous}")
-        # SQLite checkpoints the WAL inside whichever COMMIT crosses 1000 pages, which
-        # stalls that writer for milliseconds (a timer's work starts late). The writer
-        # leaves it to the checkpointer connection instead (see _checkpoint_soon).
-        await db.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
-        if version == latest:
-            return
-        # Another process may be migrating too: re-read the version inside the transaction.
-        await db.execute_fetchall("BEGIN IMMEDIATE")
-        try:
-            version, _ = await self._header(db)
-            for number, statements in migrations:
-                if number > version:
-                    for statement in statements:
-                        await db.execute_fetchall(statement)
-                    await db.execute_fetchall(f"PRAGMA user_version = {number}")
-            await db.execute_fetchall(f"PRAGMA application_id = {sql.APPLICATION_ID}")
-            await db.execute_fetchall("COMMIT")
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._rollback(db)
-            raise
 
     @property
     def path(self) -> str:
@@ -421,9 +252,7 @@ class SQLiteStore(Store):
                 if writer is None or reader is None:
                     return
                 self._accepting = False
-                if self._busy:
-                    self._idle = anyio.Event()
-                    await self._idle.wait()
+                await self._group.idle()
                 self._writer = self._reader = None
                 if self._checkpointing is not None:
                     await self._checkpointing
@@ -474,9 +303,7 @@ class SQLiteStore(Store):
             logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
-        cls = sql.error_class(exc)
-        hint = _HINTS.get(cls, "")
-        return cls(f"SQLite store {self._path}: {doing} failed: {exc}{hint}")
+        return errors.store_error(exc, self._path, doing)
 
     def _not_open(self) -> StoreError:
         return StoreError(f"store is not open: {self._path} (use 'async with store:')")
@@ -516,7 +343,7 @@ class SQLiteStore(Store):
         """
         if records:
             stored: list[WorkRecord] = await self._submit(
-                _Kind.INSERT, (list(records), prerequisites or None)
+                Kind.INSERT, (list(records), prerequisites or None)
             )
             return stored
         if not self._accepting:
@@ -528,21 +355,21 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        rows, next_due = await self._submit(_Kind.CLAIM, params)
+        rows, next_due = await self._submit(Kind.CLAIM, params)
         # The rows are decoded here, on the loop, not in the transaction: the writer
         # thread is the busier one.
         records: list[WorkRecord] = []
         unreadable: list[tuple[float, str, int]] = []
         for row in rows:
             try:
-                records.append(sql.record_from_row(row))
+                records.append(codec.record_from_row(row))
             except StoreCorruptError as exc:
                 # Failing the whole claim would stop the dispatcher and retry the row
                 # forever; fail this work alone instead.
                 logger.error("%s; marked FAILED", exc)
                 unreadable.append((params.now, str(exc), row[0]))
         if unreadable:
-            await self._submit(_Kind.QUARANTINE, unreadable)
+            await self._submit(Kind.QUARANTINE, unreadable)
         return Claimed(records=records, next_due=next_due)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
@@ -554,7 +381,7 @@ class SQLiteStore(Store):
             if not self._accepting:
                 raise self._not_open()
             return []
-        written: list[WorkRecord] = await self._submit(_Kind.APPLY, list(changes))
+        written: list[WorkRecord] = await self._submit(Kind.APPLY, list(changes))
         return written
 
     async def enqueue_unique(
@@ -565,9 +392,7 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        result: tuple[UniquePlan, list[WorkRecord]] = await self._submit(
-            _Kind.UNIQUE, (name, plan)
-        )
+        result: tuple[UniquePlan, list[WorkRecord]] = await self._submit(Kind.UNIQUE, (name, plan))
         return result
 
     async def respec(self, change: Change) -> WorkRecord | None:
@@ -576,7 +401,7 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        result: WorkRecord | None = await self._submit(_Kind.RESPEC, change)
+        result: WorkRecord | None = await self._submit(Kind.RESPEC, change)
         return result
 
     async def prune(self, *, finished_before: float) -> int:
@@ -584,7 +409,7 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        deleted: int = await self._submit(_Kind.PRUNE, finished_before)
+        deleted: int = await self._submit(Kind.PRUNE, finished_before)
         return deleted
 
     async def get(self, ids: Collection[str]) -> list[WorkRecord]:
@@ -654,87 +479,48 @@ class SQLiteStore(Store):
             try:
                 rows = await self._reader.execute_fetchall(statement, args)
             except aiosqlite.Error as exc:
-                if not sql.is_transient(exc) or attempt >= _BUSY_RETRIES:
+                delay = errors.retry_delay(exc, attempt)
+                if delay is None:
                     raise self._error(exc, "reading") from exc
             else:
-                return [sql.record_from_row(row) for row in rows]
-            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
+                return [codec.record_from_row(row) for row in rows]
+            await anyio.sleep(delay)
         raise AssertionError("unreachable")
 
     # -- group commit: leader / follower ---------------------------------------------------
 
-    async def _submit(self, kind: _Kind, arg: Any) -> Any:
+    async def _submit(self, kind: Kind, arg: Any) -> Any:
         if not self._accepting:
             raise self._not_open()
         if self._gone:
             self._check_file()
-        op = _Op(kind, arg)
-        self._queue.append(op)
-        if self._busy:
-            try:
-                await op.wake.wait()
-            except BaseException:
-                if op.queued:  # cancelled before its batch started: it never runs
-                    self._queue.remove(op)
-                    if op.promoted:
-                        self._hand_off()
-                raise
-            if op.queued:  # promoted: lead the batch that holds this op
-                await self._lead(gather=True)
-        else:
-            self._busy = True
-            # A claim starts its batch at once: the dispatcher issues it right after
-            # handing the last claim's works to runners, and letting their results join
-            # would keep the writer idle while they run. They make the next batch, which
-            # the writer runs while the loop starts the works just claimed.
-            await self._lead(gather=kind is not _Kind.CLAIM)
-        if op.error is not None:
-            raise op.error
-        return op.result
+        # A claim starts its batch at once: the dispatcher issues it right after handing
+        # the last claim's works to runners, and letting their results join would keep
+        # the writer idle while they run. They make the next batch, which the writer
+        # runs while the loop starts the works just claimed.
+        return await self._group.submit(WriteOp(arg, kind=kind), gather=kind is not Kind.CLAIM)
 
-    async def _lead(self, *, gather: bool) -> None:
-        """Run one batch (every queued op), then hand the lead to the next queued caller,
-        so no caller serves others for longer than one batch."""
-        try:
-            with anyio.CancelScope(shield=True):  # a batch is never left half done
-                if gather:
-                    await anyio.lowlevel.checkpoint()  # let concurrent callers join
-                batch, self._queue = self._queue, []
-                for op in batch:
-                    op.queued = False
-                try:
-                    await self._run_batch(batch)
-                except BaseException as exc:  # a bug: never leave a follower without an answer
-                    for op in batch:
-                        op.error = op.error or exc
-                    if not isinstance(exc, Exception):
-                        raise
-                finally:
-                    for op in batch:
-                        op.wake.set()
-        finally:
-            self._hand_off()
+    @property
+    def _queue(self) -> list[WriteOp]:
+        """The writes waiting for the next batch (for tests)."""
+        return self._group.queue
 
-    def _hand_off(self) -> None:
-        if self._queue:
-            self._queue[0].promoted = True
-            self._queue[0].wake.set()
-        else:
-            self._busy = False
-            if self._idle is not None:
-                self._idle.set()
+    @property
+    def _busy(self) -> bool:
+        """Whether a batch runs or waits to (for tests)."""
+        return self._group.busy
 
-    async def _run_batch(self, batch: list[_Op]) -> None:
+    async def _run_batch(self, batch: list[WriteOp]) -> None:
         ready = []
         for op in batch:
             try:  # serialising is pure Python: its errors belong to their caller alone
-                op.prepared = self._prepare(op)
+                op.prepared = prepare(op)
                 ready.append(op)
             except Exception as exc:  # noqa: BLE001  # the caller's own error, raised there
                 op.error = exc
         try:
             await self._transact(ready)
-        except _BatchError as exc:
+        except BatchError as exc:
             if exc.transient or len(ready) == 1:
                 for op in ready:
                     op.error = exc.error
@@ -743,395 +529,36 @@ class SQLiteStore(Store):
             for op in ready:
                 try:
                     await self._transact([op])
-                except _BatchError as single:
+                except BatchError as single:
                     op.error = single.error
 
-    def _prepare(self, op: _Op) -> Any:
-        if op.kind is _Kind.INSERT:
-            records, links = op.arg
-            if links:
-                return None  # resolved against the stored prerequisites in the transaction
-            rows = [sql.insert_params(r) for r in records]
-            return rows, [
-                (tag, row[0]) for r, row in zip(records, rows, strict=True) for tag in r.tags
-            ]
-        if op.kind is _Kind.APPLY:
-            return [
-                (c.before.id, c.before.state._value_, c.before.run_attempt_count,
-                 *sql.runtime_params(c.after))
-                for c in op.arg
-            ]  # fmt: skip
-        return None
-
-    async def _transact(self, ops: list[_Op]) -> None:
+    async def _transact(self, ops: list[WriteOp]) -> None:
         """Run ``ops`` in one transaction, retrying while the database is locked."""
         if not ops:
             return
         db = self._writer
         assert db is not None  # close() waits for the batch in progress
-        # A claim alone needs no explicit transaction: it writes with one statement, an
-        # UPDATE … RETURNING guarded by state = 'ENQUEUED', which commits atomically by
-        # itself. That saves two round trips to the connection's thread on the path
-        # from a timer firing to its work starting.
-        single = len(ops) == 1 and ops[0].kind is _Kind.CLAIM
         for attempt in count():
             try:
-                if _IN_THREAD:
-                    # The whole transaction in one trip to the connection's thread: the
-                    # loop goes on running works meanwhile instead of waking up between
-                    # statements (see _InThread).
-                    outcomes = await db._execute(  # type: ignore[no-untyped-call]
-                        self._transact_in_thread, db._conn, ops, single
-                    )
-                else:
-                    outcomes = await self._transaction(db, ops, single)
+                outcomes = await transact(db, ops, check=self._check_file)
             except StoreGoneError as exc:  # every op of the batch: none was written
-                raise _BatchError(exc, transient=True) from exc
+                raise BatchError(exc, transient=True) from exc
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
-                transient = sql.is_transient(exc)
-                if not transient or attempt >= _BUSY_RETRIES:
+                delay = errors.retry_delay(exc, attempt)
+                if delay is None:
                     error = self._error(exc, "writing")
                     error.__cause__ = exc
-                    raise _BatchError(error, transient=transient) from exc
+                    raise BatchError(error, transient=errors.is_transient(exc)) from exc
             except Exception as exc:
-                raise _BatchError(exc, transient=False) from exc
+                raise BatchError(exc, transient=False) from exc
             else:
                 self._commits += 1
                 for op in ops:
                     op.result, op.error = outcomes[op]
-                self._written += sum(_rows_written(op) for op in ops)
+                self._written += sum(rows_written(op) for op in ops)
                 if self._written >= _CHECKPOINT_ROWS and self._checkpointing is None:
                     self._checkpoint_soon()
                 if self._reset_wal:
                     await self._finish_checkpoint(db)
                 return
-            await anyio.sleep(_BUSY_BACKOFF * 2**attempt)
-
-    def _transact_in_thread(
-        self, conn: sqlite3.Connection, ops: list[_Op], single: bool
-    ) -> _Outcomes:
-        """In the writer connection's thread: run the transaction to its end."""
-        transaction = self._transaction(_InThread(conn), ops, single)
-        try:
-            transaction.send(None)
-        except StopIteration as done:
-            outcomes: _Outcomes = done.value
-            return outcomes
-        transaction.close()
-        raise RuntimeError("a transaction awaited something outside the database")
-
-    async def _transaction(self, db: _DB, ops: list[_Op], single: bool) -> _Outcomes:
-        self._check_file()  # before anything is written
-        if single:
-            return await self._execute(db, ops)
-        await db.execute_fetchall("BEGIN IMMEDIATE")
-        try:
-            outcomes = await self._execute(db, ops)
-            await db.execute_fetchall("COMMIT")
-        except BaseException:
-            await self._rollback(db)
-            raise
-        return outcomes
-
-    @staticmethod
-    async def _rollback(db: _DB) -> None:
-        try:
-            await db.execute_fetchall("ROLLBACK")
-        except aiosqlite.Error:
-            pass  # BEGIN had failed: there is no transaction to roll back
-
-    async def _execute(self, db: _DB, ops: list[_Op]) -> _Outcomes:
-        # Ops of one batch are concurrent, so any order is a valid serial order: inserts
-        # first (their works can be claimed at once), all applies merged, then the rest.
-        out: _Outcomes = {}
-        inserts = [op for op in ops if op.kind is _Kind.INSERT]
-        if inserts:
-            await self._insert(db, inserts, out)
-        applies = [op for op in ops if op.kind is _Kind.APPLY]
-        if applies:
-            await self._apply(db, applies, out)
-        for op in ops:
-            if op.kind is _Kind.CLAIM:
-                out[op] = (await self._claim(db, op.arg), None)
-            elif op.kind is _Kind.UNIQUE:
-                out[op] = (await self._unique(db, *op.arg), None)
-            elif op.kind is _Kind.QUARANTINE:
-                await (await db.executemany(sql.QUARANTINE, op.arg)).close()
-                out[op] = (None, None)
-            elif op.kind is _Kind.RESPEC:
-                out[op] = (await self._respec(db, op.arg), None)
-            elif op.kind is _Kind.PRUNE:
-                await db.execute_fetchall(sql.PRUNE_TAGS, (op.arg,))
-                await db.execute_fetchall(sql.PRUNE_EDGES, (op.arg,))
-                deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
-                out[op] = (len(list(deleted)), None)
-        return out
-
-    async def _unique(
-        self, db: _DB, name: str, plan: UniquePlanner
-    ) -> tuple[UniquePlan, list[WorkRecord]]:
-        # Inside the writer's transaction: no other write can slip between the read and
-        # the plan's writes, so concurrent enqueues on one name serialise.
-        rows = await db.execute_fetchall(sql.BY_UNIQUE_NAME, (name,))
-        existing = [sql.record_from_row(row) for row in rows]
-        leaves = existing
-        if existing:
-            ids = json.dumps([r.id for r in existing])
-            inner = {row[0] for row in await db.execute_fetchall(sql.HAVE_DEPENDENTS, (ids,))}
-            leaves = [r for r in existing if r.id not in inner]
-        decided = plan(existing, leaves)
-        gone = set(decided.deletes)
-        fresh = [r.id for r in decided.inserts if r.id not in gone]
-        if fresh:
-            taken = [
-                row[0] for row in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(fresh),))
-            ]
-            if taken:
-                raise InvalidRequestError("id", taken, "a work with this id already exists")
-        written: list[WorkRecord] = []
-        if decided.cancels:
-            flat = [
-                value
-                for c in decided.cancels
-                for value in (c.before.id, c.before.state.value, c.before.run_attempt_count,
-                              *sql.runtime_params(c.after))
-            ]  # fmt: skip
-            done: dict[str, bool] = {
-                work_id: bool(has_dependents)
-                for work_id, _, has_dependents in await db.execute_fetchall(
-                    sql.apply_sql(len(decided.cancels)), flat
-                )
-            }
-            ended: dict[str, tuple[WorkRecord, Any]] = {}
-            for c in decided.cancels:
-                if c.after.id in done:
-                    written.append(c.after)
-                    if done[c.after.id]:
-                        ended[c.after.id] = (c.after, None)
-            if ended:
-                written += [r for _, r in await self._propagate(db, ended)]
-        if decided.deletes:
-            doomed = json.dumps(list(decided.deletes))
-            await db.execute_fetchall(sql.DELETE_TAGS_OF, (doomed,))
-            await db.execute_fetchall(sql.DELETE_EDGES_OF, (doomed,))
-            await db.execute_fetchall(sql.DELETE_WORKS, (doomed,))
-        if decided.inserts:
-            written += await self._insert_new(
-                db, decided.inserts, decided.prerequisites, skip=gone
-            )
-        return decided, written
-
-    @staticmethod
-    async def _respec(db: _DB, change: Change) -> WorkRecord | None:
-        before, after = change.before, change.after
-        params = sql.insert_params(after)
-        rows = await db.execute_fetchall(
-            sql.RESPEC,
-            (*params[1:17], after.next_run_at, params[-1], before.id, before.state.value,
-             before.run_attempt_count, before.generation),
-        )  # fmt: skip
-        if not list(rows):
-            return None
-        await db.execute_fetchall(sql.DELETE_TAGS, (after.id,))
-        await db.executemany(sql.INSERT_TAG, [(tag, after.id) for tag in after.tags])
-        return after
-
-    async def _insert(self, db: _DB, ops: list[_Op], out: _Outcomes) -> None:
-        ids = [r.id for op in ops for r in op.arg[0]]
-        taken = {r[0] for r in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(ids),))}
-        works: list[tuple[object, ...]] = []
-        tags: list[tuple[str, object]] = []
-        for op in ops:
-            records, links = op.arg
-            mine: set[str] = set()
-            for record in records:
-                if record.id in taken or record.id in mine:
-                    error = InvalidRequestError(
-                        "id", record.id, "a work with this id already exists"
-                    )
-                    out[op] = (None, error)
-                    break
-                mine.add(record.id)
-            else:
-                if links:
-                    try:  # chains: resolved now, each op on its own (rare next to plain ones)
-                        out[op] = (await self._insert_new(db, records, links), None)
-                    except InvalidRequestError as exc:
-                        out[op] = (None, exc)
-                        continue
-                else:
-                    rows, op_tags = op.prepared
-                    works += rows
-                    tags += op_tags
-                    out[op] = (records, None)
-                taken |= mine
-        if works:
-            await (await db.executemany(sql.INSERT_WORK, works)).close()
-        if tags:
-            await (await db.executemany(sql.INSERT_TAG, tags)).close()
-
-    async def _insert_new(
-        self,
-        db: _DB,
-        records: Sequence[WorkRecord],
-        links: _Links,
-        *,
-        skip: Collection[str] = (),
-    ) -> list[WorkRecord]:
-        """Insert works, chained ones in the state their prerequisites give them (their
-        ids are free; prerequisites in ``skip`` are being deleted)."""
-        if not links:
-            await db.executemany(sql.INSERT_WORK, [sql.insert_params(r) for r in records])
-            await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in records for t in r.tags])
-            return list(records)
-        new = {r.id for r in records}
-        wanted = {p for ps in links.values() for p in ps if p not in new and p not in skip}
-        known: dict[str, WorkRecord] = {}
-        if wanted:
-            found = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
-            known = {row[1]: sql.record_from_row(row) for row in found}
-        stored, waiting, edges = resolve_new(records, links, known)
-        rows = [(*sql.insert_params(r), n) for r, n in zip(stored, waiting, strict=True)]
-        await db.executemany(sql.INSERT_CHAINED, rows)
-        await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
-        await db.executemany(sql.INSERT_DEPENDENCY, edges)
-        return stored
-
-    async def _propagate(
-        self, db: _DB, ended: dict[str, tuple[WorkRecord, Any]]
-    ) -> list[tuple[Any, WorkRecord]]:
-        """Resolve the BLOCKED dependents of the ``ended`` works (id → (record, origin)),
-        level by level; return ``(origin, record)`` for each dependent written, its origin
-        being that of a work that resolved it."""
-        out: list[tuple[Any, WorkRecord]] = []
-        frontier = ended
-        while frontier:
-            resolved: list[tuple[Any, WorkRecord]] = []
-            stopped = {k: v for k, v in frontier.items() if v[0].state is not WorkState.SUCCEEDED}
-            if stopped:  # failures and cancellations first: they win over a success
-                resolved += await self._stop_dependents(db, stopped)
-                await db.executemany(
-                    sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in resolved]
-                )
-            succeeded = [v for v in frontier.values() if v[0].state is WorkState.SUCCEEDED]
-            if succeeded:
-                ids = json.dumps([r.id for r, _ in succeeded])
-                now = max(r.finished_at or 0.0 for r, _ in succeeded)
-                origin = succeeded[0][1]
-                unblocked = [
-                    (
-                        origin,
-                        lc.unblock(
-                            sql.record_from_row(row[2:]),
-                            sql.outputs_in_order(json.loads(row[1])),
-                            now=now,
-                        ),
-                    )
-                    for row in await db.execute_fetchall(sql.UNBLOCK, (ids,))
-                    if row[0] <= 0
-                ]
-                if unblocked:
-                    await db.executemany(
-                        sql.WRITE_RESOLVED, [sql.resolved_params(r) for _, r in unblocked]
-                    )
-                    resolved += unblocked
-            out += resolved
-            frontier = {r.id: (r, o) for o, r in resolved if r.state.is_finished}
-        return out
-
-    @staticmethod
-    async def _stop_dependents(
-        db: _DB, stopped: dict[str, tuple[WorkRecord, Any]]
-    ) -> list[tuple[Any, WorkRecord]]:
-        """Fail or cancel the BLOCKED dependents of failed or cancelled works."""
-        rows = await db.execute_fetchall(sql.DEPENDENTS, (json.dumps(list(stopped)),))
-        decided: dict[str, tuple[Any, WorkRecord]] = {}
-        for row in rows:
-            done, origin = stopped[row[0]]
-            child = sql.record_from_row(row[2:])
-            after = lc.prerequisite_ended(done, child)
-            assert after is not None
-            previous = decided.get(child.id)
-            if previous is None or (
-                after.state is WorkState.FAILED and previous[1].state is not WorkState.FAILED
-            ):  # a failure outranks a cancellation (semantics 18)
-                decided[child.id] = (origin, after)
-        return list(decided.values())
-
-    async def _apply(self, db: _DB, ops: list[_Op], out: _Outcomes) -> None:
-        # A work changed twice in one batch goes into successive statements, so the second
-        # change is checked against the first one's write, as if applied one by one.
-        slots: list[list[WorkRecord | None]] = []
-        rounds: list[list[tuple[list[WorkRecord | None], int, Change, tuple[Any, ...]]]] = []
-        seen: dict[str, int] = {}
-        ended: dict[str, tuple[WorkRecord, Any]] = {}  # finished works with dependents
-        for op in ops:
-            slot: list[WorkRecord | None] = [None] * len(op.arg)
-            slots.append(slot)
-            for i, (change, params) in enumerate(zip(op.arg, op.prepared, strict=True)):
-                n = seen[params[0]] = seen.get(params[0], -1) + 1
-                if n == len(rounds):
-                    rounds.append([])
-                rounds[n].append((slot, i, change, params))
-        for entries in rounds:
-            for start in range(0, len(entries), sql.APPLY_MAX_ROWS):
-                chunk = entries[start : start + sql.APPLY_MAX_ROWS]
-                # Padded to a power of two with rows that match nothing (id NULL), so a
-                # few prepared statements serve every batch size.
-                size = min(1 << (len(chunk) - 1).bit_length(), sql.APPLY_MAX_ROWS)
-                flat = [v for entry in chunk for v in entry[3]]
-                flat += [None] * (len(chunk[0][3]) * (size - len(chunk)))
-                by_id = {entry[3][0]: entry for entry in chunk}
-                stale = []
-                for work_id, generation, has_dependents in await db.execute_fetchall(
-                    sql.apply_sql(size), flat
-                ):
-                    slot, i, change, _ = by_id[work_id]
-                    if generation == change.after.generation:
-                        slot[i] = change.after
-                    else:  # the spec was updated meanwhile: it was kept, so read it back
-                        stale.append(work_id)
-                    if has_dependents:
-                        ended[work_id] = (change.after, slot)
-                if stale:
-                    for row in await db.execute_fetchall(sql.GET, (json.dumps(stale),)):
-                        slot, i, _, _ = by_id[row[1]]
-                        current = slot[i] = sql.record_from_row(row)
-                        if row[1] in ended:
-                            ended[row[1]] = (current, slot)
-        extra: dict[int, list[WorkRecord]] = {}
-        if ended:
-            for slot, record in await self._propagate(db, ended):
-                extra.setdefault(id(slot), []).append(record)
-        for op, slot in zip(ops, slots, strict=True):
-            out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
-
-    async def _claim(self, db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]:
-        """Claim in the database; the caller decodes the rows (``claim_due``)."""
-        limit = max(params.limit, 0)
-        blocked = sorted(params.blocked_signals)
-        args: dict[str, object] = {"now": params.now, "k": limit + 1}
-        args.update((f"b{i}", f",{sql.signal_key(name)},") for i, name in enumerate(blocked))
-        branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-        statement = sql.claim_sql(len(blocked))
-        for branch, rowid, due in await db.execute_fetchall(statement, args):
-            branches[branch].append((due, rowid))
-        chosen: list[int] = []
-        next_due: float | None = None
-        for due_now, future in ((branches[0], branches[2]), (branches[1], branches[3])):
-            due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
-            take = min(len(due_now), limit - len(chosen))
-            chosen += [rowid for _, rowid in due_now[:take]]
-            rest = due_now[take:] or future
-            if rest and (next_due is None or rest[0][0] < next_due):
-                next_due = rest[0][0]
-        if not chosen:
-            return [], next_due
-        rows = list(
-            await db.execute_fetchall(
-                sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen))
-            )
-        )
-        order = {rowid: i for i, rowid in enumerate(chosen)}
-        rows.sort(key=lambda row: order[row[0]])
-        return rows, next_due
+            await anyio.sleep(delay)

@@ -7,7 +7,7 @@
 
 -- One row per work: the spec (written at insert) and the runtime state (written by
 -- claims and by apply's compare-and-set). The columns and their encodings are the
--- SQLite store's (see _sqlite_schema.COLUMNS), so both stores share one row codec.
+-- SQLite store's (see _codec.COLUMNS), so both stores share one row codec.
 -- Times are UTC epoch seconds.
 CREATE TABLE wm_work (
     seq               bigint GENERATED ALWAYS AS IDENTITY,  -- insertion order (tie-break)

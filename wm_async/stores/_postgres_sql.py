@@ -1,10 +1,6 @@
-"""PostgresStore's schema side: the SQL it runs (for one schema), migration files, DSN
-options and the classification of driver errors. The transactions live in
-``postgres.py``.
-
-Rows use the SQLite store's column encodings (:mod:`._sqlite_schema`), so both stores
-share one row <-> WorkRecord codec.
-"""
+"""PostgresStore's statements (for one schema), migration files and DSN options. The
+transactions that run them are in ``_postgres_ops``; rows are encoded by ``_codec``, as
+the SQLite store's are."""
 
 from __future__ import annotations
 
@@ -14,13 +10,20 @@ import re
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._core import validators as v
 from .._core.errors import (
     InvalidRequestError,
     StoreError,
 )
 from .._core.model import FINISHED_STATES
-from ._sqlite_schema import (
+from .._core.redact import (
+    mask_text,
+    mask_url,
+)
+from ._codec import (
     COLUMNS,
+    N_SPEC,
+    PG_TYPES,
     RUNTIME_COLUMNS,
 )
 
@@ -33,21 +36,13 @@ LOCK_CLASS: Final = 0x776D6173
 #: Ids per notification: 150 ids of 36 characters stay under the 8000-byte payload limit.
 NOTIFY_IDS: Final = 150
 #: The select list every read uses (``seq`` stands where SQLite has ``rowid``), so
-#: ``_sqlite_schema.record_from_row`` reads its rows.
+#: ``_codec.record_from_row`` reads its rows.
 SELECT_COLUMNS: Final = ("seq", *COLUMNS)
 _FINISHED: Final = ", ".join(sorted(f"'{s.value}'" for s in FINISHED_STATES))
 
 #: PostgreSQL types of ``insert_params`` values, in order (COLUMNS, then signals).
-INSERT_TYPES: Final = (
-    "text", "text", "text", "text", "text", "float8", "text", "float8", "float8", "float8",
-    "int8", "int2", "text", "text", "int8", "float8", "text",
-    # runtime
-    "text", "int8", "float8", "float8", "float8", "float8", "text", "text", "text", "text",
-    "text", "int8", "text",
-    # signals
-    "text",
-)  # fmt: skip
-_RUNTIME_TYPES: Final = INSERT_TYPES[17:-1]
+INSERT_TYPES: Final = (*PG_TYPES, "text")
+_RUNTIME_TYPES: Final = PG_TYPES[N_SPEC:]
 
 
 def check_schema(name: object) -> str:
@@ -83,6 +78,64 @@ def split_dsn(dsn: str) -> tuple[str, str | None]:
         else:
             kept.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+def _seconds(field: str, value: object) -> float:
+    td = v.to_timedelta(field, value)
+    v.check_positive(field, td)
+    return td.total_seconds()
+
+
+def to_lease(value: object) -> float:
+    """The ``lease`` option in seconds."""
+    return _seconds("lease", value)
+
+
+def to_poll_interval(value: object) -> float:
+    """The ``poll_interval`` option in seconds."""
+    return _seconds("poll_interval", value)
+
+
+def to_retry_timeout(value: object) -> float:
+    """The ``retry_timeout`` option in seconds."""
+    return _seconds("retry_timeout", value)
+
+
+def to_rescue_interval(value: object) -> float | None:
+    """The ``rescue_interval`` option in seconds (``None``: the default)."""
+    return None if value is None else _seconds("rescue_interval", value)
+
+
+def check_clock(instance: object, attribute: object, value: object) -> None:
+    """Validate the ``clock`` option."""
+    if value not in ("auto", "database", "caller"):
+        raise InvalidRequestError("clock", value, "expected 'auto', 'database' or 'caller'")
+
+
+def check_pool_size(instance: object, attribute: object, value: object) -> None:
+    """Validate the ``pool_size`` option."""
+    v.check_int("pool_size", value, 1)
+
+
+def to_dsn(value: object) -> str:
+    """The ``dsn`` argument, if it is a ``postgresql://`` URL.
+
+    :raises InvalidRequestError: otherwise (never showing a password)
+    """
+    if not isinstance(value, str) or not value.lower().startswith(
+        ("postgresql://", "postgres://")
+    ):
+        shown = mask_url(value) if isinstance(value, str) else value
+        raise InvalidRequestError("dsn", shown, "expected a postgresql:// URL")
+    try:
+        split_dsn(value)
+    except ValueError as exc:  # urlsplit's message may quote the netloc: mask it
+        reason = mask_text(str(exc), secrets_of=value)
+        raise InvalidRequestError("dsn", mask_url(value), f"not a valid URL: {reason}") from None
+    return value
 
 
 def _numbered(text: str) -> tuple[str, tuple[str, ...]]:
@@ -172,7 +225,7 @@ class Schema:
         self.respec = Statement(
             _notifying(
                 f"UPDATE {t} SET "
-                + ", ".join(f"{c} = :{c}" for c in COLUMNS[1:17])
+                + ", ".join(f"{c} = :{c}" for c in COLUMNS[1:N_SPEC])
                 + ", next_run_at = :next_run_at, signals = :signals, txn = :token "
                 "WHERE id = :id AND state = :exp_state AND run_attempt_count = :exp_attempts "
                 "AND generation = :exp_generation RETURNING id, state",
@@ -393,7 +446,7 @@ class Schema:
         return Statement(text + " ORDER BY enqueued_at, seq")
 
 
-# -- migrations and errors -----------------------------------------------------------------
+# -- migrations --------------------------------------------------------------------------
 
 
 @functools.cache
@@ -411,28 +464,3 @@ def migrations() -> tuple[tuple[int, str], ...]:
     if [n for n, _ in found] != list(range(1, len(found) + 1)):
         raise StoreError("wm_async is installed incompletely: PostgreSQL migrations are missing")
     return tuple(found)
-
-
-#: SQLSTATE classes and codes worth retrying: connection exceptions (08), serialization
-#: failure and deadlock (40001, 40P01), too many connections (53300), and the server
-#: shutting down or starting up (57P01-57P03: admin/crash shutdown, cannot connect now).
-_TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors that a retry on a fresh connection may not meet again."""
-    import asyncpg
-
-    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
-        # InterfaceError: the connection was closed under us (terminated backend) or is
-        # in an unusable state; the pool replaces it.
-        return True
-    if isinstance(exc, asyncpg.exceptions.InternalClientError):
-        # "cannot switch to state …; another operation is in progress": the pool handed
-        # out a connection whose backend was just terminated (the server's FATAL arrived
-        # while it was idle); nothing was sent on it.
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        return state.startswith("08") or state in _TRANSIENT_STATES
-    return False
