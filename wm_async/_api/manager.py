@@ -371,8 +371,8 @@ class WorkManager:
                 self._scheduler = self._new_scheduler()
                 # Attached for the whole life of the task group (detached after it
                 # exits), so a virtual clock also waits for the shutdown.
-                self._clock.attach(self._scheduler)
-                stack.callback(self._clock.detach, self._scheduler)
+                self._clock.attach(self._scheduler.settle)
+                stack.callback(self._clock.detach, self._scheduler.settle)
                 if self.blocked_loop_warning is not None:
                     # Stopped after the task group exits, so it watches the shutdown too.
                     watchdog = LoopWatchdog(
