@@ -60,6 +60,7 @@ from .chains import WorkContinuation
 from .operations import (
     CAS_ATTEMPTS,
     Operations,
+    work_key,
 )
 from .requests import (
     OneTimeWorkRequest,
@@ -75,11 +76,6 @@ logger.addHandler(logging.NullHandler())
 __all__ = ("RunState", "WorkManager")
 
 F = TypeVar("F", bound=WorkerFn)
-
-
-def _key(work_id: object) -> str:
-    """The canonical text form of a work id (as WorkRecord.id holds it)."""
-    return str(v.to_uuid("id", work_id))
 
 
 def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -> float:
@@ -341,7 +337,7 @@ class WorkManager:
         """
         self._require("explain")
         with self._serving("explain"):
-            found = await self._store.get([_key(work_id)])
+            found = await self._store.get([work_key(work_id)])
         if not found:
             return None
         record = found[0]
@@ -460,7 +456,7 @@ class WorkManager:
         """The work's current WorkInfo, or ``None`` for an unknown or pruned id."""
         self._require("get_work_info")
         with self._serving("get_work_info"):
-            found = await self._store.get([_key(work_id)])
+            found = await self._store.get([work_key(work_id)])
         return found[0].to_info() if found else None
 
     async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]:
@@ -485,7 +481,7 @@ class WorkManager:
         :raises NotRunningError: if the manager stops while waiting
         """
         self._require("wait")
-        wid = _key(work_id)
+        wid = work_key(work_id)
         limit = None if timeout is None else _seconds("timeout", timeout)
         event = self._events.add_waiter(wid)  # before reading, so no change is missed
         try:
@@ -536,7 +532,7 @@ class WorkManager:
         already finished."""
         self._require("cancel_work_by_id")
         with self._serving("cancel_work_by_id"):
-            return await self._ops.cancel(await self._store.get([_key(work_id)])) > 0
+            return await self._ops.cancel(await self._store.get([work_key(work_id)])) > 0
 
     async def cancel_all_work_by_tag(self, tag: str) -> int:
         """Cancel every unfinished work with this tag; returns how many."""

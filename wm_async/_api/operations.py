@@ -46,6 +46,14 @@ if TYPE_CHECKING:
 CAS_ATTEMPTS: Final = 10
 
 
+def work_key(work_id: object) -> str:
+    """The canonical text form of a work id (as WorkRecord.id holds it).
+
+    :raises InvalidRequestError: if ``work_id`` is not a UUID
+    """
+    return str(v.to_uuid("id", work_id))
+
+
 async def cancel_records(
     store: Store,
     records: Iterable[WorkRecord],
@@ -314,7 +322,7 @@ class Operations:
     ) -> WorkInfo:
         """Apply the change ``make`` returns for the work (compare-and-set), for
         :class:`wm_async.testing.TestDriver`."""
-        wid = str(v.to_uuid("id", work_id))
+        wid = work_key(work_id)
         services = self._services
         for _ in range(CAS_ATTEMPTS):
             with services.serving("drive the work"):
