@@ -179,8 +179,8 @@ async def test_a_store_re_read_delivers_no_snapshot_again(
             await clock.advance(0)
             before = list(seen)
             assert [i.state for i in before if i.id == done.id][-1] is wm.WorkState.SUCCEEDED
-            await manager._external_change(None)  # what a reconnection runs
-            await manager._external_change(None)
+            await manager._services.external_change(None)  # what a reconnection runs
+            await manager._services.external_change(None)
             await clock.advance(0)
             await manager.cancel_work_by_id(marker.id)
             await clock.advance(0)

@@ -26,8 +26,8 @@ from uuid import UUID
 import anyio
 import attrs
 
+from .._api.operations import cancel_records as cancel_works
 from .._clock import SystemClock
-from .._core import lifecycle as lc
 from .._core.model import (
     UNFINISHED_STATES,
     WorkInfo,
@@ -55,8 +55,6 @@ _Commands: TypeAlias = "argparse._SubParsersAction[Parser]"
 
 #: The environment variable naming the store when ``--store`` is not given.
 STORE_ENV = "WM_ASYNC_STORE"
-#: Compare-and-set attempts before a cancel gives up on works that keep changing.
-_CAS_ATTEMPTS = 10
 
 
 def add_commands(commands: _Commands) -> None:
@@ -325,24 +323,7 @@ async def _show(args: argparse.Namespace) -> int:
 async def cancel_records(store: Store, records: Iterable[WorkRecord]) -> list[WorkRecord]:
     """Cancel the unfinished records (compare-and-set, re-reading works that changed
     meanwhile, as ``WorkManager`` does); return the records written as CANCELLED."""
-    # semantics 29 also cancels the works' unfinished dependents: Store.apply does that in
-    # the same transaction and returns their records too.
-    clock = SystemClock()
-    pending = list(records)
-    cancelled: list[WorkRecord] = []
-    for _ in range(_CAS_ATTEMPTS):
-        now = clock.now()
-        changes = [c for r in pending if (c := lc.cancel(r, now=now)) is not None]
-        if not changes:
-            break
-        written = await store.apply(changes)
-        cancelled += written
-        done = {r.id for r in written}
-        missed = [c.before.id for c in changes if c.before.id not in done]
-        if not missed:
-            break
-        pending = await store.get(missed)
-    return cancelled
+    return await cancel_works(store, records, now=SystemClock().now)
 
 
 def _run_cancel(args: argparse.Namespace) -> int:

@@ -1,0 +1,341 @@
+"""The writes behind the manager's public operations: checking requests, inserting works
+and chains, the unique-name policies, updates and cancels (compare-and-set loops), and
+what follows each write: publishing it, waking the dispatcher, stopping the runs of
+cancelled works, and watching the signals new works need.
+
+:func:`cancel_records` is the one compare-and-set cancel loop, shared with the CLI's
+``wm-async cancel``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+from .._core import lifecycle as lc
+from .._core import validators as v
+from .._core.errors import (
+    InvalidRequestError,
+    UnknownWorkerError,
+)
+from .._core.model import (
+    NO_CONSTRAINTS,
+    UpdateResult,
+    WorkInfo,
+    WorkState,
+)
+from .._core.record import WorkRecord
+from .requests import (
+    OneTimeWorkRequest,
+    PeriodicWorkRequest,
+)
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from .._runtime.executor import Worker
+    from .._runtime.services import (
+        Services,
+        Settings,
+    )
+    from ..stores import Store
+    from .chains import WorkContinuation
+
+#: Attempts at a compare-and-set before an operation gives up on a work that keeps
+#: changing.
+CAS_ATTEMPTS: Final = 10
+
+
+def work_key(work_id: object) -> str:
+    """The canonical text form of a work id (as WorkRecord.id holds it).
+
+    :raises InvalidRequestError: if ``work_id`` is not a UUID
+    """
+    return str(v.to_uuid("id", work_id))
+
+
+async def cancel_records(
+    store: Store,
+    records: Iterable[WorkRecord],
+    *,
+    now: Callable[[], float],
+    written: Callable[[list[WorkRecord]], None] | None = None,
+) -> list[WorkRecord]:
+    """Cancel the unfinished ``records`` by compare-and-set, re-reading the works that
+    changed meanwhile and trying again (up to :data:`CAS_ATTEMPTS` rounds); return the
+    records written as CANCELLED.
+
+    semantics 29 also cancels the works' unfinished dependents: ``Store.apply`` does that
+    in the same transaction and returns their records too.
+
+    :param now: the clock's time, read at each round
+    :param written: called with each round's records, as soon as they are written
+    """
+    pending = list(records)
+    cancelled: list[WorkRecord] = []
+    for _ in range(CAS_ATTEMPTS):
+        at = now()
+        changes = [c for r in pending if (c := lc.cancel(r, now=at)) is not None]
+        if not changes:
+            break
+        done = await store.apply(changes)
+        cancelled += done
+        if written is not None:
+            written(done)
+        ids = {r.id for r in done}
+        missed = [c.before.id for c in changes if c.before.id not in ids]
+        if not missed:
+            break
+        pending = await store.get(missed)
+    return cancelled
+
+
+class Operations:
+    """The manager's writes, against the services of its current start.
+
+    :param services: the manager's services (store, scheduler, signals, publishing)
+    :param settings: the manager's configuration (``max_data_bytes``)
+    :param store: the manager's store
+    :param clock: the manager's clock
+    :param workers: the worker registry
+    """
+
+    def __init__(
+        self,
+        *,
+        services: Services,
+        settings: Settings,
+        store: Store,
+        clock: Clock,
+        workers: Mapping[str, Worker],
+    ) -> None:
+        self._services = services
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._workers = workers
+
+    def __repr__(self) -> str:
+        return f"Operations(services={self._services!r})"
+
+    def check_request(self, request: object) -> OneTimeWorkRequest | PeriodicWorkRequest:
+        """``request``, checked against the registry, the data limit and the signals.
+
+        :raises InvalidRequestError: for an invalid request
+        :raises UnknownWorkerError: if no worker is registered for it
+        """
+        if type(request) is not OneTimeWorkRequest and not isinstance(
+            request, OneTimeWorkRequest | PeriodicWorkRequest
+        ):
+            raise InvalidRequestError(
+                "request", request, "expected a OneTimeWorkRequest or PeriodicWorkRequest"
+            )
+        if request.worker not in self._workers:
+            raise UnknownWorkerError(request.worker)
+        if request.input:
+            v.check_data_size("input", request.input, self._settings.max_data_bytes)
+        if request.constraints is NO_CONSTRAINTS:
+            return request
+        signals = self._services.signals
+        missing = sorted(
+            n for n in request.constraints.signal_names() if not signals.is_registered(n)
+        )
+        if missing:
+            raise InvalidRequestError(
+                "constraints",
+                request.constraints,
+                f"no signal is registered as {', '.join(map(repr, missing))}; register one "
+                "with manager.register_signal(name, signal)",
+            )
+        return request
+
+    async def enqueue(self, requests: Sequence[OneTimeWorkRequest | PeriodicWorkRequest]) -> None:
+        """Check and insert ``requests`` (at least one), atomically."""
+        services = self._services
+        checked = [self.check_request(r) for r in requests]
+        now = self._clock.now()
+        records = [
+            WorkRecord.from_request(r, now=now)
+            if type(r) is OneTimeWorkRequest
+            else WorkRecord.from_periodic_request(r, now=now)  # type: ignore[arg-type]
+            for r in checked
+        ]
+        services.signals.require(
+            {
+                n
+                for r in checked
+                if r.constraints is not NO_CONSTRAINTS
+                for n in r.constraints.signal_names()
+            }
+        )
+        with services.serving("enqueue"):
+            await self._store.insert(records)
+        services.publish(records)
+        services.scheduler.wake()
+
+    async def enqueue_chain(self, last: WorkContinuation) -> bool:
+        """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction."""
+        nodes = [n for n in last._graph() if not n._enqueued]
+        if not nodes:
+            return False  # semantics 21: enqueueing twice is a no-op
+        roots = [n for n in nodes if n._policy is not None]
+        if len(roots) > 1:
+            raise InvalidRequestError(
+                "continuation",
+                last,
+                "it joins several unique chains; enqueue each of them first",
+            )
+        for node in nodes:
+            for request in node._requests:
+                self.check_request(request)
+        now = self._clock.now()
+        records: list[WorkRecord] = []
+        links: dict[str, tuple[str, ...]] = {}
+        for node in nodes:
+            pids = tuple(str(r.id) for p in node._parents for r in p._requests)
+            for request in node._requests:
+                record = WorkRecord.from_request(request, now=now, unique_name=node._unique_name)
+                records.append(record)
+                if pids:
+                    links[record.id] = pids
+        for node in nodes:  # before the await: a concurrent second enqueue is a no-op
+            node._enqueued = True
+        services = self._services
+        try:
+            if roots:
+                root = roots[0]
+                assert root._unique_name is not None
+                assert root._policy is not None
+                return await self.enqueue_unique(
+                    root._unique_name,
+                    root._policy.value,
+                    records,
+                    links,
+                    roots=[str(r.id) for r in root._requests],
+                )
+            with services.serving("enqueue"):
+                written = await self._store.insert(records, links)
+        except BaseException:
+            for node in nodes:
+                node._enqueued = False
+            raise
+        services.signals.require({n for r in records for n in r.signal_names})
+        services.publish(written)
+        services.scheduler.wake()
+        return True
+
+    def periodic(self, name: str, request: PeriodicWorkRequest) -> WorkRecord:
+        """The record of a periodic request enqueued under the unique ``name``."""
+        checked = self.check_request(request)
+        assert isinstance(checked, PeriodicWorkRequest)
+        return WorkRecord.from_periodic_request(checked, now=self._clock.now(), unique_name=name)
+
+    async def enqueue_unique(
+        self,
+        name: str,
+        policy: str,
+        records: Sequence[WorkRecord],
+        links: dict[str, tuple[str, ...]] | None = None,
+        *,
+        roots: Sequence[str] | None = None,
+    ) -> bool:
+        """Apply the unique-name ``policy`` to ``records`` in one store transaction;
+        return whether they were enqueued."""
+        now = self._clock.now()
+
+        def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lc.UniquePlan:
+            return lc.plan_unique(
+                policy, existing, leaves, records, prerequisites=links, roots=roots, now=now
+            )
+
+        services = self._services
+        with services.serving("enqueue"):
+            decided, written = await self._store.enqueue_unique(name, plan)
+        scheduler = services.scheduler
+        for record in written:
+            if record.state is WorkState.CANCELLED:
+                scheduler.interrupt(record.id, record.stop_reason)
+        services.publish(written)
+        if decided.inserts:
+            services.signals.require({n for r in decided.inserts for n in r.signal_names})
+            scheduler.wake()
+        return bool(decided.inserts)
+
+    async def update(self, request: OneTimeWorkRequest | PeriodicWorkRequest) -> UpdateResult:
+        """Give the work with ``request.id`` the spec of ``request`` (compare-and-set).
+
+        :raises InvalidRequestError: for an unknown id, an invalid request, or turning a
+            one-time work into a periodic one or back
+        """
+        services = self._services
+        checked = self.check_request(request)
+        key = str(checked.id)
+        for _ in range(CAS_ATTEMPTS):
+            with services.serving("update_work"):
+                found = await self._store.get([key])
+            if not found:
+                raise InvalidRequestError("id", checked.id, "no such work")
+            record = found[0]
+            periodic = isinstance(checked, PeriodicWorkRequest)
+            if periodic != (record.periodic is not None):
+                kinds = ("one-time", "periodic") if periodic else ("periodic", "one-time")
+                raise InvalidRequestError(
+                    "request", checked, f"cannot turn a {kinds[0]} work into a {kinds[1]} one"
+                )
+            now = self._clock.now()
+            new = (
+                WorkRecord.from_periodic_request(checked, now=now)  # type: ignore[arg-type]
+                if periodic
+                else WorkRecord.from_request(checked, now=now)  # type: ignore[arg-type]
+            )
+            result, change = lc.respec(record, new)
+            if change is None:
+                return result
+            with services.serving("update_work"):
+                written = await self._store.respec(change)
+            if written is not None:
+                services.signals.require(written.signal_names)
+                services.publish([written])
+                services.scheduler.wake()
+                return result
+        raise InvalidRequestError("id", checked.id, "the work kept changing; try again")
+
+    async def cancel(self, records: Iterable[WorkRecord]) -> int:
+        """Cancel the records (stopping their runs here); return how many were."""
+        services = self._services
+
+        def stop_and_publish(written: list[WorkRecord]) -> None:
+            scheduler = services.scheduler
+            for record in written:
+                scheduler.interrupt(record.id, record.stop_reason)
+            services.publish(written)
+
+        cancelled = await cancel_records(
+            self._store, records, now=self._clock.now, written=stop_and_publish
+        )
+        if cancelled:
+            services.scheduler.wake()
+        return len(cancelled)
+
+    async def apply_one(
+        self, work_id: uuid.UUID | str, make: Callable[[WorkRecord, float], lc.Change | None]
+    ) -> WorkInfo:
+        """Apply the change ``make`` returns for the work (compare-and-set), for
+        :class:`wm_async.testing.TestDriver`."""
+        wid = work_key(work_id)
+        services = self._services
+        for _ in range(CAS_ATTEMPTS):
+            with services.serving("drive the work"):
+                found = await self._store.get([wid])
+            if not found:
+                raise InvalidRequestError("id", wid, "no such work")
+            change = make(found[0], self._clock.now())
+            if change is None:
+                return found[0].to_info()
+            with services.serving("drive the work"):
+                written = await self._store.apply([change])
+            if written:
+                services.publish(written)
+                services.scheduler.wake()
+                return written[0].to_info()
+        raise InvalidRequestError("id", wid, "the work kept changing; try again")
