@@ -192,6 +192,7 @@ class WorkManager:
             max_data_bytes=self.max_data_bytes,
             publish=self._publish,
             blocked_signals=lambda: self._signals.blocked,
+            require_signals=self._signals.require,
             constraints_met=self._constraints_met,
         )
 

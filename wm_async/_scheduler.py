@@ -21,9 +21,10 @@ import attrs
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import _lifecycle as lc
+from ._constraints import stop_reason_for
 from ._errors import StoreError
 from ._executor import RunHandle, Worker, execute
-from ._model import Data, StopReason, WorkState
+from ._model import NO_CONSTRAINTS, Data, StopReason, WorkState
 from .stores._base import Claimed, ClaimParams
 
 if TYPE_CHECKING:
@@ -141,6 +142,8 @@ class Scheduler:
     max_data_bytes: int
     publish: Callable[[Sequence[WorkRecord]], None]
     blocked_signals: Callable[[], frozenset[str]] = frozenset
+    #: Called with the signal names claimed works need (the board watches new ones).
+    require_signals: Callable[[frozenset[str]], None] = lambda names: None
     constraints_met: set[str] = attrs.field(factory=set)
     #: Called when runs start while none ran (the loop watchdog wakes up).
     on_busy: Callable[[], None] = attrs.field(default=lambda: None)
@@ -492,10 +495,17 @@ class Scheduler:
         self._has_runs.set()
         ready, running = self._ready, self._running
         self._slots_used += len(records)
+        constrained: list[RunHandle] | None = None
         for record in records:
             handle = RunHandle(record, claimed_at)
             running[record.id] = handle
             ready.append(handle)
+            if record.constraints is not NO_CONSTRAINTS:
+                if constrained is None:
+                    constrained = []
+                constrained.append(handle)
+        if constrained is not None:
+            self._check_signals(constrained)
         if was_idle:
             self.on_busy()  # after filling _running, which the watchdog reads
         # Hand the runs to idle runners; if none is idle, start one. Each runner that
@@ -511,6 +521,25 @@ class Scheduler:
                 wanted -= 1
         if wanted:
             self._grow()
+
+    def _check_signals(self, handles: list[RunHandle]) -> None:
+        """Stop, before they start, the claimed runs whose signals do not hold here.
+
+        A claim skips works needing a signal this process knows to be false; but a work
+        enqueued by another process (PostgreSQL) may need a signal this one has not been
+        watching, and so was claimed. Watching starts now; until the signal reads true
+        such a run is undone without spending an attempt (the next claim parks the
+        work), so a work never runs where its constraints do not hold."""
+        self.require_signals(frozenset().union(*(h.record.signal_names for h in handles)))
+        blocked = self.blocked_signals()
+        if not blocked:
+            return
+        for handle in handles:
+            if handle.record.id in self.constraints_met:
+                continue
+            unmet = sorted(handle.record.signal_names & blocked)
+            if unmet:
+                handle.stop(stop_reason_for(unmet[0]))
 
     def _grow(self) -> None:
         # One runner starting at a time: a runner that takes the next ready run while the
