@@ -301,6 +301,43 @@ async def test_wait_and_watch_see_other_processes_changes(schema: PgSchema) -> N
     assert wm.WorkState.RUNNING in seen
 
 
+async def test_a_work_enqueued_elsewhere_does_not_run_where_its_signal_does_not_hold(
+    schema: PgSchema,
+) -> None:
+    """A process claims a work enqueued by another one before it ever watched the signal
+    that work needs (its claim parks only works needing signals it knows to be false):
+    the run is undone before the worker starts, without spending an attempt, and the
+    work waits for the signal like a work enqueued here."""
+    url = schema.url()
+    here = wm.signals.Flag()  # false
+    manager = wm.WorkManager(PostgresStore(url, poll_interval=0.2), shutdown_grace=0)
+    manager.register_signal("side", here)
+    ran: list[int] = []
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        ran.append(ctx.run_attempt_count)
+
+    request = OneTimeWorkRequest("w", constraints=wm.Constraints(signals={"side"}))
+    with anyio.fail_after(30):
+        async with manager:
+            async with manager.watch(wm.WorkQuery(ids={request.id})) as infos:
+                # Enqueued by another process (a bare store): this manager hears of it by
+                # a notification and claims it.
+                async with PostgresStore(url) as elsewhere:
+                    await elsewhere.insert([WorkRecord.from_request(request, now=time.time())])
+                async for info in infos:
+                    if info.stop_reason is wm.StopReason.CONSTRAINT_SIGNAL:
+                        break
+            assert info.state is wm.WorkState.ENQUEUED
+            assert info.run_attempt_count == 0
+            assert ran == []
+            here.set()
+            done = await manager.wait(request.id)
+    assert done.state is wm.WorkState.SUCCEEDED
+    assert ran == [0]
+
+
 async def test_idle_manager_wakes_for_work_enqueued_elsewhere(schema: PgSchema) -> None:
     # Both sides poll only every 30 s: a prompt start needs the notification. The work
     # needs a signal that holds only on the worker side, so the producer cannot run it.

@@ -21,6 +21,7 @@ from conftest import PgSchema, require_postgres
 import wm_async as wm
 from wm_async._core import lifecycle as _lifecycle
 from wm_async._core.record import WorkRecord
+from wm_async._runtime.executor import RunHandle
 from wm_async._runtime.runners import RunnerPool
 from wm_async.stores import open_store
 from wm_async.stores.postgres import PostgresStore
@@ -347,12 +348,15 @@ async def test_a_run_stopped_before_its_worker_starts_does_not_spend_an_attempt(
     real_start = RunnerPool.start
     stop_next = [True]
 
-    def start_then_stop(self: RunnerPool, records: list[WorkRecord], claimed_at: float) -> None:
-        real_start(self, records, claimed_at)
+    def start_then_stop(
+        self: RunnerPool, records: list[WorkRecord], claimed_at: float
+    ) -> list[RunHandle]:
+        handles = real_start(self, records, claimed_at)
         if stop_next[0]:  # the exact moment: claimed, not yet handed to the worker
             stop_next[0] = False
             for record in records:
                 self.runs.interrupt(record.id, wm.StopReason.CONSTRAINT_SIGNAL)
+        return handles
 
     monkeypatch.setattr(RunnerPool, "start", start_then_stop)
     async with manager:

@@ -15,15 +15,19 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .._core.errors import StoreError
+from .._core.model import NO_CONSTRAINTS
 from ..stores._base import (
     Claimed,
     ClaimParams,
 )
+from .constraints import stop_reason_for
 from .health import backoff
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._core.record import WorkRecord
     from ..stores._base import Store
+    from .executor import RunHandle
     from .health import StoreHealth
     from .hooks import TestHooks
     from .runners import RunnerPool
@@ -49,6 +53,7 @@ class Dispatcher:
         runs: RunTable,
         pool: RunnerPool,
         blocked_signals: Callable[[], frozenset[str]],
+        require_signals: Callable[[frozenset[str]], None],
         hooks: TestHooks,
         settle: Settle,
         health: StoreHealth,
@@ -59,6 +64,7 @@ class Dispatcher:
         self._runs = runs
         self._pool = pool
         self._blocked_signals = blocked_signals
+        self._require_signals = require_signals
         self._hooks = hooks
         self._settle = settle
         self._health = health
@@ -71,6 +77,32 @@ class Dispatcher:
 
     def __repr__(self) -> str:
         return f"Dispatcher(owner={self._owner!r})"
+
+    def _start(self, records: list[WorkRecord], claimed_at: float) -> None:
+        handles = self._pool.start(records, claimed_at)
+        constrained = [h for h in handles if h.record.constraints is not NO_CONSTRAINTS]
+        if constrained:
+            self._check_signals(constrained)
+
+    def _check_signals(self, handles: list[RunHandle]) -> None:
+        """Stop, before they start, the claimed runs whose signals do not hold here.
+
+        A claim skips works needing a signal this process knows to be false; but a work
+        enqueued by another process (PostgreSQL) may need a signal this one has not been
+        watching, and so was claimed. Watching starts now; until the signal reads true
+        such a run is undone without spending an attempt (the next claim parks the
+        work), so a work never runs where its constraints do not hold. (Synchronous with
+        the start: no runner takes these runs before this returns.)"""
+        self._require_signals(frozenset().union(*(h.record.signal_names for h in handles)))
+        blocked = self._blocked_signals()
+        if not blocked:
+            return
+        for handle in handles:
+            if self._hooks.ignores_signals(handle.record.id):
+                continue
+            unmet = sorted(handle.record.signal_names & blocked)
+            if unmet:
+                handle.stop(stop_reason_for(unmet[0]))
 
     def wake(self) -> None:
         """Make the dispatcher look at the store again (coalesced until it does)."""
@@ -131,7 +163,7 @@ class Dispatcher:
                     else:
                         self._health.recovered()
                     if claimed is not None and claimed.records:
-                        self._pool.start(claimed.records, sent)
+                        self._start(claimed.records, sent)
                     if claimed is not None and self._hooks.constraints_met:
                         claimed = await self._claim_forced(params, claimed, sent)
                 if claimed is None:
@@ -168,6 +200,6 @@ class Dispatcher:
             self._health.failed(exc, "claiming due work")
             return claimed
         if forced:
-            self._pool.start(forced, sent)
+            self._start(forced, sent)
         due = [t for t in (claimed.next_due, later) if t is not None]
         return Claimed(records=[*claimed.records, *forced], next_due=min(due, default=None))

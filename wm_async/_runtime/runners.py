@@ -91,10 +91,11 @@ class RunnerPool:
             return None
         return f"work {handle.record.id} ({handle.record.worker!r})"
 
-    def start(self, records: list[WorkRecord], claimed_at: float) -> None:
-        """Run the works just claimed (at ``claimed_at``, monotonic)."""
+    def start(self, records: list[WorkRecord], claimed_at: float) -> list[RunHandle]:
+        """Run the works just claimed (at ``claimed_at``, monotonic); return their runs."""
         self._publish(records)
-        self._ready.extend(self.runs.add(records, claimed_at))
+        handles = self.runs.add(records, claimed_at)
+        self._ready.extend(handles)
         # Hand the runs to idle runners; if none is idle, start one. Each runner that
         # takes a run while more wait starts the next (see _runner), so the pool grows
         # one task at a time: the first run starts at once instead of after a burst of
@@ -108,6 +109,7 @@ class RunnerPool:
                 wanted -= 1
         if wanted:
             self._grow()
+        return handles
 
     def _grow(self) -> None:
         # One runner starting at a time: a runner that takes the next ready run while the

@@ -136,6 +136,7 @@ class Services:
             max_data_bytes=settings.max_data_bytes,
             publish=self.publish,
             blocked_signals=lambda: self.signals.blocked,
+            require_signals=self.signals.require,
             hooks=self._hooks,
         )
 
