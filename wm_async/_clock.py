@@ -35,7 +35,7 @@ class Wakeup(Protocol):
         """Return once it is set."""
 
 
-class Participant(Protocol):
+class Settleable(Protocol):
     """Something a virtual clock waits for before and after moving time (a scheduler)."""
 
     async def wait_settled(self) -> None:
@@ -76,10 +76,10 @@ class Clock:
         """
         return self.call_at(self.now() + delay, callback)
 
-    def attach(self, participant: Participant) -> None:
+    def attach(self, participant: Settleable) -> None:
         """Register a scheduler driven by this clock (used by virtual clocks)."""
 
-    def detach(self, participant: Participant) -> None:
+    def detach(self, participant: Settleable) -> None:
         """Undo :meth:`attach`."""
 
 

@@ -37,7 +37,7 @@ from ._api.requests import (
     OneTimeWorkRequest,
     PeriodicWorkRequest,
 )
-from ._core import validators as v
+from ._core import validators
 from ._core.data import JSONValue
 from ._core.errors import InvalidRequestError
 from ._core.model import (
@@ -172,7 +172,7 @@ class Workmanager:
 
     @staticmethod
     def _input(task_name: str, input_data: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
-        v.check_name("task_name", task_name)
+        validators.check_name("task_name", task_name)
         data: dict[str, JSONValue] = dict(input_data or {})
         if TASK_NAME_KEY in data:
             raise InvalidRequestError("input_data", input_data, f"{TASK_NAME_KEY!r} is reserved")
@@ -287,6 +287,6 @@ class Workmanager:
         RUNNING (semantics 35)."""
         self._require("is_scheduled_by_unique_name")
         infos = await self._manager.get_work_infos(
-            WorkQuery(unique_names={v.check_name("unique_name", unique_name)})
+            WorkQuery(unique_names={validators.check_name("unique_name", unique_name)})
         )
         return bool(infos) and all(info.state in _SCHEDULED for info in infos)

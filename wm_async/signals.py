@@ -41,7 +41,7 @@ from ._clock import (
     Clock,
     SystemClock,
 )
-from ._core import validators as v
+from ._core import validators
 from ._core.errors import InvalidRequestError
 
 __all__ = (
@@ -222,8 +222,8 @@ class Predicate(_ClockBound):
 
 
 def _positive(field: str, value: timedelta | float) -> float:
-    td = v.to_timedelta(field, value)
-    v.check_positive(field, td)
+    td = validators.to_timedelta(field, value)
+    validators.check_positive(field, td)
     return td.total_seconds()
 
 

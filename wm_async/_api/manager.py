@@ -22,8 +22,7 @@ from .._clock import (
     Clock,
     SystemClock,
 )
-from .._core import lifecycle as lc
-from .._core import validators as v
+from .._core import lifecycle, validators
 from .._core.errors import InvalidRequestError
 from .._core.mergers import COMBINE_WORKER
 from .._core.model import (
@@ -79,8 +78,8 @@ F = TypeVar("F", bound=WorkerFn)
 
 
 def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -> float:
-    td = v.to_timedelta(field, value)
-    (v.check_non_negative if allow_zero else v.check_positive)(field, td)
+    td = validators.to_timedelta(field, value)
+    (validators.check_non_negative if allow_zero else validators.check_positive)(field, td)
     return td.total_seconds()
 
 
@@ -120,14 +119,14 @@ class WorkManager:
         clock: Clock | None = None,
         shutdown_grace: timedelta | float = timedelta(seconds=10),
         keep_results_for: timedelta | float = timedelta(days=1),
-        max_data_bytes: int = v.DEFAULT_MAX_DATA_BYTES,
+        max_data_bytes: int = validators.DEFAULT_MAX_DATA_BYTES,
         default_timeout: timedelta | float | None = timedelta(minutes=10),
         prune_interval: timedelta | float = timedelta(hours=1),
         owner: str | None = None,
         blocked_loop_warning: timedelta | float | None = 0.5,
     ) -> None:
-        v.check_int("max_concurrency", max_concurrency, 1)
-        v.check_int("max_data_bytes", max_data_bytes, 2)
+        validators.check_int("max_concurrency", max_concurrency, 1)
+        validators.check_int("max_data_bytes", max_data_bytes, 2)
         if clock is not None and not isinstance(clock, Clock):
             raise InvalidRequestError("clock", clock, "expected a wm_async Clock")
         self._store = store if isinstance(store, Store) else open_store(store)
@@ -216,7 +215,7 @@ class WorkManager:
 
         :raises InvalidRequestError: if the name is invalid or already registered
         """
-        v.check_name("worker", name)
+        validators.check_name("worker", name)
 
         def register(fn: F) -> F:
             self.register_worker(name, fn)
@@ -230,7 +229,7 @@ class WorkManager:
 
         :raises InvalidRequestError: if the name is invalid or already registered
         """
-        v.check_name("worker", name)
+        validators.check_name("worker", name)
         if not callable(fn):
             raise InvalidRequestError("worker", fn, "expected a callable")
         if name in self._workers:
@@ -292,8 +291,8 @@ class WorkManager:
 
         :raises InvalidRequestError: for an invalid name, policy or request
         """
-        v.check_name("unique_name", name)
-        chosen = v.to_enum("policy", ExistingWorkPolicy, policy)
+        validators.check_name("unique_name", name)
+        chosen = validators.to_enum("policy", ExistingWorkPolicy, policy)
         return WorkContinuation(self, requests, unique_name=name, policy=chosen)
 
     def combine(self, *continuations: WorkContinuation) -> WorkContinuation:
@@ -322,7 +321,7 @@ class WorkManager:
 
         :raises InvalidRequestError: for an invalid name or an object that is not a Signal
         """
-        v.check_name("signal", name)
+        validators.check_name("signal", name)
         if not isinstance(signal, Signal):
             raise InvalidRequestError(
                 "signal", signal, "expected a Signal (a `value` property and `wait_changed()`)"
@@ -396,8 +395,8 @@ class WorkManager:
         :return: whether the request was enqueued or applied
         """
         self._require("enqueue_unique_periodic_work")
-        v.check_name("unique_name", name)
-        chosen = v.to_enum("policy", ExistingPeriodicWorkPolicy, policy)
+        validators.check_name("unique_name", name)
+        chosen = validators.to_enum("policy", ExistingPeriodicWorkPolicy, policy)
         if not isinstance(request, PeriodicWorkRequest):
             raise InvalidRequestError("request", request, "expected a PeriodicWorkRequest")
         if chosen is not ExistingPeriodicWorkPolicy.UPDATE:
@@ -431,7 +430,7 @@ class WorkManager:
         """Cancel every unfinished work under the unique name; returns how many."""
         self._require("cancel_unique_work")
         query = WorkQuery(
-            unique_names={v.check_name("unique_name", name)}, states=UNFINISHED_STATES
+            unique_names={validators.check_name("unique_name", name)}, states=UNFINISHED_STATES
         )
         with self._serving("cancel_unique_work"):
             return await self._ops.cancel(await self._store.query(query))
@@ -515,7 +514,7 @@ class WorkManager:
         self._require("watch")
         if not isinstance(query, WorkQuery):
             raise InvalidRequestError("query", query, "expected a WorkQuery")
-        v.check_int("max_buffer", max_buffer, 1)
+        validators.check_int("max_buffer", max_buffer, 1)
 
         async def load() -> Sequence[WorkRecord]:
             # Tracked, so a virtual clock's advance() waits for the snapshot (the first,
@@ -537,7 +536,7 @@ class WorkManager:
     async def cancel_all_work_by_tag(self, tag: str) -> int:
         """Cancel every unfinished work with this tag; returns how many."""
         self._require("cancel_all_work_by_tag")
-        query = WorkQuery(tags={v.check_name("tag", tag)}, states=UNFINISHED_STATES)
+        query = WorkQuery(tags={validators.check_name("tag", tag)}, states=UNFINISHED_STATES)
         with self._serving("cancel_all_work_by_tag"):
             return await self._ops.cancel(await self._store.query(query))
 
@@ -560,7 +559,9 @@ class WorkManager:
     # -- test support (used by wm_async.testing.TestDriver)
 
     async def _apply_one(
-        self, work_id: uuid.UUID | str, make: Callable[[WorkRecord, float], lc.Change | None]
+        self,
+        work_id: uuid.UUID | str,
+        make: Callable[[WorkRecord, float], lifecycle.Change | None],
     ) -> WorkInfo:
         """Apply the change ``make`` returns for the work (compare-and-set)."""
         return await self._ops.apply_one(work_id, make)

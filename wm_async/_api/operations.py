@@ -13,8 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
-from .._core import lifecycle as lc
-from .._core import validators as v
+from .._core import lifecycle, validators
 from .._core.errors import (
     InvalidRequestError,
     UnknownWorkerError,
@@ -51,7 +50,7 @@ def work_key(work_id: object) -> str:
 
     :raises InvalidRequestError: if ``work_id`` is not a UUID
     """
-    return str(v.to_uuid("id", work_id))
+    return str(validators.to_uuid("id", work_id))
 
 
 async def cancel_records(
@@ -75,7 +74,7 @@ async def cancel_records(
     cancelled: list[WorkRecord] = []
     for _ in range(CAS_ATTEMPTS):
         at = now()
-        changes = [c for r in pending if (c := lc.cancel(r, now=at)) is not None]
+        changes = [c for r in pending if (c := lifecycle.cancel(r, now=at)) is not None]
         if not changes:
             break
         done = await store.apply(changes)
@@ -133,7 +132,7 @@ class Operations:
         if request.worker not in self._workers:
             raise UnknownWorkerError(request.worker)
         if request.input:
-            v.check_data_size("input", request.input, self._settings.max_data_bytes)
+            validators.check_data_size("input", request.input, self._settings.max_data_bytes)
         if request.constraints is NO_CONSTRAINTS:
             return request
         signals = self._services.signals
@@ -243,8 +242,8 @@ class Operations:
         return whether they were enqueued."""
         now = self._clock.now()
 
-        def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lc.UniquePlan:
-            return lc.plan_unique(
+        def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lifecycle.UniquePlan:
+            return lifecycle.plan_unique(
                 policy, existing, leaves, records, prerequisites=links, roots=roots, now=now
             )
 
@@ -288,11 +287,11 @@ class Operations:
                 if periodic
                 else WorkRecord.from_request(checked, now=now)  # type: ignore[arg-type]
             )
-            result, change = lc.respec(record, new)
+            result, change = lifecycle.update_spec(record, new)
             if change is None:
                 return result
             with services.serving("update_work"):
-                written = await self._store.respec(change)
+                written = await self._store.update_spec(change)
             if written is not None:
                 services.signals.require(written.signal_names)
                 services.publish([written])
@@ -318,7 +317,9 @@ class Operations:
         return len(cancelled)
 
     async def apply_one(
-        self, work_id: uuid.UUID | str, make: Callable[[WorkRecord, float], lc.Change | None]
+        self,
+        work_id: uuid.UUID | str,
+        make: Callable[[WorkRecord, float], lifecycle.Change | None],
     ) -> WorkInfo:
         """Apply the change ``make`` returns for the work (compare-and-set), for
         :class:`wm_async.testing.TestDriver`."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
-from .._core import validators as v
+from .._core import validators
 from .._core.data import (
     Data,
     JSONValue,
@@ -55,29 +55,29 @@ _DEFAULT_MERGER: type[InputMerger] = OverwritingInputMerger
 def _timeout(value: timedelta | float | None) -> timedelta | None:
     if value is None:
         return None
-    out = v.to_timedelta("timeout", value)
-    v.check_positive("timeout", out)
+    out = validators.to_timedelta("timeout", value)
+    validators.check_positive("timeout", out)
     return out
 
 
 def _to_input(value: Mapping[str, JSONValue] | None) -> Data:
-    return v.to_data("input", value)
+    return validators.to_data("input", value)
 
 
 def _to_id(value: uuid.UUID | str) -> uuid.UUID:
     if value.__class__ is uuid.UUID:
         return value
-    return v.to_uuid("id", value)
+    return validators.to_uuid("id", value)
 
 
 def _check_worker(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
-    v.check_name("worker", value)
+    validators.check_name("worker", value)
 
 
 def _check_max_attempts(
     instance: object, attribute: attrs.Attribute[int | None], value: object
 ) -> None:
-    v.check_optional_positive_int("max_attempts", value)
+    validators.check_optional_positive_int("max_attempts", value)
 
 
 def _check_merger(
@@ -90,7 +90,7 @@ def _check_merger(
 
 
 _NEW_ID: Final = cast("uuid.UUID", object())  # a fresh id
-_EMPTY_INPUT: Final = cast("Data", v.EMPTY_DATA)
+_EMPTY_INPUT: Final = cast("Data", validators.EMPTY_DATA)
 #: Worker name -> its default tags; also the worker names already checked.
 _WORKER_TAGS: dict[str, frozenset[str]] = {}
 _MAX_CACHED_WORKERS: Final = 4096
@@ -203,10 +203,10 @@ class OneTimeWorkRequest(_WorkRequest):
             raise InvalidRequestError("backoff", backoff, "expected a Backoff")
         cls = self.__class__
         if cls is OneTimeWorkRequest:
-            # Filled as a _Filling (the same layout, with plain attribute stores), then
+            # Filled as a _FillableRequest (the same layout, with plain attribute stores), then
             # made a OneTimeWorkRequest again: frozen attrs sets each field through
             # object.__setattr__, and those eleven calls were a third of a request's cost.
-            _set_class(self, _Filling)
+            _set_class(self, _FillableRequest)
             filling: Any = self
             filling.worker = worker
             filling.input = input_data
@@ -256,7 +256,7 @@ class OneTimeWorkRequest(_WorkRequest):
             )
 
 
-class _Filling(OneTimeWorkRequest):
+class _FillableRequest(OneTimeWorkRequest):
     """A OneTimeWorkRequest being filled by its ``__init__`` (see there)."""
 
     __slots__ = ()
@@ -297,8 +297,10 @@ def _optional_interval(field: str) -> Callable[[timedelta | float | None], timed
     def convert(value: timedelta | float | None) -> timedelta | None:
         if value is None:
             return None
-        out = v.to_timedelta(field, value)
-        v.check_positive(field, out)  # semantics 2: zero or negative is an error, not coerced
+        out = validators.to_timedelta(field, value)
+        validators.check_positive(
+            field, out
+        )  # semantics 2: zero or negative is an error, not coerced
         return out
 
     return convert

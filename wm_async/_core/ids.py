@@ -46,15 +46,15 @@ class _TimeOrderedIds:
             stamp = self._last + 1
         self._last = stamp
         # Built without UUID.__init__'s argument parsing (a third of a request's cost),
-        # filled as a _FillingUUID as requests are (see OneTimeWorkRequest.__init__).
-        new: Any = _uuid_new(_FillingUUID)
+        # filled as a _FillableUUID as requests are (see OneTimeWorkRequest.__init__).
+        new: Any = _uuid_new(_FillableUUID)
         new.int = (stamp >> 12) << 80 | (stamp & 0xFFF) << 64 | random.pop()
         new.is_safe = _UUID_UNKNOWN
         new.__class__ = uuid.UUID
         return new  # type: ignore[no-any-return]
 
 
-class _FillingUUID(uuid.UUID):
+class _FillableUUID(uuid.UUID):
     """A UUID being filled by _TimeOrderedIds: the same layout, plain attribute stores."""
 
     __slots__ = ()

@@ -279,7 +279,7 @@ def set_progress(record: WorkRecord, progress: Data) -> Change | None:
     return Change(record, evolve(record, progress=progress))
 
 
-def respec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | None]:
+def update_spec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Change | None]:
     """``update_work`` (semantics 27): give ``record`` the spec of ``new`` (a record built
     from the new request), keeping its id, state, attempt count and period clock.
 

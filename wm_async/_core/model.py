@@ -11,7 +11,7 @@ from typing import Final, Protocol
 
 import attrs
 
-from . import validators as v
+from . import validators
 from .data import Data, JSONValue
 from .errors import (
     InvalidRequestError,
@@ -123,11 +123,11 @@ class UpdateResult(enum.Enum):
 
 
 def _to_network(value: NetworkType | str) -> NetworkType:
-    return v.to_enum("required_network", NetworkType, value)
+    return validators.to_enum("required_network", NetworkType, value)
 
 
 def _to_signals(value: Iterable[str]) -> frozenset[str]:
-    return v.to_names("signals", value)
+    return validators.to_names("signals", value)
 
 
 def _check_bool(instance: object, attribute: attrs.Attribute[bool], value: object) -> None:
@@ -230,8 +230,8 @@ def _signal_names(constraints: Constraints) -> frozenset[str]:
 
 
 def _duration(field: str, value: timedelta | float) -> timedelta:
-    out = v.to_timedelta(field, value)
-    v.check_non_negative(field, out)
+    out = validators.to_timedelta(field, value)
+    validators.check_non_negative(field, out)
     return out
 
 
@@ -244,7 +244,7 @@ def _backoff_max_delay(value: timedelta | float) -> timedelta:
 
 
 def _to_policy(value: BackoffPolicy | str) -> BackoffPolicy:
-    return v.to_enum("backoff.policy", BackoffPolicy, value)
+    return validators.to_enum("backoff.policy", BackoffPolicy, value)
 
 
 @attrs.frozen
@@ -289,7 +289,7 @@ DEFAULT_BACKOFF: Final = Backoff()
 
 
 def _to_tags(value: Iterable[str]) -> frozenset[str]:
-    return v.to_names("tags", value)
+    return validators.to_names("tags", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -335,11 +335,11 @@ class ResultKind(enum.Enum):
 
 
 def _to_kind(value: ResultKind | str) -> ResultKind:
-    return v.to_enum("kind", ResultKind, value)
+    return validators.to_enum("kind", ResultKind, value)
 
 
 def _to_output(value: Mapping[str, JSONValue] | None) -> Data:
-    return v.to_data("output", value)
+    return validators.to_data("output", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -509,17 +509,17 @@ class WorkExplanation:
 def _to_ids(value: Iterable[uuid.UUID | str]) -> frozenset[uuid.UUID]:
     if isinstance(value, str | bytes | uuid.UUID) or not isinstance(value, Iterable):
         raise InvalidRequestError("ids", value, "expected a collection of UUIDs")
-    return frozenset(v.to_uuid("ids", i) for i in value)
+    return frozenset(validators.to_uuid("ids", i) for i in value)
 
 
 def _to_states(value: Iterable[WorkState | str]) -> frozenset[WorkState]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidRequestError("states", value, "expected a collection of WorkState")
-    return frozenset(v.to_enum("states", WorkState, s) for s in value)
+    return frozenset(validators.to_enum("states", WorkState, s) for s in value)
 
 
 def _to_unique_names(value: Iterable[str]) -> frozenset[str]:
-    return v.to_names("unique_names", value)
+    return validators.to_names("unique_names", value)
 
 
 @attrs.frozen(kw_only=True)

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 import anyio
 import attrs
 
-from .._core import errors
-from .._core import validators as v
+from .._core import errors, validators
 from .._core.data import (
     Data,
     JSONValue,
@@ -180,7 +179,7 @@ class WorkContext:
         :raises InvalidRequestError: if ``progress`` is not a JSON object
         :raises DataTooLargeError: if it exceeds ``max_data_bytes``
         """
-        await self._progress(self._handle, v.to_data("progress", progress))
+        await self._progress(self._handle, validators.to_data("progress", progress))
 
 
 #: The module name wm_async's own errors are recorded under in ``WorkError.type``: the
@@ -329,7 +328,7 @@ def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outc
     if result.kind is ResultKind.RETRY:
         return Retry()
     try:
-        v.check_data_size("output", result.output, max_data_bytes)
+        validators.check_data_size("output", result.output, max_data_bytes)
     except DataTooLargeError as exc:
         logger.warning("work %s failed: %s", record.id, exc)
         return Failed(error=_error(exc))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from .._core import lifecycle as lc
+from .._core import lifecycle
 from .._core.model import WorkState
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class TestHooks:
         return them and the earliest due time of the others still waiting."""
         if not self.constraints_met or limit <= 0:
             return [], None
-        changes: list[lc.Change] = []
+        changes: list[lifecycle.Change] = []
         later: float | None = None
         for record in sorted(await store.get(self.constraints_met), key=lambda r: r.id):
             if record.state is not WorkState.ENQUEUED or record.next_run_at is None:
@@ -51,5 +51,7 @@ class TestHooks:
             if record.next_run_at > now:
                 later = record.next_run_at if later is None else min(later, record.next_run_at)
             elif len(changes) < limit:
-                changes.append(lc.Change(record, lc.claim(record, now=now, owner=owner)))
+                changes.append(
+                    lifecycle.Change(record, lifecycle.claim(record, now=now, owner=owner))
+                )
         return (await store.apply(changes) if changes else []), later

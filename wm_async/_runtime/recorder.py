@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 
-from .._core import lifecycle as lc
+from .._core import lifecycle
 from .._core.errors import StoreError
 from .._core.model import StopReason
 from .health import backoff
@@ -65,11 +65,11 @@ class Recorder:
     def __repr__(self) -> str:
         return f"Recorder(queued={len(self._results)})"
 
-    def record_soon(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+    def record_soon(self, handle: RunHandle, outcome: lifecycle.Outcome) -> None:
         """Hand a normal outcome to the recorder, which writes the outcomes of all the
         runs that ended meanwhile with one store call. The runner goes on to its next run
         at once; this run keeps its place (capacity, ``runs()``) until it is recorded."""
-        handle.change = lc.finish(handle.record, outcome, now=self._clock.now())
+        handle.change = lifecycle.finish(handle.record, outcome, now=self._clock.now())
         self._results.append(handle)
         self._settle.in_flight += 1  # a virtual clock waits for the write
         waiter = self._waiter
@@ -94,7 +94,7 @@ class Recorder:
                 continue
             batch, self._results = self._results, []
             # Every handle queued by record_soon carries its change.
-            changes = cast("list[lc.Change]", [handle.change for handle in batch])
+            changes = cast("list[lifecycle.Change]", [handle.change for handle in batch])
             try:
                 written = await self._store.apply(changes)
             except StoreError as exc:
@@ -115,7 +115,7 @@ class Recorder:
                 settle.touch()
 
     async def _record_after_failure(
-        self, handle: RunHandle, change: lc.Change, exc: StoreError
+        self, handle: RunHandle, change: lifecycle.Change, exc: StoreError
     ) -> None:
         try:
             written = await self._retry(exc, "recording a result", change)
@@ -126,11 +126,11 @@ class Recorder:
             self._settle.in_flight -= 1
             self._settle.touch()
 
-    async def record(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+    async def record(self, handle: RunHandle, outcome: lifecycle.Outcome) -> None:
         """Write the outcome of a stopped or interrupted run now (its place stays held)."""
         if handle.abandoned:
             return  # shutdown recorded it interrupted; the store may be closed by now
-        change = lc.finish(handle.record, outcome, now=self._clock.now())
+        change = lifecycle.finish(handle.record, outcome, now=self._clock.now())
         written: list[WorkRecord] = []
         settle = self._settle
         settle.in_flight += 1
@@ -148,7 +148,7 @@ class Recorder:
             settle.in_flight -= 1
             settle.touch()
 
-    async def record_and_release(self, handle: RunHandle, outcome: lc.Outcome) -> None:
+    async def record_and_release(self, handle: RunHandle, outcome: lifecycle.Outcome) -> None:
         """:meth:`record`, then free the run's place (whatever the write did)."""
         try:
             await self.record(handle, outcome)
@@ -161,11 +161,11 @@ class Recorder:
         is recorded (it would fail the compare-and-set guard anyway)."""
         now = self._clock.now()
         changes = [
-            lc.finish(
+            lifecycle.finish(
                 h.record,
-                lc.Interrupted(StopReason.SHUTDOWN)
+                lifecycle.Interrupted(StopReason.SHUTDOWN)
                 if h.started
-                else lc.Unstarted(StopReason.SHUTDOWN),
+                else lifecycle.Unstarted(StopReason.SHUTDOWN),
                 now=now,
             )
             for h in handles
@@ -175,7 +175,9 @@ class Recorder:
         with anyio.move_on_after(BOOKKEEPING_TIMEOUT, shield=True), self._settle.tracked():
             self._publish(await self._store.apply(changes))
 
-    async def _retry(self, exc: StoreError, doing: str, change: lc.Change) -> list[WorkRecord]:
+    async def _retry(
+        self, exc: StoreError, doing: str, change: lifecycle.Change
+    ) -> list[WorkRecord]:
         """Apply ``change`` until the store takes it. The run keeps its capacity slot
         meanwhile, so a store that stays down stops new claims (back-pressure); if the
         manager stops first, the work is still RUNNING in the store and runs again on the

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .._core import lifecycle as lc
-from .._core import validators as v
+from .._core import lifecycle, validators
 from .._core.model import StopReason
 from .executor import (
     RunHandle,
@@ -140,7 +139,7 @@ class RunnerPool:
         add_deadline = self._deadlines.add
         recorder = self._recorder
         record_soon = recorder.record_soon
-        interrupted = lc.Interrupted
+        interrupted = lifecycle.Interrupted
         while True:
             with new_scope() as scope:
                 while True:
@@ -177,7 +176,7 @@ class RunnerPool:
                         )
                     except Exception:  # pragma: no cover - execute maps worker errors itself
                         logger.exception("internal error running %r", handle)
-                        outcome = lc.Interrupted(StopReason.UNKNOWN)
+                        outcome = lifecycle.Interrupted(StopReason.UNKNOWN)
                     except BaseException as exc:
                         await self._run_raised(handle, exc)
                         raise
@@ -200,14 +199,16 @@ class RunnerPool:
             reason = handle.stop_reason or StopReason.SHUTDOWN
             if not isinstance(exc, anyio.get_cancelled_exc_class()):
                 reason = StopReason.UNKNOWN
-            outcome = lc.Interrupted(reason) if handle.started else lc.Unstarted(reason)
+            outcome = (
+                lifecycle.Interrupted(reason) if handle.started else lifecycle.Unstarted(reason)
+            )
             await self._recorder.record(handle, outcome)
         finally:
             self.runs.release(handle)
 
     async def _set_progress(self, handle: RunHandle, progress: Data) -> None:
-        v.check_data_size("progress", progress, self._max_data_bytes)
-        change = lc.set_progress(handle.record, progress)
+        validators.check_data_size("progress", progress, self._max_data_bytes)
+        change = lifecycle.set_progress(handle.record, progress)
         if change is None or handle.stop_reason is not None:
             return
         with self._settle.tracked():

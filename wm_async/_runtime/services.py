@@ -106,7 +106,7 @@ class Services:
         self.events = EventHub()
         self.publish = Publisher(self.events).publish
         self.signals = SignalBoard(clock, self._signal_changed)
-        for name, signal in default_signals(getattr(store, "path", None)).items():
+        for name, signal in default_signals(store.data_path).items():
             self.signals.register(name, signal)
         #: The current start's scheduler (a new one per start).
         self.scheduler = self._new_scheduler()

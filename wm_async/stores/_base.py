@@ -160,7 +160,7 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def respec(self, change: Change) -> WorkRecord | None:
+    async def update_spec(self, change: Change) -> WorkRecord | None:
         """Write the spec (and due time) of ``change.after`` if the stored work still has
         ``change.before``'s state, attempt count and generation; return the record
         written, or ``None`` if it changed meanwhile (``update_work``)."""
@@ -183,6 +183,13 @@ class Store(abc.ABC):
         number (stores with leases).
         """
         return  # deliberately a no-op default, not an abstract method
+
+    @property
+    def data_path(self) -> str | None:
+        """The local file this store keeps its works in, if any: the built-in
+        ``storage_not_low`` signal watches the disk it is on. ``None`` (the default): no
+        local file."""
+        return None
 
     @property
     def lease_duration(self) -> float | None:

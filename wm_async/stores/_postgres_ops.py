@@ -22,7 +22,7 @@ from .._core.lifecycle import (
     recover,
     resolve_new,
 )
-from . import _postgres_sql as pg
+from . import _postgres_sql as pg_sql
 from ._codec import (
     COLUMNS,
     N_SPEC,
@@ -74,7 +74,7 @@ class Transactions:
     :ivar lease: how long a claim's lease lasts, in seconds
     """
 
-    sql: pg.Schema
+    sql: pg_sql.Schema
     sender: str
     lease: float
     _tokens: Iterator[int] = attrs.field(init=False, factory=count)
@@ -138,7 +138,7 @@ class Transactions:
         return stored
 
     async def claim_statement(
-        self, conn: _Conn, statement: pg.Statement, owner: str, values: dict[str, object]
+        self, conn: _Conn, statement: pg_sql.Statement, owner: str, values: dict[str, object]
     ) -> list[Any]:
         """Run a statement that gives ``owner`` works, with a token of its own; if its
         answer does not come, keep the token: the statement may have taken effect."""
@@ -342,7 +342,9 @@ class Transactions:
         """
         q, name = self.sql.quoted, self.sql.name
         latest = migrations[-1][0]
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", pg.LOCK_CLASS, name)
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", pg_sql.LOCK_CLASS, name
+        )
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {q}.wm_schema (version integer NOT NULL, "
@@ -416,14 +418,14 @@ class Transactions:
         tried.update((c.before.id, c) for c in changes)
         return len(rows), out
 
-    async def respec(self, conn: _Conn, change: Change, write: Write) -> bool:
+    async def update_spec(self, conn: _Conn, change: Change, write: Write) -> bool:
         """Write the spec and due time of ``change.after`` (compare-and-set on state,
         attempts and generation); whether it was written, by this attempt or by an
         earlier one of ``write`` whose answer was lost (its guard fails now: the
         generation moved on)."""
         before, after = change.before, change.after
         params = insert_params(after)
-        statement = self.sql.respec
+        statement = self.sql.update_spec
         args = statement.args(
             **dict(zip(COLUMNS[1:N_SPEC], params[1:N_SPEC], strict=True)),
             next_run_at=after.next_run_at,
@@ -453,7 +455,7 @@ class Transactions:
         plans of the attempts before it, and gets this one's."""
         sql = self.sql
         key = f"{sql.name}:{name}"
-        await conn.execute(sql.unique_lock.text, pg.LOCK_CLASS + 1, key)
+        await conn.execute(sql.unique_lock.text, pg_sql.LOCK_CLASS + 1, key)
         if write.uncertain and planned:
             found = await self.recognise_unique(conn, planned[-1], write.token)
             if found is not None:

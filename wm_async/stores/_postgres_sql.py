@@ -222,7 +222,7 @@ class Schema:
         )
         self.unique_lock = Statement("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))")
         self.delete = Statement(f"DELETE FROM {t} WHERE id = ANY(:ids::text[])")
-        self.respec = Statement(
+        self.update_spec = Statement(
             _notifying(
                 f"UPDATE {t} SET "
                 + ", ".join(f"{c} = :{c}" for c in COLUMNS[1:N_SPEC])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from .._core import lifecycle as lc
+from .._core import lifecycle
 
 if TYPE_CHECKING:
     from .._core.data import Data
@@ -44,19 +44,21 @@ async def propagate(
     out: list[tuple[_O, WorkRecord]] = []
     level = ended
     while level:
-        stopped, succeeded = lc.split_level(level)
+        stopped, succeeded = lifecycle.split_level(level)
         resolved: list[tuple[_O, WorkRecord]] = []
         if stopped:  # failures and cancellations first: they win over a success
-            resolved = lc.stop_dependents(stopped, await io.stopped(list(stopped)))
+            resolved = lifecycle.stop_dependents(stopped, await io.stopped(list(stopped)))
             if resolved:
                 await io.write([r for _, r in resolved])
         if succeeded:
-            ready = lc.ready_dependents(await io.count([r.id for r, _ in succeeded]))
+            ready = lifecycle.ready_dependents(await io.count([r.id for r, _ in succeeded]))
             if ready:
                 outputs = await io.outputs(ready)
-                unblocked = lc.unblock_dependents(succeeded, zip(ready, outputs, strict=True))
+                unblocked = lifecycle.unblock_dependents(
+                    succeeded, zip(ready, outputs, strict=True)
+                )
                 await io.write([r for _, r in unblocked])
                 resolved += unblocked
         out += resolved
-        level = lc.next_level(resolved)
+        level = lifecycle.next_level(resolved)
     return out

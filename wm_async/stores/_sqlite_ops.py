@@ -24,7 +24,7 @@ from .._core.errors import (
 from .._core.lifecycle import resolve_new
 from . import _codec as codec
 from . import _sqlite_errors as errors
-from . import _sqlite_sql as sql
+from . import _sqlite_sql as sqlite_sql
 from ._group_commit import Op
 from ._propagation import propagate
 
@@ -51,7 +51,7 @@ class Kind(enum.Enum):
     APPLY = 2
     CLAIM = 3
     PRUNE = 4
-    RESPEC = 5
+    UPDATE_SPEC = 5
     UNIQUE = 6
     QUARANTINE = 7
 
@@ -138,12 +138,12 @@ class _Dependents:
         self._outputs: dict[str, list[Data]] = {}
 
     async def stopped(self, ids: list[str]) -> list[tuple[str, WorkRecord]]:
-        rows = await self._db.execute_fetchall(sql.DEPENDENTS, (json.dumps(ids),))
+        rows = await self._db.execute_fetchall(sqlite_sql.DEPENDENTS, (json.dumps(ids),))
         return [(row[0], codec.record_from_row(row[2:])) for row in rows]
 
     async def count(self, ids: list[str]) -> list[tuple[int, WorkRecord]]:
         counted = []
-        for row in await self._db.execute_fetchall(sql.UNBLOCK, (json.dumps(ids),)):
+        for row in await self._db.execute_fetchall(sqlite_sql.UNBLOCK, (json.dumps(ids),)):
             child = codec.record_from_row(row[2:])
             if row[0] <= 0:
                 self._outputs[child.id] = codec.outputs_in_order(json.loads(row[1]))
@@ -154,7 +154,9 @@ class _Dependents:
         return [self._outputs.pop(r.id) for r in ready]
 
     async def write(self, records: list[WorkRecord]) -> None:
-        await self._db.executemany(sql.WRITE_RESOLVED, [sql.resolved_params(r) for r in records])
+        await self._db.executemany(
+            sqlite_sql.WRITE_RESOLVED, [sqlite_sql.resolved_params(r) for r in records]
+        )
 
 
 _IN_THREAD: Final = callable(getattr(aiosqlite.Connection, "_execute", None)) and isinstance(
@@ -183,14 +185,14 @@ async def header(db: aiosqlite.Connection, path: str) -> tuple[int, int]:
         "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)"
     )
     app_id, version, objects = next(iter(rows))
-    if app_id != sql.APPLICATION_ID:
+    if app_id != sqlite_sql.APPLICATION_ID:
         if app_id != 0 or objects:
             raise StoreCorruptError(
                 f"{path} is not a wm_async database (application_id {app_id:#x}, "
                 f"{objects} schema objects); wm_async left it untouched"
             )
         version = 0  # an empty database: ours to set up
-    latest = sql.migrations()[-1][0]
+    latest = sqlite_sql.migrations()[-1][0]
     if version > latest:
         raise StoreCorruptError(
             f"{path} was written by a newer wm_async (schema version {version}, this "
@@ -241,7 +243,7 @@ async def initialise(
                 for statement in statements:
                     await db.execute_fetchall(statement)
                 await db.execute_fetchall(f"PRAGMA user_version = {number}")
-        await db.execute_fetchall(f"PRAGMA application_id = {sql.APPLICATION_ID}")
+        await db.execute_fetchall(f"PRAGMA application_id = {sqlite_sql.APPLICATION_ID}")
         await db.execute_fetchall("COMMIT")
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -345,14 +347,14 @@ async def _execute(db: _DB, ops: list[WriteOp]) -> Outcomes:
         elif op.kind is Kind.UNIQUE:
             out[op] = (await _unique(db, *op.arg), None)
         elif op.kind is Kind.QUARANTINE:
-            await (await db.executemany(sql.QUARANTINE, op.arg)).close()
+            await (await db.executemany(sqlite_sql.QUARANTINE, op.arg)).close()
             out[op] = (None, None)
-        elif op.kind is Kind.RESPEC:
-            out[op] = (await _respec(db, op.arg), None)
+        elif op.kind is Kind.UPDATE_SPEC:
+            out[op] = (await _update_spec(db, op.arg), None)
         elif op.kind is Kind.PRUNE:
-            await db.execute_fetchall(sql.PRUNE_TAGS, (op.arg,))
-            await db.execute_fetchall(sql.PRUNE_EDGES, (op.arg,))
-            deleted = await db.execute_fetchall(sql.PRUNE_WORKS, (op.arg,))
+            await db.execute_fetchall(sqlite_sql.PRUNE_TAGS, (op.arg,))
+            await db.execute_fetchall(sqlite_sql.PRUNE_EDGES, (op.arg,))
+            deleted = await db.execute_fetchall(sqlite_sql.PRUNE_WORKS, (op.arg,))
             out[op] = (len(list(deleted)), None)
     return out
 
@@ -360,19 +362,20 @@ async def _execute(db: _DB, ops: list[WriteOp]) -> Outcomes:
 async def _unique(db: _DB, name: str, plan: UniquePlanner) -> tuple[UniquePlan, list[WorkRecord]]:
     # Inside the writer's transaction: no other write can slip between the read and
     # the plan's writes, so concurrent enqueues on one name serialise.
-    rows = await db.execute_fetchall(sql.BY_UNIQUE_NAME, (name,))
+    rows = await db.execute_fetchall(sqlite_sql.BY_UNIQUE_NAME, (name,))
     existing = [codec.record_from_row(row) for row in rows]
     leaves = existing
     if existing:
         ids = json.dumps([r.id for r in existing])
-        inner = {row[0] for row in await db.execute_fetchall(sql.HAVE_DEPENDENTS, (ids,))}
+        inner = {row[0] for row in await db.execute_fetchall(sqlite_sql.HAVE_DEPENDENTS, (ids,))}
         leaves = [r for r in existing if r.id not in inner]
     decided = plan(existing, leaves)
     gone = set(decided.deletes)
     fresh = [r.id for r in decided.inserts if r.id not in gone]
     if fresh:
         taken = [
-            row[0] for row in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(fresh),))
+            row[0]
+            for row in await db.execute_fetchall(sqlite_sql.EXISTING_IDS, (json.dumps(fresh),))
         ]
         if taken:
             raise InvalidRequestError("id", taken, "a work with this id already exists")
@@ -387,7 +390,7 @@ async def _unique(db: _DB, name: str, plan: UniquePlanner) -> tuple[UniquePlan, 
         done: dict[str, bool] = {
             work_id: bool(has_dependents)
             for work_id, _, has_dependents in await db.execute_fetchall(
-                sql.apply_sql(len(decided.cancels)), flat
+                sqlite_sql.apply_sql(len(decided.cancels)), flat
             )
         }
         ended: dict[str, tuple[WorkRecord, Any]] = {}
@@ -400,32 +403,32 @@ async def _unique(db: _DB, name: str, plan: UniquePlanner) -> tuple[UniquePlan, 
             written += [r for _, r in await _propagate(db, ended)]
     if decided.deletes:
         doomed = json.dumps(list(decided.deletes))
-        await db.execute_fetchall(sql.DELETE_TAGS_OF, (doomed,))
-        await db.execute_fetchall(sql.DELETE_EDGES_OF, (doomed,))
-        await db.execute_fetchall(sql.DELETE_WORKS, (doomed,))
+        await db.execute_fetchall(sqlite_sql.DELETE_TAGS_OF, (doomed,))
+        await db.execute_fetchall(sqlite_sql.DELETE_EDGES_OF, (doomed,))
+        await db.execute_fetchall(sqlite_sql.DELETE_WORKS, (doomed,))
     if decided.inserts:
         written += await _insert_new(db, decided.inserts, decided.prerequisites, skip=gone)
     return decided, written
 
 
-async def _respec(db: _DB, change: Change) -> WorkRecord | None:
+async def _update_spec(db: _DB, change: Change) -> WorkRecord | None:
     before, after = change.before, change.after
     params = codec.insert_params(after)
     rows = await db.execute_fetchall(
-        sql.RESPEC,
+        sqlite_sql.UPDATE_SPEC,
         (*params[1:codec.N_SPEC], after.next_run_at, params[-1], before.id, before.state.value,
          before.run_attempt_count, before.generation),
     )  # fmt: skip
     if not list(rows):
         return None
-    await db.execute_fetchall(sql.DELETE_TAGS, (after.id,))
-    await db.executemany(sql.INSERT_TAG, [(tag, after.id) for tag in after.tags])
+    await db.execute_fetchall(sqlite_sql.DELETE_TAGS, (after.id,))
+    await db.executemany(sqlite_sql.INSERT_TAG, [(tag, after.id) for tag in after.tags])
     return after
 
 
 async def _insert(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
     ids = [r.id for op in ops for r in op.arg[0]]
-    taken = {r[0] for r in await db.execute_fetchall(sql.EXISTING_IDS, (json.dumps(ids),))}
+    taken = {r[0] for r in await db.execute_fetchall(sqlite_sql.EXISTING_IDS, (json.dumps(ids),))}
     works: list[tuple[object, ...]] = []
     tags: list[tuple[str, object]] = []
     for op in ops:
@@ -451,9 +454,9 @@ async def _insert(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
                 out[op] = (records, None)
             taken |= mine
     if works:
-        await (await db.executemany(sql.INSERT_WORK, works)).close()
+        await (await db.executemany(sqlite_sql.INSERT_WORK, works)).close()
     if tags:
-        await (await db.executemany(sql.INSERT_TAG, tags)).close()
+        await (await db.executemany(sqlite_sql.INSERT_TAG, tags)).close()
 
 
 async def _insert_new(
@@ -466,20 +469,20 @@ async def _insert_new(
     """Insert works, chained ones in the state their prerequisites give them (their
     ids are free; prerequisites in ``skip`` are being deleted)."""
     if not links:
-        await db.executemany(sql.INSERT_WORK, [codec.insert_params(r) for r in records])
-        await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in records for t in r.tags])
+        await db.executemany(sqlite_sql.INSERT_WORK, [codec.insert_params(r) for r in records])
+        await db.executemany(sqlite_sql.INSERT_TAG, [(t, r.id) for r in records for t in r.tags])
         return list(records)
     new = {r.id for r in records}
     wanted = {p for ps in links.values() for p in ps if p not in new and p not in skip}
     known: dict[str, WorkRecord] = {}
     if wanted:
-        found = await db.execute_fetchall(sql.GET, (json.dumps(sorted(wanted)),))
+        found = await db.execute_fetchall(sqlite_sql.GET, (json.dumps(sorted(wanted)),))
         known = {row[1]: codec.record_from_row(row) for row in found}
     stored, waiting, edges = resolve_new(records, links, known)
     rows = [(*codec.insert_params(r), n) for r, n in zip(stored, waiting, strict=True)]
-    await db.executemany(sql.INSERT_CHAINED, rows)
-    await db.executemany(sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
-    await db.executemany(sql.INSERT_DEPENDENCY, edges)
+    await db.executemany(sqlite_sql.INSERT_CHAINED, rows)
+    await db.executemany(sqlite_sql.INSERT_TAG, [(t, r.id) for r in stored for t in r.tags])
+    await db.executemany(sqlite_sql.INSERT_DEPENDENCY, edges)
     return stored
 
 
@@ -507,17 +510,17 @@ async def _apply(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
                 rounds.append([])
             rounds[n].append((slot, i, change, params))
     for entries in rounds:
-        for start in range(0, len(entries), sql.APPLY_MAX_ROWS):
-            chunk = entries[start : start + sql.APPLY_MAX_ROWS]
+        for start in range(0, len(entries), sqlite_sql.APPLY_MAX_ROWS):
+            chunk = entries[start : start + sqlite_sql.APPLY_MAX_ROWS]
             # Padded to a power of two with rows that match nothing (id NULL), so a
             # few prepared statements serve every batch size.
-            size = min(1 << (len(chunk) - 1).bit_length(), sql.APPLY_MAX_ROWS)
+            size = min(1 << (len(chunk) - 1).bit_length(), sqlite_sql.APPLY_MAX_ROWS)
             flat = [v for entry in chunk for v in entry[3]]
             flat += [None] * (len(chunk[0][3]) * (size - len(chunk)))
             by_id = {entry[3][0]: entry for entry in chunk}
             stale = []
             for work_id, generation, has_dependents in await db.execute_fetchall(
-                sql.apply_sql(size), flat
+                sqlite_sql.apply_sql(size), flat
             ):
                 slot, i, change, _ = by_id[work_id]
                 if generation == change.after.generation:
@@ -527,7 +530,7 @@ async def _apply(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
                 if has_dependents:
                     ended[work_id] = (change.after, slot)
             if stale:
-                for row in await db.execute_fetchall(sql.GET, (json.dumps(stale),)):
+                for row in await db.execute_fetchall(sqlite_sql.GET, (json.dumps(stale),)):
                     slot, i, _, _ = by_id[row[1]]
                     current = slot[i] = codec.record_from_row(row)
                     if row[1] in ended:
@@ -547,7 +550,7 @@ async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]
     args: dict[str, object] = {"now": params.now, "k": limit + 1}
     args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
     branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-    statement = sql.claim_sql(len(blocked))
+    statement = sqlite_sql.claim_sql(len(blocked))
     for branch, rowid, due in await db.execute_fetchall(statement, args):
         branches[branch].append((due, rowid))
     chosen: list[int] = []
@@ -562,7 +565,9 @@ async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]
     if not chosen:
         return [], next_due
     rows = list(
-        await db.execute_fetchall(sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen)))
+        await db.execute_fetchall(
+            sqlite_sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen))
+        )
     )
     order = {rowid: i for i, rowid in enumerate(chosen)}
     rows.sort(key=lambda row: order[row[0]])

@@ -45,7 +45,7 @@ DELETE_TAGS: Final = "DELETE FROM wm_work_tag WHERE work_id = ?"
 DELETE_TAGS_OF: Final = "DELETE FROM wm_work_tag WHERE work_id IN (SELECT value FROM json_each(?))"
 DELETE_WORKS: Final = "DELETE FROM wm_work WHERE id IN (SELECT value FROM json_each(?))"
 BY_UNIQUE_NAME: Final = f"SELECT {SELECT} FROM wm_work WHERE unique_name = ?"
-RESPEC: Final = (
+UPDATE_SPEC: Final = (
     f"UPDATE wm_work SET {', '.join(f'{c} = ?' for c in COLUMNS[1:N_SPEC])}, next_run_at = ?, "
     "signals = ? WHERE id = ? AND state = ? AND run_attempt_count = ? AND generation = ? "
     "RETURNING id"

@@ -263,7 +263,7 @@ class MemoryStore(Store):
         written += self._insert(decided.inserts, decided.prerequisites)
         return decided, written
 
-    async def respec(self, change: Change) -> WorkRecord | None:
+    async def update_spec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec (compare-and-set on state, attempts and generation)."""
         before, after = change.before, change.after
         current = self._records.get(before.id)

@@ -42,7 +42,7 @@ from .._core.errors import (
 from .._core.model import Constraints
 from .._core.redact import mask_url
 from . import _postgres_errors as errors
-from . import _postgres_sql as pg
+from . import _postgres_sql as pg_sql
 from ._base import (
     Claimed,
     ClaimParams,
@@ -118,19 +118,23 @@ class PostgresStore(Store):
     :raises InvalidRequestError: for an invalid argument
     """
 
-    _dsn: str = attrs.field(converter=pg.to_dsn)
+    _dsn: str = attrs.field(converter=pg_sql.to_dsn)
     _schema: str | None = attrs.field(default=None, kw_only=True)
-    _lease: float = attrs.field(default=30.0, kw_only=True, converter=pg.to_lease)
-    _poll_interval: float = attrs.field(default=1.0, kw_only=True, converter=pg.to_poll_interval)
+    _lease: float = attrs.field(default=30.0, kw_only=True, converter=pg_sql.to_lease)
+    _poll_interval: float = attrs.field(
+        default=1.0, kw_only=True, converter=pg_sql.to_poll_interval
+    )
     _clock: Literal["auto", "database", "caller"] = attrs.field(
-        default="auto", kw_only=True, validator=pg.check_clock
+        default="auto", kw_only=True, validator=pg_sql.check_clock
     )
-    _pool_size: int = attrs.field(default=10, kw_only=True, validator=pg.check_pool_size)
-    _retry_timeout: float = attrs.field(default=30.0, kw_only=True, converter=pg.to_retry_timeout)
+    _pool_size: int = attrs.field(default=10, kw_only=True, validator=pg_sql.check_pool_size)
+    _retry_timeout: float = attrs.field(
+        default=30.0, kw_only=True, converter=pg_sql.to_retry_timeout
+    )
     _rescue_interval: float | None = attrs.field(
-        default=None, kw_only=True, converter=pg.to_rescue_interval
+        default=None, kw_only=True, converter=pg_sql.to_rescue_interval
     )
-    _sql: pg.Schema = attrs.field(init=False)
+    _sql: pg_sql.Schema = attrs.field(init=False)
     _ops: Transactions = attrs.field(init=False)  # the statements each operation runs
     _pool: Any = attrs.field(init=False, default=None)  # asyncpg.Pool
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
@@ -142,10 +146,10 @@ class PostgresStore(Store):
     )
 
     def __attrs_post_init__(self) -> None:
-        self._dsn, from_url = pg.split_dsn(self._dsn)
+        self._dsn, from_url = pg_sql.split_dsn(self._dsn)
         if self._schema is None:
-            self._schema = from_url or pg.DEFAULT_SCHEMA
-        self._sql = pg.Schema(pg.check_schema(self._schema))
+            self._schema = from_url or pg_sql.DEFAULT_SCHEMA
+        self._sql = pg_sql.Schema(pg_sql.check_schema(self._schema))
         self._ops = Transactions(self._sql, self._sender, self._lease)
         self._db_clock = self._clock == "database"
 
@@ -181,7 +185,7 @@ class PostgresStore(Store):
         async with self._lock:
             if self._pool is not None:
                 return
-            migrations = await anyio.to_thread.run_sync(pg.migrations)
+            migrations = await anyio.to_thread.run_sync(pg_sql.migrations)
             try:
                 pool = await asyncpg.create_pool(
                     self._dsn, min_size=1, max_size=self._pool_size, timeout=10
@@ -315,7 +319,7 @@ class PostgresStore(Store):
         if error is not None:
             raise error
 
-    async def _fetch(self, doing: str, statement: pg.Statement, **values: object) -> list[Any]:
+    async def _fetch(self, doing: str, statement: pg_sql.Statement, **values: object) -> list[Any]:
         args = statement.args(**values)
 
         async def read(conn: _Conn) -> list[Any]:
@@ -445,7 +449,7 @@ class PostgresStore(Store):
 
         return await self._run("enqueueing unique work", run, write=write)
 
-    async def respec(self, change: Change) -> WorkRecord | None:
+    async def update_spec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec and due time (compare-and-set on state, attempts and
         generation). A retry after an attempt whose answer was lost recognises that
         attempt's write by its token (its guard fails now: the generation moved on).
@@ -455,7 +459,7 @@ class PostgresStore(Store):
         write = self._ops.new_write()
 
         async def run(conn: _Conn) -> bool:
-            return await self._ops.respec(conn, change, write)
+            return await self._ops.update_spec(conn, change, write)
 
         updated = await self._run("updating", run, transaction=False, write=write)
         return change.after if updated else None

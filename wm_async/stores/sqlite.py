@@ -37,7 +37,7 @@ from .._core.model import Constraints
 from . import _codec as codec
 from . import _sqlite_errors as errors
 from . import _sqlite_file
-from . import _sqlite_sql as sql
+from . import _sqlite_sql as sqlite_sql
 from ._base import (
     Claimed,
     ClaimParams,
@@ -154,9 +154,9 @@ class SQLiteStore(Store):
         async with self._lock:
             if self._writer is not None:
                 return
-            if sqlite3.sqlite_version_info < sql.MIN_SQLITE:
+            if sqlite3.sqlite_version_info < sqlite_sql.MIN_SQLITE:
                 raise StoreError(f"SQLiteStore needs SQLite 3.35+, not {sqlite3.sqlite_version}")
-            migrations = await anyio.to_thread.run_sync(sql.migrations)
+            migrations = await anyio.to_thread.run_sync(sqlite_sql.migrations)
             # Before the connections: its descriptor must outlive them (see _sqlite_file).
             with anyio.CancelScope(shield=True):  # quick; and a file taken is let go
                 await anyio.to_thread.run_sync(self._take_file)
@@ -196,6 +196,11 @@ class SQLiteStore(Store):
     @property
     def path(self) -> str:
         """The database file."""
+        return self._path
+
+    @property
+    def data_path(self) -> str:
+        """The database file (its disk is the one ``storage_not_low`` watches)."""
         return self._path
 
     async def lock_for_scheduler(self, owner: str) -> None:
@@ -395,13 +400,13 @@ class SQLiteStore(Store):
         result: tuple[UniquePlan, list[WorkRecord]] = await self._submit(Kind.UNIQUE, (name, plan))
         return result
 
-    async def respec(self, change: Change) -> WorkRecord | None:
+    async def update_spec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec and due time (compare-and-set on state, attempts and
         generation), in one transaction with its tags.
 
         :raises StoreError: if the database fails
         """
-        result: WorkRecord | None = await self._submit(Kind.RESPEC, change)
+        result: WorkRecord | None = await self._submit(Kind.UPDATE_SPEC, change)
         return result
 
     async def prune(self, *, finished_before: float) -> int:
@@ -421,7 +426,7 @@ class SQLiteStore(Store):
             if self._reader is None:
                 raise self._not_open()
             return []
-        return await self._read(sql.GET, (json.dumps(list(ids)),))
+        return await self._read(sqlite_sql.GET, (json.dumps(list(ids)),))
 
     async def query(self, query: WorkQuery) -> list[WorkRecord]:
         """Records matching the query, oldest enqueue first.
@@ -448,7 +453,7 @@ class SQLiteStore(Store):
             where.append(
                 f"state IN ({', '.join(states)})" if len(states) > 1 else f"state = {states[0]}"
             )
-        text = f"SELECT {sql.SELECT} FROM wm_work WHERE {' AND '.join(where)}"
+        text = f"SELECT {sqlite_sql.SELECT} FROM wm_work WHERE {' AND '.join(where)}"
         return await self._read(text + " ORDER BY enqueued_at, rowid", args)
 
     async def signals_in_use(self) -> frozenset[str]:
@@ -459,7 +464,7 @@ class SQLiteStore(Store):
         if self._reader is None:
             raise self._not_open()
         try:
-            rows = await self._reader.execute_fetchall(sql.SIGNALS_IN_USE, ())
+            rows = await self._reader.execute_fetchall(sqlite_sql.SIGNALS_IN_USE, ())
         except aiosqlite.Error as exc:
             raise self._error(exc, "reading") from exc
         names: set[str] = set()

@@ -12,11 +12,11 @@ import anyio
 
 from .._clock import (
     Clock,
-    Participant,
+    Settleable,
     Timer,
     Wakeup,
 )
-from .._core import validators as v
+from .._core import validators
 from .._core.errors import InvalidRequestError
 
 __all__ = ("VirtualClock",)
@@ -53,7 +53,7 @@ class VirtualClock(Clock):
         self._seq = itertools.count()
         self._timers: list[tuple[float, int, _VirtualTimer]] = []
         self._sleepers: dict[int, tuple[float, anyio.CancelScope]] = {}
-        self._participants: list[Participant] = []
+        self._participants: list[Settleable] = []
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self.datetime().isoformat()})"
@@ -87,11 +87,11 @@ class VirtualClock(Clock):
         heapq.heappush(self._timers, (when, next(self._seq), timer))
         return timer
 
-    def attach(self, participant: Participant) -> None:
+    def attach(self, participant: Settleable) -> None:
         """Called by a starting manager: advance waits for it to settle."""
         self._participants.append(participant)
 
-    def detach(self, participant: Participant) -> None:
+    def detach(self, participant: Settleable) -> None:
         """Called by a stopping manager."""
         if participant in self._participants:
             self._participants.remove(participant)
@@ -129,8 +129,8 @@ class VirtualClock(Clock):
         is in flight, including the first read of a watcher whose consumer has started
         iterating. Time never moves while a store call is in flight.
         """
-        step = v.to_timedelta("delta", delta)
-        v.check_non_negative("delta", step)
+        step = validators.to_timedelta("delta", delta)
+        validators.check_non_negative("delta", step)
         target = self._now + step.total_seconds()
         await self.settle()
         while True:

@@ -8,8 +8,7 @@ import uuid
 import attrs
 
 from .._api.manager import WorkManager
-from .._core import lifecycle as lc
-from .._core import validators as v
+from .._core import lifecycle, validators
 from .._core.errors import InvalidRequestError
 from .._core.model import WorkInfo
 
@@ -31,14 +30,14 @@ class TestDriver:
         """Make an ENQUEUED work due now, as if its initial delay (or backoff) passed."""
         self.manager._require("set_initial_delay_met")
         return await self.manager._apply_one(
-            work_id, lambda record, now: lc.delay_met(record, now=now)
+            work_id, lambda record, now: lifecycle.delay_met(record, now=now)
         )
 
     async def set_period_delay_met(self, work_id: uuid.UUID | str) -> WorkInfo:
         """Make a periodic work's current period due now, as if its interval passed."""
         self.manager._require("set_period_delay_met")
         return await self.manager._apply_one(
-            work_id, lambda record, now: lc.delay_met(record, now=now)
+            work_id, lambda record, now: lifecycle.delay_met(record, now=now)
         )
 
     async def set_all_constraints_met(self, work_id: uuid.UUID | str) -> WorkInfo:
@@ -46,7 +45,7 @@ class TestDriver:
         its signals say, and losing a signal no longer stops it."""
         manager = self.manager
         manager._require("set_all_constraints_met")
-        key = str(v.to_uuid("id", work_id))
+        key = str(validators.to_uuid("id", work_id))
         found = await manager.store.get([key])
         if not found:
             raise InvalidRequestError("id", work_id, "no such work")

@@ -2,7 +2,7 @@
 checked through its public operations, one module per operation: ``test_insert``,
 ``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
 prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
-``test_respec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
+``test_update_spec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
 ``test_leases`` and ``test_signals_in_use``.
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
@@ -64,7 +64,7 @@ _MODULE_NAMES = (
     "test_apply",
     "test_chains",
     "test_enqueue_unique",
-    "test_respec",
+    "test_update_spec",
     "test_query",
     "test_prune",
     "test_requeue_orphans",
@@ -89,8 +89,8 @@ from . import (  # after register_assert_rewrite, on purpose
     test_prune,
     test_query,
     test_requeue_orphans,
-    test_respec,
     test_signals_in_use,
+    test_update_spec,
 )
 
 
@@ -113,7 +113,7 @@ _TESTS = _collect(
     test_apply,
     test_chains,
     test_enqueue_unique,
-    test_respec,
+    test_update_spec,
     test_query,
     test_prune,
     test_requeue_orphans,

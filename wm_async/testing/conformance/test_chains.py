@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from ..._core import lifecycle as lc
+from ..._core import lifecycle
 from ..._core.errors import InvalidRequestError
 from ..._core.lifecycle import (
     Failed,
@@ -60,11 +60,11 @@ async def test_insert_decides_a_chained_work_from_its_prerequisites(store: Store
     )
 
     expected = {
-        after_ok.id: lc.resolve(after_ok, [ok_done.after], now=at),
-        after_bad.id: lc.resolve(after_bad, [ok_done.after, bad_done.after], now=at),
-        after_gone.id: lc.resolve(after_gone, [ok_done.after, gone.after], now=at),
-        after_pending.id: lc.blocked(after_pending),
-        grandchild.id: lc.blocked(grandchild),
+        after_ok.id: lifecycle.resolve(after_ok, [ok_done.after], now=at),
+        after_bad.id: lifecycle.resolve(after_bad, [ok_done.after, bad_done.after], now=at),
+        after_gone.id: lifecycle.resolve(after_gone, [ok_done.after, gone.after], now=at),
+        after_pending.id: lifecycle.blocked(after_pending),
+        grandchild.id: lifecycle.blocked(grandchild),
     }
     assert by_id(stored) == expected
     assert by_id(await store.get(list(expected))) == expected
@@ -77,7 +77,7 @@ async def test_insert_decides_a_chained_work_from_its_prerequisites(store: Store
     ]
     assert expected[after_ok.id].input == {"own": 0, "k": "ok", "n": 1}  # merged
     claimed = await claim_due(store, now=at + 5)
-    assert claimed.records == [lc.claim(expected[after_ok.id], now=at + 5, owner="me")]
+    assert claimed.records == [lifecycle.claim(expected[after_ok.id], now=at + 5, owner="me")]
     assert claimed.next_due == NOW + 1000  # BLOCKED works are never due
 
 
@@ -103,21 +103,21 @@ async def test_the_last_prerequisite_to_succeed_unblocks_with_the_merged_input(
 
     b_done = finish(b_run, Succeeded({"n": 2}), now=NOW + 1)
     assert await store.apply([b_done]) == [b_done.after]
-    assert await store.get([child.id]) == [lc.blocked(child)]  # still waits for a
+    assert await store.get([child.id]) == [lifecycle.blocked(child)]  # still waits for a
 
     a_done = finish(a_run, Succeeded({"n": 1}), now=NOW + 2)
     written = await store.apply([a_done])
 
     # Outputs merge in the order of the prerequisites, not of their ends.
-    unblocked = lc.unblock(
-        lc.blocked(child), [a_done.after.output, b_done.after.output], now=NOW + 2
+    unblocked = lifecycle.unblock(
+        lifecycle.blocked(child), [a_done.after.output, b_done.after.output], now=NOW + 2
     )
     assert by_id(written) == {a.id: a_done.after, child.id: unblocked}
     assert unblocked.state is WorkState.ENQUEUED
     assert unblocked.input == {"n": [0, 1, 2]}
     assert await store.get([child.id]) == [unblocked]
     again = await claim_due(store, now=NOW + 2)
-    assert again.records == [lc.claim(unblocked, now=NOW + 2, owner="me")]
+    assert again.records == [lifecycle.claim(unblocked, now=NOW + 2, owner="me")]
 
 
 async def test_a_failure_fails_every_blocked_dependent_transitively(store: Store) -> None:
@@ -132,12 +132,12 @@ async def test_a_failure_fails_every_blocked_dependent_transitively(store: Store
     failed = finish(claimed[a.id], Failed(error=WorkError(type="E", message="m")), now=NOW + 1)
     written = await store.apply([failed])
 
-    b_failed = lc.prerequisite_failed(lc.blocked(b), failed.after, now=NOW + 1)
+    b_failed = lifecycle.prerequisite_failed(lifecycle.blocked(b), failed.after, now=NOW + 1)
     expected = {
         a.id: failed.after,
         b.id: b_failed,
-        c.id: lc.prerequisite_failed(lc.blocked(c), b_failed, now=NOW + 1),
-        d.id: lc.prerequisite_failed(lc.blocked(d), failed.after, now=NOW + 1),
+        c.id: lifecycle.prerequisite_failed(lifecycle.blocked(c), b_failed, now=NOW + 1),
+        d.id: lifecycle.prerequisite_failed(lifecycle.blocked(d), failed.after, now=NOW + 1),
     }
     assert by_id(written) == expected
     assert by_id(await store.get(list(expected))) == expected
@@ -160,8 +160,8 @@ async def test_a_cancellation_cancels_every_blocked_dependent_transitively(
 
     expected = {
         a.id: cancelled.after,
-        b.id: lc.prerequisite_cancelled(lc.blocked(b), now=NOW + 1),
-        c.id: lc.prerequisite_cancelled(lc.blocked(c), now=NOW + 1),
+        b.id: lifecycle.prerequisite_cancelled(lifecycle.blocked(b), now=NOW + 1),
+        c.id: lifecycle.prerequisite_cancelled(lifecycle.blocked(c), now=NOW + 1),
     }
     assert by_id(written) == expected
     assert by_id(await store.get(list(expected))) == expected

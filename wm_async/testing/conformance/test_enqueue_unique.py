@@ -10,7 +10,7 @@ import anyio
 import attrs
 import pytest
 
-from ..._core import lifecycle as lc
+from ..._core import lifecycle
 from ..._core.errors import InvalidRequestError
 from ..._core.lifecycle import (
     Succeeded,
@@ -55,7 +55,7 @@ async def test_a_free_name_takes_the_new_works(store: Store) -> None:
 
     assert seen == [([], [])]
     assert plan == UniquePlan(inserts=(first, second), prerequisites={second.id: (first.id,)})
-    assert by_id(written) == {first.id: first, second.id: lc.blocked(second)}
+    assert by_id(written) == {first.id: first, second.id: lifecycle.blocked(second)}
     assert by_id(await store.query(WorkQuery(unique_names={"n"}))) == by_id(written)
 
 
@@ -104,7 +104,7 @@ async def test_append_chains_the_new_work_after_the_leaves(store: Store) -> None
 
     assert seen == [(sorted([first.id, second.id]), [second.id])]
     assert plan.prerequisites == {new.id: (second.id,)}
-    assert written == [lc.blocked(new)]
+    assert written == [lifecycle.blocked(new)]
     # The new work depends on the leaf: cancelling the chain's start reaches it.
     cancelled = cancel(first, now=NOW + 2)
     assert cancelled is not None

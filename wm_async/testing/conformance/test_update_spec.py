@@ -1,4 +1,4 @@
-"""``Store.respec`` (``update_work``): the new spec and due time are written only if the
+"""``Store.update_spec`` (``update_work``): the new spec and due time are written only if the
 stored work still has the state, attempt count and generation the change expects."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import uuid
 
 import attrs
 
-from ..._core import lifecycle as lc
+from ..._core import lifecycle
 from ..._core.lifecycle import (
     Change,
     Succeeded,
@@ -26,7 +26,7 @@ from ...stores import (
 from ._helpers import NOW, claim_due, ids, record, running
 
 
-async def test_respec_writes_the_new_spec_and_due_time(store: Store) -> None:
+async def test_update_spec_writes_the_new_spec_and_due_time(store: Store) -> None:
     work = record("w", input={"v": 1}, tags={"old"}, initial_delay=10)
     await store.insert([work])
     new = record(
@@ -36,11 +36,11 @@ async def test_respec_writes_the_new_spec_and_due_time(store: Store) -> None:
         initial_delay=60,
         constraints=Constraints(signals={"vpn"}),
     )
-    result, change = lc.respec(work, new)
+    result, change = lifecycle.update_spec(work, new)
     assert result is UpdateResult.APPLIED_IMMEDIATELY
     assert change is not None
 
-    assert await store.respec(change) == change.after
+    assert await store.update_spec(change) == change.after
 
     assert await store.get([work.id]) == [change.after]
     assert change.after.generation == 1
@@ -52,27 +52,29 @@ async def test_respec_writes_the_new_spec_and_due_time(store: Store) -> None:
         records=[], next_due=None
     )
     claimed = await claim_due(store, now=NOW + 60)
-    assert claimed.records == [lc.claim(change.after, now=NOW + 60, owner="me")]
+    assert claimed.records == [lifecycle.claim(change.after, now=NOW + 60, owner="me")]
 
 
-async def test_respec_is_a_compare_and_set(store: Store) -> None:
+async def test_update_spec_is_a_compare_and_set(store: Store) -> None:
     work = record(input={"v": 1})
     await store.insert([work])
-    _, first = lc.respec(work, record(input={"v": 2}))
-    _, second = lc.respec(work, record(input={"v": 3}))  # from the same, now stale, record
+    _, first = lifecycle.update_spec(work, record(input={"v": 2}))
+    _, second = lifecycle.update_spec(
+        work, record(input={"v": 3})
+    )  # from the same, now stale, record
     assert first is not None
     assert second is not None
 
-    assert await store.respec(first) == first.after
-    assert await store.respec(second) is None  # the generation moved on
-    assert await store.respec(first) is None
+    assert await store.update_spec(first) == first.after
+    assert await store.update_spec(second) is None  # the generation moved on
+    assert await store.update_spec(first) is None
 
-    _, late = lc.respec(first.after, record(input={"v": 4}))
+    _, late = lifecycle.update_spec(first.after, record(input={"v": 4}))
     assert late is not None
     running_now = (await claim_due(store)).records[0]
-    assert await store.respec(late) is None  # the state moved on
+    assert await store.update_spec(late) is None  # the state moved on
     unknown = Change(attrs.evolve(work, id=str(uuid.uuid4())), late.after)
-    assert await store.respec(unknown) is None
+    assert await store.update_spec(unknown) is None
     assert await store.get([work.id]) == [running_now]
     assert running_now.input == {"v": 2}
 
@@ -81,11 +83,11 @@ async def test_a_running_work_keeps_its_run_and_its_result_takes_the_new_spec(
     store: Store,
 ) -> None:
     run = await running(store, record(input={"v": 1}))
-    result, change = lc.respec(run, record(input={"v": 2}, tags={"new"}))
+    result, change = lifecycle.update_spec(run, record(input={"v": 2}, tags={"new"}))
     assert result is UpdateResult.APPLIED_FOR_NEXT_RUN
     assert change is not None
 
-    assert await store.respec(change) == change.after
+    assert await store.update_spec(change) == change.after
     assert await store.get([run.id]) == [change.after]
 
     done = finish(run, Succeeded({"out": 1}), now=NOW + 1)  # the run that was under way
