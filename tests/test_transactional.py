@@ -567,6 +567,45 @@ async def test_a_failed_enqueue_leaves_the_app_transaction_usable(
     assert await _count(f'SELECT count(*) FROM "{schema.name}".orders') == 2
 
 
+@pg
+async def test_a_cancelled_enqueue_leaves_the_app_transaction_as_it_was(
+    schema: PgSchema, pool: Any
+) -> None:
+    """An app's timeout cancels an enqueue waiting for a unique name's lock (another
+    app transaction holds it): the app's transaction goes on, and its commit stores
+    its own rows, not the cancelled enqueue's."""
+    manager = _manager(schema)
+    manager.register_worker("w", lambda ctx: None)
+    holder, late = wm.OneTimeWorkRequest("w"), wm.OneTimeWorkRequest("w")
+
+    async def waiting() -> bool:
+        return await _lock_waiters(schema) == 1
+
+    with anyio.fail_after(60):
+        async with manager:
+            await _make_orders(schema)
+            async with pool.acquire() as other, pool.acquire() as conn:
+                held = other.transaction()
+                await held.start()
+                assert await manager.enqueue_unique_work("n", "KEEP", holder, connection=other)
+                async with conn.transaction():
+                    await conn.execute(f'INSERT INTO "{schema.name}".orders VALUES (1)')
+                    with anyio.CancelScope() as scope:
+                        async with anyio.create_task_group() as tg:
+
+                            async def time_out() -> None:
+                                await _until(waiting)
+                                scope.cancel()
+
+                            tg.start_soon(time_out)
+                            await manager.enqueue_unique_work("n", "KEEP", late, connection=conn)
+                    assert scope.cancelled_caught
+                    await conn.execute(f'INSERT INTO "{schema.name}".orders VALUES (2)')
+                await held.rollback()
+            assert await _stored(schema, holder.id, late.id) == 0
+    assert await _count(f'SELECT count(*) FROM "{schema.name}".orders') == 2
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_stores_other_than_postgres_refuse_a_connection(kind: str, tmp_path: Path) -> None:
     url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path}/wm.db"

@@ -6,8 +6,12 @@ the app commits.
 - The connection is checked first (an asyncpg connection, in a transaction that has
   not failed and may write, to the store's database, where the store's schema is),
   before anything is written.
-- The statements run inside a savepoint: a write that fails (a taken id, say) leaves
-  the app's transaction as it was, and raises what the store's own write raises.
+- The statements run inside a savepoint: a write that fails (a taken id, say) or is
+  cancelled (an app's timeout, maybe between two statements) leaves the app's
+  transaction as it was; a failure raises what the store's own write raises.
+- Unique work needs READ COMMITTED or SERIALIZABLE isolation: a REPEATABLE READ
+  snapshot, taken before the name's lock was granted, could miss another enqueue under
+  the name.
 - Nothing is retried: a lost connection is the app's to handle (its transaction is
   gone), and as the app commits, no lost COMMIT answer has to be recognised.
 - The statements NOTIFY as every write does, so the announcement is delivered at the
@@ -224,7 +228,6 @@ class AppTransaction(JoinedTransaction):
             await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         except Exception as exc:
             raise self.error(exc, doing) from exc
-        # (Cancelled, it undoes nothing: the app's transaction is being abandoned.)
         try:
             result = await fn(conn)
             await conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
@@ -234,12 +237,17 @@ class AppTransaction(JoinedTransaction):
         except Exception as exc:
             await self._undo()
             raise self.error(exc, doing) from exc
+        except BaseException:
+            # Cancelled (a timeout of the app's, say), maybe between two statements: the
+            # app may go on and commit, which must not store half a chain.
+            await self._undo()
+            raise
         return result
 
     async def _undo(self) -> None:
-        """Roll the app's transaction back to the savepoint (bounded: a dead connection
-        must not hang the call)."""
-        with anyio.move_on_after(_UNDO_TIMEOUT):
+        """Roll the app's transaction back to the savepoint (shielded from the caller's
+        cancellation; bounded: a dead connection must not hang the call)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_UNDO_TIMEOUT):
             try:
                 await self.conn.execute(
                     f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}"
