@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
@@ -524,25 +525,46 @@ async def test_a_connection_the_store_cannot_write_through_is_refused(
                 await refused(conn, "its transaction has failed")
                 await transaction.rollback()
             await refused(conn, "cannot be used")  # released to the pool
-            # Another database: without the store's schema, then with a copy of it.
-            other_dsn = PG_DSN.rsplit("/", 1)[0] + "/postgres"
+            # A plain enqueue under REPEATABLE READ is fine (no snapshot decides it).
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                await manager.enqueue(request, connection=conn)
+            assert await _stored(schema, request.id) == 1
+
+
+@pg
+async def test_a_connection_to_another_database_is_refused(schema: PgSchema) -> None:
+    """The app's connection goes to another database of the server: without the store's
+    schema there, then with a schema of the same name (another app's copy)."""
+    parts = urlsplit(PG_DSN)
+    if parts.path.strip("/") == "postgres":
+        pytest.skip("the tests' database is 'postgres': no other database to connect to")
+    other_dsn = urlunsplit(parts._replace(path="/postgres"))
+    manager = _manager(schema)
+    manager.register_worker("w", lambda ctx: None)
+    request = wm.OneTimeWorkRequest("w")
+    with anyio.fail_after(60):
+        async with manager:
             other = await asyncpg.connect(
                 other_dsn, server_settings={"application_name": schema.app}
             )
             try:
                 async with other.transaction():
-                    await refused(other, "has no table")
+                    with pytest.raises(wm.InvalidRequestError, match="has no table") as e:
+                        await manager.enqueue(request, connection=other)
+                    assert e.value.field == "connection"
                 async with PostgresStore(other_dsn, schema=schema.name):
                     pass  # the same schema, in the other database
                 async with other.transaction():
-                    await refused(other, "its database is 'postgres', the store's")
+                    with pytest.raises(wm.InvalidRequestError, match="its database is") as e:
+                        await manager.enqueue(request, connection=other)
+                    assert e.value.field == "connection"
+                    assert (
+                        await other.fetchval(f'SELECT count(*) FROM "{schema.name}".wm_work') == 0
+                    )
             finally:
                 await other.execute(f'DROP SCHEMA IF EXISTS "{schema.name}" CASCADE')
                 await other.close()
-            # A plain enqueue under REPEATABLE READ is fine (no snapshot decides it).
-            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-                await manager.enqueue(request, connection=conn)
-            assert await _stored(schema, request.id) == 1
+            assert await _stored(schema, request.id) == 0
 
 
 @pg
