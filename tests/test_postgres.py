@@ -225,6 +225,45 @@ async def test_cancel_from_another_manager_stops_the_run(schema: PgSchema) -> No
     assert reasons == [wm.StopReason.CANCELLED_BY_APP]
 
 
+async def test_a_replace_from_another_manager_stops_the_run_at_once(schema: PgSchema) -> None:
+    """REPLACE cancels the name's running work, then deletes it: the process running it
+    re-reads nothing, and stops the run when it hears of the cancel (not at its next
+    lease renewal, half a lease later, as LEASE_LOST)."""
+    url = schema.url()
+    runner = wm.WorkManager(PostgresStore(url, poll_interval=30), shutdown_grace=0)
+    other = wm.WorkManager(PostgresStore(url, poll_interval=30), shutdown_grace=0)
+    started, stopped, reasons = anyio.Event(), anyio.Event(), []
+
+    @runner.worker("hold")
+    async def hold(ctx: wm.WorkContext) -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            reasons.append(ctx.stop_reason)
+            stopped.set()
+
+    # The old work needs a signal that holds only on the runner's side, the new one a
+    # signal that holds nowhere: only the runner runs the old one, nobody the new one.
+    mine = wm.signals.Flag()
+    mine.set()
+    runner.register_signal("mine", mine)
+    other.register_worker("hold", hold)
+    for manager in (runner, other):
+        manager.register_signal("side", wm.signals.Flag())
+    other.register_signal("mine", wm.signals.Flag())
+    with anyio.fail_after(60):
+        async with runner, other:
+            old = wm.OneTimeWorkRequest("hold", constraints=wm.Constraints(signals={"mine"}))
+            await runner.enqueue_unique_work("name", "REPLACE", old)
+            await started.wait()
+            new = wm.OneTimeWorkRequest("hold", constraints=wm.Constraints(signals={"side"}))
+            assert await other.enqueue_unique_work("name", "REPLACE", new)
+            with anyio.fail_after(10):  # the lease (30 s) is renewed every 15 s
+                await stopped.wait()
+    assert reasons == [wm.StopReason.CANCELLED_BY_APP]
+
+
 async def test_a_run_whose_lease_was_taken_over_stops_with_lease_lost(
     schema: PgSchema,
 ) -> None:

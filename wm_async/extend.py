@@ -6,8 +6,10 @@ one place.
   :class:`Change` objects (compare-and-set: write ``after`` only if the stored work still
   is ``before``); :class:`ClaimParams` and :class:`Claimed` are what a claim takes and
   gives, :class:`StoreListener` what a store shared by several processes reports changes
-  to, :class:`UniquePlan` what a unique enqueue decided. Stores persist; they never
-  decide (the lifecycle functions do). Run the store conformance suite
+  to, :class:`UniquePlan` what a unique enqueue decided, :class:`JoinedTransaction`
+  the writes of an enqueue in an app's own transaction (what ``join_transaction``
+  returns, in a store that can share one). Stores persist; they never decide (the
+  lifecycle functions do). Run the store conformance suite
   (:mod:`wm_async.testing.conformance`) against it.
 - **A clock**: subclass :class:`Clock` (``now``, ``sleep_until``, ``call_at``; and
   ``monotonic``/``call_later`` if its time can step). :class:`Wakeup` is what a sleep can
@@ -28,7 +30,7 @@ from ._core.lifecycle import Change, UniquePlan
 from ._core.mergers import InputMerger
 from ._core.record import WorkRecord
 from .signals import Signal
-from .stores._base import Claimed, ClaimParams, Store, StoreListener
+from .stores._base import Claimed, ClaimParams, JoinedTransaction, Store, StoreListener
 
 __all__ = (
     "Change",
@@ -36,6 +38,7 @@ __all__ = (
     "Claimed",
     "Clock",
     "InputMerger",
+    "JoinedTransaction",
     "Signal",
     "Store",
     "StoreListener",

@@ -22,7 +22,9 @@ class ChainOwner(Protocol):
     """What a continuation needs of the manager that made it (which imports this
     module, so this one names the manager only by what it uses)."""
 
-    async def _enqueue_chain(self, last: WorkContinuation) -> bool: ...
+    async def _enqueue_chain(
+        self, last: WorkContinuation, *, connection: object = None
+    ) -> bool: ...
 
     async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]: ...
 
@@ -132,17 +134,22 @@ class WorkContinuation:
         step = OneTimeWorkRequest(COMBINE_WORKER, input_merger=ArrayCreatingInputMerger)
         return WorkContinuation(manager, (step,), continuations)
 
-    async def enqueue(self) -> None:
+    async def enqueue(self, *, connection: object = None) -> None:
         """Store the chain's works that are not stored yet, in one transaction: each one
         BLOCKED until its prerequisites succeed (or at once ENQUEUED, FAILED or CANCELLED
         as semantics 18 says). Enqueueing a continuation again does nothing.
 
-        :raises InvalidRequestError: for an invalid request, or a chain joining two
-            unique chains
+        :param connection: (PostgreSQL) an asyncpg connection in the app's open
+            transaction, as for :meth:`WorkManager.enqueue`: the chain is stored if the
+            app commits. Its steps are not marked as enqueued (the app's COMMIT
+            decides): enqueueing it again stores them after a rollback, and raises
+            InvalidRequestError (their ids exist) after a commit
+        :raises InvalidRequestError: for an invalid request, a chain joining two
+            unique chains, or a ``connection`` the store cannot write through
         :raises UnknownWorkerError: if no worker is registered for a request
         :raises NotRunningError: if the manager is not running
         """
-        await self._manager._enqueue_chain(self)
+        await self._manager._enqueue_chain(self, connection=connection)
 
     async def get_work_infos(self) -> list[WorkInfo]:
         """The WorkInfo of every stored work of the chain, earlier steps first."""

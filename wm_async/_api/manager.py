@@ -260,17 +260,25 @@ class WorkManager:
 
     # -- enqueue
 
-    async def enqueue(self, *requests: OneTimeWorkRequest | PeriodicWorkRequest) -> None:
+    async def enqueue(
+        self, *requests: OneTimeWorkRequest | PeriodicWorkRequest, connection: object = None
+    ) -> None:
         """Store the requests atomically (all or none); returns once they are durable.
 
-        :raises InvalidRequestError: for an invalid request (nothing is stored)
+        :param connection: (PostgreSQL) an asyncpg connection in the app's open
+            transaction: the works are written in it, durable and announced to the
+            workers when the app commits, gone if it rolls back (README, "Transactional
+            enqueue")
+        :raises InvalidRequestError: for an invalid request (nothing is stored), or a
+            ``connection`` the store cannot write through (not in a transaction, to
+            another database, or a store other than PostgreSQL)
         :raises UnknownWorkerError: if no worker is registered for a request
         :raises NotRunningError: if the manager is not running
         """
         self._require("enqueue")
         if not requests:
             return
-        await self._ops.enqueue(requests)
+        await self._ops.enqueue(requests, connection=connection)
 
     # -- chains
 
@@ -305,10 +313,10 @@ class WorkManager:
             )
         return combined
 
-    async def _enqueue_chain(self, last: WorkContinuation) -> bool:
+    async def _enqueue_chain(self, last: WorkContinuation, *, connection: object = None) -> bool:
         """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction."""
         self._require("enqueue")
-        return await self._ops.enqueue_chain(last)
+        return await self._ops.enqueue_chain(last, connection=connection)
 
     # -- signals
 
@@ -358,7 +366,11 @@ class WorkManager:
         )
 
     async def enqueue_unique_work(
-        self, name: str, policy: ExistingWorkPolicy | str, *requests: OneTimeWorkRequest
+        self,
+        name: str,
+        policy: ExistingWorkPolicy | str,
+        *requests: OneTimeWorkRequest,
+        connection: object = None,
     ) -> bool:
         """Enqueue one-time works under a unique name, as ``policy`` says (semantics 22-24).
 
@@ -374,12 +386,15 @@ class WorkManager:
         The decision and its writes happen in one store transaction, so concurrent calls
         on one name behave as if they ran one after the other.
 
+        :param connection: as for :meth:`enqueue`: the decision and its writes happen
+            in the app's transaction, which holds the name's lock until it ends
         :return: whether the requests were enqueued (False: KEEP kept the existing work)
-        :raises InvalidRequestError: for an invalid name, policy or request
+        :raises InvalidRequestError: for an invalid name, policy, request or
+            ``connection``
         """
         self._require("enqueue_unique_work")
         chain = self.begin_unique_work(name, policy, *requests)
-        return await self._enqueue_chain(chain)
+        return await self._enqueue_chain(chain, connection=connection)
 
     async def enqueue_unique_periodic_work(
         self, name: str, policy: ExistingPeriodicWorkPolicy | str, request: PeriodicWorkRequest

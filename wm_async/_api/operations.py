@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         Settings,
     )
     from ..stores import Store
+    from ..stores._base import JoinedTransaction
     from .chains import WorkContinuation
 
 #: Attempts at a compare-and-set before an operation gives up on a work that keeps
@@ -148,8 +149,22 @@ class Operations:
             )
         return request
 
-    async def enqueue(self, requests: Sequence[OneTimeWorkRequest | PeriodicWorkRequest]) -> None:
-        """Check and insert ``requests`` (at least one), atomically."""
+    async def _writes(self, connection: object) -> Store | JoinedTransaction:
+        """Where an enqueue writes: the store, or (``connection`` given) the store's
+        writes in the app's transaction on that connection (checked)."""
+        if connection is None:
+            return self._store
+        return await self._store.join_transaction(connection)
+
+    async def enqueue(
+        self,
+        requests: Sequence[OneTimeWorkRequest | PeriodicWorkRequest],
+        *,
+        connection: object = None,
+    ) -> None:
+        """Check and insert ``requests`` (at least one), atomically; with
+        ``connection``, in the app's transaction on it. Such works are published (and
+        the dispatcher woken) when the store announces them, at the app's COMMIT."""
         services = self._services
         checked = [self.check_request(r) for r in requests]
         now = self._clock.now()
@@ -168,12 +183,18 @@ class Operations:
             }
         )
         with services.serving("enqueue"):
-            await self._store.insert(records)
-        services.publish(records)
-        services.scheduler.wake()
+            await (await self._writes(connection)).insert(records)
+        if connection is None:
+            services.publish(records)
+            services.scheduler.wake()
 
-    async def enqueue_chain(self, last: WorkContinuation) -> bool:
-        """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction."""
+    async def enqueue_chain(self, last: WorkContinuation, *, connection: object = None) -> bool:
+        """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction
+        (with ``connection``, the app's on it).
+
+        Steps enqueued in the app's transaction are not marked as enqueued: whether
+        they are stored is the app's COMMIT's to decide, so enqueueing them again
+        stores them after a rollback, and raises (their ids exist) after a commit."""
         nodes = [n for n in last._graph() if not n._enqueued]
         if not nodes:
             return False  # semantics 21: enqueueing twice is a no-op
@@ -197,8 +218,9 @@ class Operations:
                 records.append(record)
                 if pids:
                     links[record.id] = pids
+        mark = connection is None
         for node in nodes:  # before the await: a concurrent second enqueue is a no-op
-            node._enqueued = True
+            node._enqueued = mark
         services = self._services
         try:
             if roots:
@@ -211,16 +233,18 @@ class Operations:
                     records,
                     links,
                     roots=[str(r.id) for r in root._requests],
+                    connection=connection,
                 )
             with services.serving("enqueue"):
-                written = await self._store.insert(records, links)
+                written = await (await self._writes(connection)).insert(records, links)
         except BaseException:
             for node in nodes:
                 node._enqueued = False
             raise
         services.signals.require({n for r in records for n in r.signal_names})
-        services.publish(written)
-        services.scheduler.wake()
+        if connection is None:
+            services.publish(written)
+            services.scheduler.wake()
         return True
 
     def periodic(self, name: str, request: PeriodicWorkRequest) -> WorkRecord:
@@ -237,9 +261,12 @@ class Operations:
         links: dict[str, tuple[str, ...]] | None = None,
         *,
         roots: Sequence[str] | None = None,
+        connection: object = None,
     ) -> bool:
-        """Apply the unique-name ``policy`` to ``records`` in one store transaction;
-        return whether they were enqueued."""
+        """Apply the unique-name ``policy`` to ``records`` in one store transaction
+        (with ``connection``, the app's on it: what it cancels stops, and what it
+        writes is published, when the store announces it at the app's COMMIT); return
+        whether they were enqueued."""
         now = self._clock.now()
 
         def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lifecycle.UniquePlan:
@@ -249,14 +276,17 @@ class Operations:
 
         services = self._services
         with services.serving("enqueue"):
-            decided, written = await self._store.enqueue_unique(name, plan)
+            decided, written = await (await self._writes(connection)).enqueue_unique(name, plan)
+        if decided.inserts:
+            services.signals.require({n for r in decided.inserts for n in r.signal_names})
+        if connection is not None:
+            return bool(decided.inserts)
         scheduler = services.scheduler
         for record in written:
             if record.state is WorkState.CANCELLED:
                 scheduler.interrupt(record.id, record.stop_reason)
         services.publish(written)
         if decided.inserts:
-            services.signals.require({n for r in decided.inserts for n in r.signal_names})
             scheduler.wake()
         return bool(decided.inserts)
 

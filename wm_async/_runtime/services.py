@@ -372,6 +372,13 @@ class Services:
                     else StopReason.LEASE_LOST
                 )
                 scheduler.interrupt(record.id, reason)
+        # A work running here that is gone was deleted by a REPLACE (which cancels the
+        # unfinished works under the name, then deletes them): stop its run now, not at
+        # the next lease renewal.
+        found = {r.id for r in records}
+        for work_id in wanted - found:
+            if scheduler.runs(work_id):
+                scheduler.interrupt(work_id, StopReason.CANCELLED_BY_APP)
 
     def _signal_changed(self, name: str, value: bool) -> None:
         if value:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from ._base import Claimed as Claimed
 from ._base import ClaimParams as ClaimParams
+from ._base import JoinedTransaction as JoinedTransaction
 from ._base import Store as Store
 from ._base import StoreListener as StoreListener
 
-__all__ = ("ClaimParams", "Claimed", "Store", "StoreListener", "open_store")
+__all__ = (
+    "ClaimParams",
+    "Claimed",
+    "JoinedTransaction",
+    "Store",
+    "StoreListener",
+    "open_store",
+)
 
 
 def open_store(url: str) -> Store:

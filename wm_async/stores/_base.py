@@ -30,6 +30,32 @@ if TYPE_CHECKING:
 UniquePlanner: TypeAlias = "Callable[[list[WorkRecord], list[WorkRecord]], UniquePlan]"
 
 
+class JoinedTransaction(abc.ABC):
+    """An enqueue's writes on an app's own database connection, inside the app's open
+    transaction (:meth:`Store.join_transaction`): they commit, or roll back, with it.
+
+    The methods take what :meth:`Store.insert` and :meth:`Store.enqueue_unique` take and
+    raise what they raise (a failed write leaves the app's transaction as it was), but
+    they return what the app's transaction will commit, nothing is retried (a failure is
+    the app's to handle), and other processes, and this one, hear of the works only at
+    the app's COMMIT.
+    """
+
+    @abc.abstractmethod
+    async def insert(
+        self,
+        records: Sequence[WorkRecord],
+        prerequisites: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[WorkRecord]:
+        """:meth:`Store.insert`, in the app's transaction."""
+
+    @abc.abstractmethod
+    async def enqueue_unique(
+        self, name: str, plan: UniquePlanner
+    ) -> tuple[UniquePlan, list[WorkRecord]]:
+        """:meth:`Store.enqueue_unique`, in the app's transaction."""
+
+
 @attrs.frozen(kw_only=True)
 class ClaimParams:
     """What :meth:`Store.claim_due` may take.
@@ -173,6 +199,27 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def query(self, query: WorkQuery) -> list[WorkRecord]:
         """The records matching ``query``, oldest enqueue first."""
+
+    async def join_transaction(self, connection: object) -> JoinedTransaction:
+        """The writes of ``enqueue(..., connection=connection)``: on the app's own
+        database connection, inside its open transaction, so that the works are stored
+        if, and only if, the app commits. Checks ``connection`` before anything is
+        written.
+
+        The default (a store that cannot share an app's transaction) refuses.
+
+        :raises InvalidRequestError: (its ``field`` is ``"connection"``) if the store
+            cannot write through ``connection``: not a connection of its kind, not in a
+            transaction, or not to the store's database
+        """
+        from .._core.errors import InvalidRequestError
+
+        raise InvalidRequestError(
+            "connection",
+            connection,
+            f"{type(self).__name__} cannot enqueue inside an app's transaction (only "
+            "PostgresStore can); enqueue without connection= once the app has committed",
+        )
 
     async def lock_for_scheduler(self, owner: str) -> None:
         """Called by a starting manager before it recovers RUNNING works.

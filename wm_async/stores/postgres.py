@@ -5,7 +5,8 @@
   count and owner it expects (compare-and-set).
 - Claims lock due rows with ``FOR UPDATE SKIP LOCKED`` in batches and give the claimer
   a lease; the scheduler renews its leases every half lease; works whose lease expired
-  (their process died) are re-enqueued by whichever process notices.
+  (their process died) are re-enqueued by each process's rescuer, a task of its own
+  (``rescue_interval``), whatever the notification traffic.
 - Every write announces the ids it wrote with NOTIFY (in the same transaction, so only
   committed changes are announced); :meth:`PostgresStore.follow` LISTENs, wakes the
   dispatcher and tells the manager, and polls (jittered) in case a notification is
@@ -19,8 +20,6 @@
   write by it and returns what the first attempt would have. A claim is one statement;
   one whose answer was lost is looked for (RUNNING, our owner, its token) by the next
   attempt, and by the next claims for a lease, so its works still run.
-- Expired leases are rescued by a task of their own (``rescue_interval``), whatever the
-  notification traffic.
 """
 
 from __future__ import annotations
@@ -57,6 +56,7 @@ from ._group_commit import (
     GroupCommit,
     Op,
 )
+from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
     ChangeFeed,
     rescue_expired,
@@ -193,18 +193,14 @@ class PostgresStore(Store):
             except Exception as exc:
                 raise self._error(exc, "connecting") from exc
             try:
-                await self._migrate(pool, migrations)
+                await self._run(
+                    "migrating", lambda conn: self._ops.migrate(conn, migrations), pool=pool
+                )
             except BaseException:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
                     await pool.close()
                 raise
             self._pool = pool
-
-    async def _migrate(self, pool: Any, migrations: tuple[tuple[int, str], ...]) -> None:
-        async def migrate(conn: _Conn) -> None:
-            await self._ops.migrate(conn, migrations)
-
-        await self._run("migrating", migrate, pool=pool)
 
     async def close(self) -> None:
         """Close the pool. Idempotent."""
@@ -448,6 +444,10 @@ class PostgresStore(Store):
             return await self._ops.unique(conn, name, plan, write, planned)
 
         return await self._run("enqueueing unique work", run, write=write)
+
+    async def join_transaction(self, connection: object) -> AppTransaction:
+        """``enqueue(..., connection=conn)``'s writes: see ``_postgres_join``."""
+        return await join(self._ops, connection, pool=self._pool, error=self._error)
 
     async def update_spec(self, change: Change) -> WorkRecord | None:
         """Replace a work's spec and due time (compare-and-set on state, attempts and
