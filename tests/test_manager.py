@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import anyio
+import anyio.abc
 import pytest
 
 import wm_async as wm
@@ -850,15 +851,41 @@ async def test_errors_inside_async_with_propagate_unwrapped(manager: wm.WorkMana
             _ = 1 / 0
 
 
-async def test_second_manager_on_one_sqlite_file_is_refused(tmp_path: object) -> None:
+async def test_second_manager_on_one_sqlite_file_stands_by_then_takes_over(
+    tmp_path: object,
+) -> None:
     url = f"sqlite:///{tmp_path}/shared.db"
     first, second = wm.WorkManager(url), wm.WorkManager(url)
-    async with first:
-        with pytest.raises(wm.StoreError, match="one manager per SQLite file"):
-            await second.__aenter__()
-        assert second.state is wm.RunState.STOPPED
-    async with second:  # the lock went with the first manager
-        assert second.state.value == "started"  # (mypy narrowed it above)
+    ran: list[str] = []
+    for manager in (first, second):
+
+        def record(ctx: wm.WorkContext, m: wm.WorkManager = manager) -> None:
+            ran.append(m.role)
+
+        manager.register_worker("w", record)
+    stop_first = anyio.Event()
+
+    async def run_first(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with first:
+            task_status.started()
+            await stop_first.wait()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_first)
+            async with second:
+                # Both serve calls; only the first schedules.
+                assert (first.role, second.role) == ("scheduler", "standby")
+                assert first.is_scheduling
+                assert not second.is_scheduling
+                assert second.statistics()["role"] == "standby"
+                stop_first.set()
+                work = wm.OneTimeWorkRequest("w")
+                await second.enqueue(work)
+                # The lock went with the first manager: the second takes over, runs it.
+                assert (await second.wait(work.id)).state is wm.WorkState.SUCCEEDED
+                assert second.role == "scheduler"
+    assert ran == ["scheduler"]
 
 
 async def test_zero_backoff_retries_are_reclaimed_while_the_last_run_records(

@@ -10,7 +10,7 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Self, TypeVar
@@ -41,7 +41,6 @@ from .._core.redact import mask_text
 from .._runtime.events import WorkWatcher
 from .._runtime.executor import (
     WorkContext,
-    Worker,
     WorkerFn,
 )
 from .._runtime.hooks import TestHooks
@@ -61,6 +60,7 @@ from .operations import (
     Operations,
     work_key,
 )
+from .registry import WorkerRegistry
 from .requests import (
     OneTimeWorkRequest,
     PeriodicWorkRequest,
@@ -83,7 +83,7 @@ def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -
     return td.total_seconds()
 
 
-class WorkManager:
+class WorkManager(WorkerRegistry):
     """Runs background work in this process's event loop, durably.
 
     ::
@@ -109,6 +109,16 @@ class WorkManager:
     :param blocked_loop_warning: log a WARNING naming the work (worker and id) when a
         worker blocks the event loop for longer than this while works run; ``None``
         turns the watchdog thread off
+    :param run_work: ``False`` makes a *producer*: it enqueues, observes, waits, updates
+        and cancels, and never runs a work (a web process beside ``wm-async worker``
+        processes). It needs no workers registered: the worker name is enough
+        (``known_workers`` checks names at enqueue). ``True`` (the default): this
+        process also schedules and runs works; on SQLite only one process does at a
+        time, and the others stand by, serving calls, until it stops or dies
+    :param known_workers: worker names an enqueue accepts besides the registered ones;
+        given to a producer, an enqueue for any other name raises UnknownWorkerError.
+        Without it a producer accepts any name, and a work no process has a worker for
+        fails when it runs (with UnknownWorkerError)
     """
 
     def __init__(
@@ -124,8 +134,25 @@ class WorkManager:
         prune_interval: timedelta | float = timedelta(hours=1),
         owner: str | None = None,
         blocked_loop_warning: timedelta | float | None = 0.5,
+        run_work: bool = True,
+        known_workers: Iterable[str] | None = None,
     ) -> None:
         validators.check_int("max_concurrency", max_concurrency, 1)
+        if not isinstance(run_work, bool):
+            raise InvalidRequestError("run_work", run_work, "expected True or False")
+        if isinstance(known_workers, str):
+            raise InvalidRequestError(
+                "known_workers", known_workers, "expected a collection of worker names"
+            )
+        #: Whether this manager schedules and runs works (``False``: a producer).
+        self.run_work = run_work
+        #: Worker names an enqueue accepts besides the registered ones (``None``: in a
+        #: producer, any name).
+        self.known_workers: frozenset[str] | None = (
+            None
+            if known_workers is None
+            else frozenset(validators.check_name("known_workers", n) for n in known_workers)
+        )
         validators.check_int("max_data_bytes", max_data_bytes, 2)
         if clock is not None and not isinstance(clock, Clock):
             raise InvalidRequestError("clock", clock, "expected a wm_async Clock")
@@ -147,7 +174,7 @@ class WorkManager:
             else _seconds("blocked_loop_warning", blocked_loop_warning, allow_zero=False)
         )
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._workers: dict[str, Worker] = {COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, _combine)}
+        super().__init__(_combine)
         # What wm_async.testing.TestDriver changes in the running manager.
         self._hooks = TestHooks()
         self._services = services = Services(
@@ -196,58 +223,41 @@ class WorkManager:
         """The manager's run state."""
         return self._services.state
 
+    @property
+    def is_scheduling(self) -> bool:
+        """Whether this manager schedules and runs works now: ``False`` in a producer
+        (``run_work=False``), and in a standby while another process holds a SQLite
+        file's scheduler lock (it takes over when that process stops or dies)."""
+        return self._services.scheduling and self._services.state is RunState.STARTED
+
+    @property
+    def role(self) -> str:
+        """``"scheduler"`` (schedules and runs works), ``"standby"`` (runs works once the
+        scheduling process of its SQLite file stops) or ``"producer"`` (never runs
+        works)."""
+        return self._services.role
+
     def statistics(self) -> dict[str, object]:
-        """Live figures: running works, capacity in use, registered workers."""
+        """Live figures: running works, capacity in use, registered workers, role."""
         return {
             "state": self._services.state.value,
+            "role": self._services.role,
             "workers": sorted(n for n in self._workers if n != COMBINE_WORKER),
             **self._scheduler.statistics(),
         }
-
-    # -- worker registry
-
-    def worker(self, name: str) -> Callable[[F], F]:
-        """Register the decorated async (or sync) function as the worker ``name``.
-
-        The function receives a :class:`~wm_async.WorkContext` and returns a
-        :class:`~wm_async.Result` or ``None`` (success); raising fails the work. Sync
-        functions run in a worker thread.
-
-        :raises InvalidRequestError: if the name is invalid or already registered
-        """
-        validators.check_name("worker", name)
-
-        def register(fn: F) -> F:
-            self.register_worker(name, fn)
-            return fn
-
-        return register
-
-    def register_worker(self, name: str, fn: WorkerFn) -> None:
-        """Register ``fn`` as the worker ``name`` (the non-decorator form of
-        :meth:`worker`).
-
-        :raises InvalidRequestError: if the name is invalid or already registered
-        """
-        validators.check_name("worker", name)
-        if not callable(fn):
-            raise InvalidRequestError("worker", fn, "expected a callable")
-        if name in self._workers:
-            raise InvalidRequestError("worker", name, "a worker is already registered under it")
-        if name == COMBINE_WORKER:
-            raise InvalidRequestError("worker", name, "this name is reserved for chains")
-        self._workers[name] = Worker.wrap(name, fn)
-
-    def unregister_worker(self, name: str) -> None:
-        """Remove a worker. Works enqueued for it fail when they run (with an error that
-        says so)."""
-        if name != COMBINE_WORKER:
-            self._workers.pop(name, None)
 
     # -- lifecycle
 
     async def __aenter__(self) -> Self:
         await self._services.start()
+        try:
+            for hook in self._on_start:
+                await hook(self)
+        except BaseException:
+            # (Not in a shielded scope: the services' task group must exit in the
+            # scope it was entered in.)
+            await self._services.stop()
+            raise
         return self
 
     async def __aexit__(

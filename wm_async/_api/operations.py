@@ -131,7 +131,12 @@ class Operations:
                 "request", request, "expected a OneTimeWorkRequest or PeriodicWorkRequest"
             )
         if request.worker not in self._workers:
-            raise UnknownWorkerError(request.worker)
+            known = self._settings.known_workers
+            if known is not None:
+                if request.worker not in known:
+                    raise UnknownWorkerError(request.worker)
+            elif self._settings.run_work:
+                raise UnknownWorkerError(request.worker)
         if request.input:
             validators.check_data_size("input", request.input, self._settings.max_data_bytes)
         if request.constraints is NO_CONSTRAINTS:
@@ -140,7 +145,8 @@ class Operations:
         missing = sorted(
             n for n in request.constraints.signal_names() if not signals.is_registered(n)
         )
-        if missing:
+        if missing and self._settings.run_work:
+            # (A producer cannot tell: the workers' processes register their signals.)
             raise InvalidRequestError(
                 "constraints",
                 request.constraints,

@@ -77,6 +77,13 @@ class Settings(Protocol):
     prune_interval: float
     blocked_loop_warning: float | None
     owner: str
+    run_work: bool
+    known_workers: frozenset[str] | None
+
+
+#: How often a standby tries the scheduler lock (seconds): a scheduling process that
+#: stops or dies is replaced within about this long.
+STANDBY_INTERVAL = 0.2
 
 
 class Services:
@@ -120,6 +127,9 @@ class Services:
         # Set as shutdown closes the store: a call that then meets a closed store was
         # racing the shutdown, and gets NotRunningError rather than the store's error.
         self._store_closed = False
+        #: This start schedules and runs works (holds the store's scheduler lock).
+        self.scheduling = False
+        self._task_group: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"Services(state={self.state.value!r})"
@@ -235,8 +245,12 @@ class Services:
                 stack.callback(self._store_closing)  # unwound just before the store closes
                 self.events.closed = False
                 stack.callback(self.events.close)
-                await store.lock_for_scheduler(settings.owner)
+                self.scheduling = False
+                leader = settings.run_work and await store.try_lock_for_scheduler(settings.owner)
                 self.scheduler = scheduler = self._new_scheduler()
+                # Until it schedules, its scheduler is settled for a virtual clock (the
+                # calls it serves wake a dispatcher that does not run).
+                scheduler.settle.stopped = True
                 # Attached for the whole life of the task group (detached after it
                 # exits), so a virtual clock also waits for the shutdown.
                 self._clock.attach(scheduler.settle)
@@ -251,7 +265,7 @@ class Services:
                     watchdog.start()
                     stack.callback(watchdog.stop)
                     scheduler.on_busy = watchdog.wake
-                tg = await stack.enter_async_context(anyio.create_task_group())
+                self._task_group = tg = await stack.enter_async_context(anyio.create_task_group())
                 stack.push_async_callback(self._shutdown)
                 # Before recovery: a shared store learns which clock to compare leases
                 # with, and misses no change made meanwhile.
@@ -261,17 +275,13 @@ class Services:
                     self._follow_store,
                     name="wm_async store listener",
                 )
-                await self._recover()
-                await self._prune_once()
-                self.signals.require(await store.signals_in_use())
-                await tg.start(
-                    self._guarded, "signal board", self.signals.run, name="wm_async signals"
-                )
-                await tg.start(
-                    self._guarded, "scheduler", scheduler.run, name="wm_async scheduler"
-                )
                 self._stop_pruner = anyio.Event()
-                await tg.start(self._prune_loop, name="wm_async pruner")
+                if leader:
+                    await self._start_scheduling()
+                elif settings.run_work:
+                    await tg.start(
+                        self._guarded, "standby", self._stand_by, name="wm_async standby"
+                    )
                 self._exit_stack = stack.pop_all()
         except BaseException as exc:  # noqa: BLE001  # re-raised below, unwrapped
             self.state = RunState.STOPPED
@@ -284,10 +294,59 @@ class Services:
             raise inner  # noqa: B904  # its own __cause__ (the driver error) is kept
         self.state = RunState.STARTED
         logger.info(
-            "WorkManager started (store=%s, owner=%s)",
+            "WorkManager started (store=%s, owner=%s, %s)",
             mask_text(repr(store)),
             settings.owner,
+            self.role,
         )
+
+    @property
+    def role(self) -> str:
+        """What this start does: ``"scheduler"`` (schedules and runs works),
+        ``"standby"`` (serves calls; takes over when the scheduling process stops) or
+        ``"producer"`` (serves calls, never runs works)."""
+        if self.scheduling:
+            return "scheduler"
+        return "standby" if self._settings.run_work else "producer"
+
+    async def _start_scheduling(self) -> None:
+        """With the scheduler lock held: recover, prune, and start the signal board, the
+        scheduler and the pruner."""
+        tg, store, scheduler = self._task_group, self._store, self.scheduler
+        assert tg is not None
+        self.scheduling = True
+        scheduler.settle.stopped = False
+        scheduler.settle.touch()
+        await self._recover()
+        await self._prune_once()
+        self.signals.require(await store.signals_in_use())
+        await tg.start(self._guarded, "signal board", self.signals.run, name="wm_async signals")
+        await tg.start(self._guarded, "scheduler", scheduler.run, name="wm_async scheduler")
+        await tg.start(self._prune_loop, name="wm_async pruner")
+
+    async def _stand_by(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve calls while another process schedules; try the scheduler lock every
+        :data:`STANDBY_INTERVAL` (real time: the lock is held by a real process) and take
+        over once it is free: the process holding it stopped or died."""
+        task_status.started()
+        stop = self._stop_pruner
+        while not stop.is_set():
+            with anyio.move_on_after(STANDBY_INTERVAL):
+                await stop.wait()
+            if stop.is_set():
+                return
+            if await self._store.try_lock_for_scheduler(self._settings.owner):
+                logger.info(
+                    "WorkManager %s takes over scheduling (the previous scheduler stopped)",
+                    self._settings.owner,
+                )
+                with anyio.CancelScope(shield=True):
+                    # Not cancelled halfway by a shutdown: the services it starts are
+                    # then stopped with the others.
+                    await self._start_scheduling()
+                return
 
     async def stop(self) -> None:
         """Stop the services and close the store (``__aexit__``; idempotent).

@@ -222,14 +222,32 @@ class Store(abc.ABC):
         )
 
     async def lock_for_scheduler(self, owner: str) -> None:
-        """Called by a starting manager before it recovers RUNNING works.
+        """Take the scheduler lock for ``owner``, or raise.
 
         A store that only one scheduling process may use at a time (SQLite: recovery
         treats every RUNNING work as orphaned) refuses a second one here with
         :class:`StoreError`; the lock ends with :meth:`close`. The default allows any
         number (stores with leases).
+
+        :raises StoreError: if another scheduler holds the lock
         """
-        return  # deliberately a no-op default, not an abstract method
+        if not await self.try_lock_for_scheduler(owner):
+            from .._core.errors import StoreError
+
+            raise StoreError(f"another WorkManager schedules the works of {self!r}")
+
+    async def try_lock_for_scheduler(self, owner: str) -> bool:
+        """Take the scheduler lock for ``owner`` if it is free; return whether this
+        store (for ``owner``) now holds it. A starting manager calls it before it
+        recovers RUNNING works; one that gets ``False`` stands by, serving calls, and
+        tries again until it gets the lock (the one that held it stopped or died).
+
+        A store that only one scheduling process may use at a time (SQLite) grants it to
+        one at a time; the lock ends with :meth:`close`, or with the process. The
+        default grants it to every caller (stores with leases: any number of processes
+        schedule).
+        """
+        return True
 
     @property
     def data_path(self) -> str | None:

@@ -204,30 +204,45 @@ class SQLiteStore(Store):
         return self._path
 
     async def lock_for_scheduler(self, owner: str) -> None:
-        """Take the one-manager-per-file lock: a lock on the database file itself, which
-        a manager opening the file by another path (a symlink, a hard link) meets too.
-        No lock file is made.
-
-        Held until :meth:`close` has closed the connections; the OS drops it when the
-        process dies, so a crash never leaves it stale.
+        """Take the one-scheduler-per-file lock, or raise (see
+        :meth:`try_lock_for_scheduler`).
 
         :raises StoreError: if another manager, of this process or another, holds it
         """
         file = self._file
         if file is None or self._writer is None:
             raise self._not_open()
-        if self._scheduling:
-            return
-        holder = file.lock_scheduler(owner)
-        if holder is not None:
-            raise self._refused(file, holder)
-        self._scheduling = True
+        if not self._scheduling:
+            holder = file.lock_scheduler(owner)
+            if holder is not None:
+                raise self._refused(file, holder)
+            self._scheduling = True
+
+    async def try_lock_for_scheduler(self, owner: str) -> bool:
+        """Take the one-scheduler-per-file lock if it is free: a lock on the database
+        file itself, which a manager opening the file by another path (a symlink, a hard
+        link) meets too. No lock file is made. Any number of processes may use the file
+        at once; the one holding this lock schedules and runs the works.
+
+        Held until :meth:`close` has closed the connections; the OS drops it when the
+        process dies, so a crash never leaves it stale and a standby takes over.
+
+        :raises StoreError: if the store is not open, or the OS cannot lock the file
+        """
+        file = self._file
+        if file is None or self._writer is None:
+            raise self._not_open()
+        if not self._scheduling:
+            if file.lock_scheduler(owner) is not None:
+                return False
+            self._scheduling = True
+        return True
 
     def _refused(self, file: _sqlite_file.DBFile, holder: str) -> StoreError:
         return StoreError(
-            f"another WorkManager already runs on {_sqlite_file.describe(self._path, file.fd)}: "
-            f"the lock on the file is held by {holder}; run one manager per SQLite file "
-            "(whatever path leads to it), or use PostgreSQL for several processes"
+            f"another WorkManager schedules the works of "
+            f"{_sqlite_file.describe(self._path, file.fd)}: the scheduler lock on the file "
+            f"is held by {holder} (whatever path leads to it)"
         )
 
     def _take_file(self) -> None:
