@@ -139,6 +139,18 @@ async def test_another_process_hears_the_ids_written_at_once(
 
 
 @needs_sockets
+async def test_a_large_write_is_told_as_anything(
+    db_path: Path, children: Callable[..., Child]
+) -> None:
+    # More ids than a datagram carries: the follower is told "anything may have changed"
+    # (its manager re-reads what it waits on and watches), still without polling.
+    child = children(db_path, poll_interval=3600)
+    async with SQLiteStore(db_path) as store:
+        await store.insert([record() for _ in range(1000)])
+        await _until(lambda: "*" in child.changed())
+
+
+@needs_sockets
 async def test_a_cli_cancel_reaches_a_following_process(
     db_path: Path, tmp_path: Path, children: Callable[..., Child]
 ) -> None:

@@ -106,8 +106,10 @@ class Note:
 
     def encode(self) -> bytes:
         """The datagram: ``<flags>:<ids>``."""
-        text = "" if self.ids is None else ",".join(sorted(self.ids))
-        anything = self.ids is None or len(text) > _MAX_TEXT
+        ids = self.ids
+        # Ids are UUIDs: 36 characters and a comma each.
+        anything = ids is None or len(ids) * 37 > _MAX_TEXT
+        text = "" if ids is None or anything else ",".join(ids)
         flags = ("p" if self.peers else "") + ("*" if anything else "")
         return f"{flags}:{'' if anything else text}".encode()
 
@@ -421,19 +423,22 @@ class Notifier:
             await self._register(address)
 
     async def _deliver(self, listener: StoreListener, notes: list[Note]) -> None:
-        merged = notes[0]
-        for note in notes[1:]:
-            merged = merged.merge(note)
-        if merged.peers:
+        ids: set[str] | None = set()
+        for note in notes:
+            if ids is not None:
+                if note.ids is None or len(ids) + len(note.ids) > _MAX_IDS:
+                    ids = None
+                else:
+                    ids |= note.ids
+        if any(note.peers for note in notes):
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001  # the cache expires anyway
                 logger.debug("reading the SQLite store's peers failed: %s", exc)
-        ids = merged.ids
         if ids is not None and not ids:
             return  # only the peer list changed
         listener.wake()
-        await _tell(listener, None if ids is None or len(ids) > _MAX_IDS else sorted(ids))
+        await _tell(listener, None if ids is None else sorted(ids))
 
 
 async def _readable(sock: socket.socket) -> None:
