@@ -380,38 +380,55 @@ class Notifier:
         version: int,
     ) -> None:
         loop = asyncio.get_running_loop()
+        inbox: list[Note] = []
+        arrived = asyncio.Event()
+
+        def on_readable() -> None:
+            # Read as datagrams come, even while the listener is busy: the socket's
+            # queue is short (Linux: 10 datagrams), and a full one costs an "anything".
+            assert sock is not None
+            inbox.extend(_drain(sock))
+            if len(inbox) > _BURST:  # the listener is far behind: tell it "anything"
+                inbox[:] = [Note(None, any(note.peers for note in inbox))]
+            if inbox:
+                arrived.set()
+
+        if sock is not None:
+            loop.add_reader(sock.fileno(), on_readable)
+        # Until every writer's cached peer list has this follower, a write may come with
+        # no datagram while others' datagrams came: a poll then tells "anything".
+        trusted = time.monotonic() + _PEERS_TTL
         heard = False  # a datagram came since the last poll
         next_poll = loop.time() + _jitter(poll_interval)
-        while True:
-            notes: list[Note] = []
-            with anyio.move_on_after(max(next_poll - loop.time(), 0)):
-                if sock is None:
-                    await anyio.sleep_forever()
-                else:
-                    await _readable(sock)
-            if sock is not None:
-                notes = _drain(sock)
-            if notes:
-                heard = True
-                await self._deliver(listener, notes)
-            if loop.time() < next_poll:
-                continue
-            next_poll = loop.time() + _jitter(poll_interval)
-            try:
-                now = await data_version()
-            except Exception as exc:  # noqa: BLE001  # the next poll tries again
-                logger.debug("polling the SQLite store failed: %s", exc)
-                continue
-            if now == version:
+        try:
+            while True:
+                with anyio.move_on_after(max(next_poll - loop.time(), 0)):
+                    await arrived.wait()
+                arrived.clear()
+                if inbox:
+                    notes = inbox[:]
+                    inbox.clear()
+                    heard = True
+                    await self._deliver(listener, notes)
+                if loop.time() < next_poll:
+                    continue
+                next_poll = loop.time() + _jitter(poll_interval)
+                try:
+                    now = await data_version()
+                except Exception as exc:  # noqa: BLE001  # the next poll tries again
+                    logger.debug("polling the SQLite store failed: %s", exc)
+                    continue
+                if now != version:
+                    version = now
+                    if sock is not None:
+                        await self._check_listed(address)
+                    if not heard or time.monotonic() < trusted:
+                        listener.wake()  # written, and no datagram told: "anything"
+                        await _tell(listener, None)
                 heard = False
-                continue
-            version = now
+        finally:
             if sock is not None:
-                await self._check_listed(address)
-            if not heard:  # written, and no datagram told: tell "anything"
-                listener.wake()
-                await _tell(listener, None)
-            heard = False
+                loop.remove_reader(sock.fileno())
 
     async def _check_listed(self, address: str) -> None:
         try:
@@ -439,23 +456,6 @@ class Notifier:
             return  # only the peer list changed
         listener.wake()
         await _tell(listener, None if ids is None else sorted(ids))
-
-
-async def _readable(sock: socket.socket) -> None:
-    """Wait until ``sock`` has a datagram (nothing is read: a cancelled wait loses none)."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def on_ready() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    fd = sock.fileno()
-    loop.add_reader(fd, on_ready)
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
 
 
 def _drain(sock: socket.socket) -> list[Note]:
