@@ -307,8 +307,8 @@ class Notifier:
             self._reaping = None
 
     async def settle(self) -> None:
-        """Finish what is left to send and stop (the store is closing; its reader is
-        still open)."""
+        """Finish what is left to do (read the peer list and send, unlist dead peers)
+        and let go of the socket, as the store closes (its connections still open)."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(_SETTLE_TIMEOUT):
             for task in (self._loading, self._reaping):
                 if task is not None:

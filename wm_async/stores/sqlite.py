@@ -253,6 +253,7 @@ class SQLiteStore(Store):
                 writer, reader = self._writer, self._reader
                 if writer is None or reader is None:
                     return
+                await self._notifier.settle()  # a dead peer found is still unlisted
                 self._accepting = False
                 await self._group.idle()
                 await self._notifier.settle()
