@@ -249,6 +249,7 @@ async def test_a_peer_that_reads_late_is_owed_an_anything(db_path: Path) -> None
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     address = f"wm_async/test/{os.getpid()}"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)  # as a follower does
     sock.bind(b"\0" + address.encode())
     sock.setblocking(False)
     try:
@@ -270,6 +271,29 @@ async def test_a_peer_that_reads_late_is_owed_an_anything(db_path: Path) -> None
             assert all(not note.peers for note in notes)
     finally:
         sock.close()
+
+
+@needs_sockets
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="sending as another user needs root"
+)
+async def test_datagrams_of_another_user_are_ignored(
+    db_path: Path, children: Callable[..., Child]
+) -> None:
+    # Anyone on the host may send to an abstract name: a process of another user could
+    # otherwise make a manager re-read everything, again and again.
+    child = children(db_path, poll_interval=3600)
+    send = (
+        "import os, socket, sys; os.setuid(int(sys.argv[3])); "
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+        "s.sendto(sys.argv[2].encode(), b'\\0' + sys.argv[1].encode())"
+    )
+    for payload, user in ((":from-nobody", 65534), (":from-root", 0)):
+        await anyio.run_process(
+            [sys.executable, "-c", send, child.address, payload, str(user)], check=True
+        )
+    await _until(lambda: child.heard("from-root"))
+    assert not child.heard("from-nobody")
 
 
 async def test_a_store_alone_sends_nothing(db_path: Path) -> None:

@@ -15,7 +15,8 @@ file, the others following the same file hear of at once, without polling.
 - A full receive queue (``EAGAIN``) loses the datagram: the peer is owed an "anything"
   datagram, retried shortly. A refused one (``ECONNREFUSED``): the peer's process is
   gone; its row is deleted, off the commit path.
-- The follower reads datagrams as they come, coalesces a burst, and tells the
+- The follower reads datagrams as they come (only those of its own user's processes or
+  root's: anyone on the host can send to an abstract name), coalesces a burst, tells the
   :class:`StoreListener`: ``wake()`` then ``changed(ids)``. A fallback poll, every
   ``poll_interval``, reads ``PRAGMA data_version`` on the writer connection (it changes
   only when another connection commits): changed with no datagram heard meanwhile (one
@@ -34,6 +35,7 @@ import os
 import random
 import secrets
 import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -342,6 +344,7 @@ class Notifier:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
                 sock.bind(_socket_address(address))
             except OSError as exc:
                 sock.close()
@@ -459,20 +462,37 @@ class Notifier:
 
 
 def _drain(sock: socket.socket) -> list[Note]:
-    """The notes waiting on ``sock`` (up to :data:`_BURST`)."""
+    """The notes waiting on ``sock`` (up to :data:`_BURST`) sent by a process of this
+    user or of root: anyone on the host may send to an abstract name, and others' notes
+    are dropped (their writes, if any, reach us through the poll)."""
     notes: list[Note] = []
     for _ in range(_BURST):
         try:
-            data = sock.recv(65536)
+            data, ancillary, _, _ = sock.recvmsg(65536, _CREDENTIALS_SIZE)
         except (BlockingIOError, InterruptedError):
             break
         except OSError as exc:
             logger.debug("reading a SQLite peer's datagram failed: %s", exc)
             break
-        note = decode(data)
+        note = decode(data) if _trusted(ancillary) else None
         if note is not None:
             notes.append(note)
     return notes
+
+
+#: ``struct ucred``: pid, uid, gid.
+_UCRED: Final = struct.Struct("=iII")
+_CREDENTIALS_SIZE: Final = socket.CMSG_SPACE(_UCRED.size) if SUPPORTED else 0
+
+
+def _trusted(ancillary: list[tuple[int, int, bytes]]) -> bool:
+    """Whether the sender (its credentials, which the kernel attaches) is this
+    process's user or root."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            _, uid, _ = _UCRED.unpack_from(data)
+            return uid in (0, os.geteuid())
+    return False
 
 
 async def _tell(listener: StoreListener, ids: list[str] | None) -> None:
