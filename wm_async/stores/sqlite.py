@@ -342,8 +342,9 @@ class SQLiteStore(Store):
     ) -> None:
         """Tell ``listener`` what other processes (and other stores of this one) write to
         the file, until cancelled: on Linux, each writer's commits are announced to this
-        store's socket at once; everywhere, a poll every ``poll_interval`` catches writes
-        no announcement told of (``changed(None)``). See ``_sqlite_peers``.
+        store's socket at once; everywhere, a poll every ``poll_interval`` (real time,
+        whatever the listener's clock: it only prompts re-reads) catches writes no
+        announcement told of (``changed(None)``). See ``_sqlite_peers``.
 
         :raises StoreError: if the store is not open
         """
