@@ -188,12 +188,12 @@ def _socket_address(address: str) -> bytes:
 class Notifier:
     """One store's side of the notifications (see the module docstring).
 
-    :ivar load: reads the addresses listed in ``wm_peers`` for ``netns``
+    :ivar read_peers: reads the addresses listed in ``wm_peers`` for ``netns``
     :ivar submit: commits statements on ``wm_peers`` through the store's writer
     :ivar sent: datagrams sent so far (for tests)
     """
 
-    load: Callable[[str], Awaitable[list[str]]]
+    read_peers: Callable[[str], Awaitable[list[str]]]
     submit: Callable[[Statements], Awaitable[object]]
     netns: str = attrs.field(factory=network_namespace)
     sent: int = attrs.field(init=False, default=0)
@@ -243,7 +243,7 @@ class Notifier:
 
     async def refresh(self) -> list[str]:
         """Re-read the peer list; return it."""
-        peers = await self.load(self.netns)
+        peers = await self.read_peers(self.netns)
         self._peers = tuple(peers)
         self._loaded = time.monotonic()
         return peers
