@@ -367,11 +367,15 @@ class Notifier:
                     except Exception as exc:  # noqa: BLE001  # the next sender deletes it
                         logger.debug("deleting this SQLite peer failed: %s", exc)
 
-    async def _register(self, address: str) -> None:
+    async def _register(self, address: str, *, again: bool = False) -> None:
         try:
             await self.submit([(REGISTER, (address, self.netns, os.getpid(), time.time()))])
         except Exception as exc:  # noqa: BLE001  # the poll serves meanwhile
-            logger.warning("cannot list this process as a SQLite peer (%s): polling", exc)
+            logger.log(
+                logging.DEBUG if again else logging.WARNING,
+                "cannot list this process as a SQLite peer (%s): polling",
+                exc,
+            )
 
     async def _listen(
         self,
@@ -440,7 +444,7 @@ class Notifier:
             logger.debug("reading the SQLite store's peers failed: %s", exc)
             return
         if address not in peers:  # deleted by mistake: list it again
-            await self._register(address)
+            await self._register(address, again=True)
 
     async def _deliver(self, listener: StoreListener, notes: list[Note]) -> None:
         ids: set[str] | None = set()
