@@ -12,9 +12,11 @@ file, the others following the same file hear of at once, without polling.
   The peer list is cached: re-read at most every :data:`_PEERS_TTL` seconds, on the
   first commit after that, or when a peer joins or leaves (flag ``p``), so a commit
   costs no query; with no other peer, it costs nothing more.
-- A full receive queue (``EAGAIN``) loses the datagram: the peer is owed an "anything"
-  datagram, retried shortly. A refused one (``ECONNREFUSED``): the peer's process is
-  gone; its row is deleted, off the commit path.
+- A peer whose receive queue is full (``EAGAIN``; Linux queues 10 datagrams) is owed
+  the note: later ones merge into it (past what a datagram holds: "anything"), and it
+  is sent once the queue has room (retried from 2 ms, doubling up to 1 s). A refused
+  one (``ECONNREFUSED``): the peer's process is gone; its row is deleted, off the commit
+  path.
 - The follower reads datagrams as they come (only those of its own user's processes or
   root's: anyone on the host can send to an abstract name), coalesces a burst, tells the
   :class:`StoreListener`: ``wake()`` then ``changed(ids)``. A fallback poll, every
@@ -64,7 +66,7 @@ _MAX_IDS: Final = 1000
 #: Seconds a cached peer list is used before the next commit re-reads it.
 _PEERS_TTL: Final = 2.0
 #: Resending to a peer whose queue was full: after this, doubling up to _RETRY_MAX.
-_RETRY_MIN: Final = 0.02
+_RETRY_MIN: Final = 0.002
 _RETRY_MAX: Final = 1.0
 #: Datagrams read in one burst before the listener is told.
 _BURST: Final = 256
@@ -104,6 +106,8 @@ class Note:
         if other is None:
             return self
         ids = None if self.ids is None or other.ids is None else self.ids | other.ids
+        if ids is not None and len(ids) > _MAX_TEXT // 37:  # more than a datagram holds
+            ids = None
         return Note(ids, self.peers or other.peers)
 
     def encode(self) -> bytes:
@@ -203,7 +207,8 @@ class Notifier:
     _pending: Note | None = attrs.field(init=False, default=None)  # while loading
     _loading: asyncio.Task[None] | None = attrs.field(init=False, default=None)
     _sock: socket.socket | None = attrs.field(init=False, default=None)
-    _owed: set[str] = attrs.field(init=False, factory=set)
+    # What peers whose queue was full are owed, merged: sent when they have room.
+    _owed: dict[str, Note] = attrs.field(init=False, factory=dict)
     _retry: asyncio.TimerHandle | None = attrs.field(init=False, default=None)
     _delay: float = attrs.field(init=False, default=_RETRY_MIN)
     _dead: set[str] = attrs.field(init=False, factory=set)
@@ -223,7 +228,7 @@ class Notifier:
         if note is None:
             return
         if fresh:
-            self._send_all(note.encode())
+            self._send_all(note)
             return
         self._pending = note.merge(self._pending)
         if self._loading is None:
@@ -239,7 +244,7 @@ class Notifier:
             self._loading = None
             note, self._pending = self._pending, None
             if note is not None:
-                self._send_all(note.encode())
+                self._send_all(note)
 
     async def refresh(self) -> list[str]:
         """Re-read the peer list; return it."""
@@ -248,12 +253,18 @@ class Notifier:
         self._loaded = time.monotonic()
         return peers
 
-    def _send_all(self, data: bytes) -> None:
+    def _send_all(self, note: Note) -> None:
+        data = note.encode()
+        owed = self._owed
         for address in self._peers:
-            if address not in self._own and address not in self._dead:
-                self._send(address, data)
+            if address in self._own or address in self._dead:
+                continue
+            if address in owed:  # behind: this note waits with the others, merged
+                owed[address] = note.merge(owed[address])
+            else:
+                self._send(address, data, note)
 
-    def _send(self, address: str, data: bytes) -> bool:
+    def _send(self, address: str, data: bytes, note: Note) -> bool:
         sock = self._sock
         try:
             if sock is None:
@@ -261,9 +272,10 @@ class Notifier:
                 sock.setblocking(False)
             sock.sendto(data, _socket_address(address))
         except OSError as exc:
-            if exc.errno in _FULL:  # its queue is full: an "anything" will follow
-                self._owe(address)
+            if exc.errno in _FULL:  # its queue is full: sent once it has room
+                self._owe(address, note)
             elif exc.errno in _GONE:  # nobody listens there: the process is gone
+                self._owed.pop(address, None)
                 self._bury(address)
             else:
                 logger.debug("notifying SQLite peer %s failed: %s", address, exc)
@@ -271,18 +283,18 @@ class Notifier:
         self.sent += 1
         return True
 
-    def _owe(self, address: str) -> None:
-        self._owed.add(address)
+    def _owe(self, address: str, note: Note) -> None:
+        self._owed[address] = note.merge(self._owed.get(address))
         if self._retry is None:
             self._retry = asyncio.get_running_loop().call_later(self._delay, self._resend)
 
     def _resend(self) -> None:
         self._retry = None
-        owed, self._owed = self._owed, set()
+        owed, self._owed = self._owed, {}
         self._delay = min(self._delay * 2, _RETRY_MAX)  # for a retry _send schedules
-        for address in owed:
+        for address, note in owed.items():
             if address in self._peers and address not in self._dead:
-                self._send(address, b"*:")
+                self._send(address, note.encode(), note)
         if not self._owed:
             self._delay = _RETRY_MIN
 
