@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,33 @@ async def _commits(path: str, n: int) -> tuple[float, dict[str, float]]:
     return elapsed / n, returned
 
 
+class _Follower:
+    """A follower process, its output read as it comes (a full pipe would stall it)."""
+
+    def __init__(self, path: str) -> None:
+        self.proc = _spawn(path)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        self.lines.extend(self.proc.stdout)
+
+    def heard(self) -> dict[str, float]:
+        """When it heard of each id (it is stopped first)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.reader.join(timeout=60)
+        heard: dict[str, float] = {}
+        for line in self.lines:
+            stamp, _, ids = line.strip().partition(" ")
+            for work_id in ids.split(","):
+                heard.setdefault(work_id, float(stamp))
+        return heard
+
+
 def _spawn(path: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.sqlite_peers", "--child", path],
@@ -72,20 +100,6 @@ def _spawn(path: str) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     return proc
-
-
-def _heard(proc: subprocess.Popen[str]) -> dict[str, float]:
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    proc.stdin.close()
-    out = proc.stdout.read()
-    proc.wait(timeout=60)
-    heard: dict[str, float] = {}
-    for line in out.splitlines():
-        stamp, _, ids = line.partition(" ")
-        for work_id in ids.split(","):
-            heard.setdefault(work_id, float(stamp))
-    return heard
 
 
 async def _round(folder: Path, n: int, n_peers: int) -> dict[str, float]:
@@ -101,11 +115,11 @@ async def _round(folder: Path, n: int, n_peers: int) -> dict[str, float]:
     shared = str(folder / "shared.db")
     async with SQLiteStore(shared):
         pass
-    children = [_spawn(shared) for _ in range(n_peers)]
+    children = [_Follower(shared) for _ in range(n_peers)]
     try:
         figures[f"{n_peers} followers"], returned = await _commits(shared, n)
     finally:
-        heard = [_heard(child) for child in children]
+        heard = [child.heard() for child in children]
     delays = sorted(h[i] - t for h in heard for i, t in returned.items() if i in h)
     figures["heard"] = len(delays) / (len(returned) * n_peers)
     figures["latency p50"] = statistics.median(delays) if delays else float("nan")
