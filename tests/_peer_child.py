@@ -1,7 +1,8 @@
 """A process of ``test_sqlite_peers.py`` (not a test module): it opens a SQLite file with
 a plain SQLiteStore and follows it, printing what its listener hears, one line each:
 ``ready <address>`` once it follows, ``wake``, and ``changed <id,id,…>`` (``changed *``
-for "anything"). It stops, unlisting itself, when its stdin closes."""
+for "anything"). It stops, unlisting itself, when its stdin closes. With a third
+argument ``nosockets`` it follows as on a platform without the sockets (by polling)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from wm_async.stores import _sqlite_peers
 from wm_async.stores._base import StoreListener
 from wm_async.stores.sqlite import SQLiteStore
 
@@ -36,4 +38,6 @@ async def main(path: str, poll_interval: float) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[3:] == ["nosockets"]:
+        _sqlite_peers.SUPPORTED = False  # type: ignore[misc]
     anyio.run(main, sys.argv[1], float(sys.argv[2]))

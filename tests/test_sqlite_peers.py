@@ -33,9 +33,15 @@ needs_sockets = pytest.mark.skipif(
 class Child:
     """A ``_peer_child.py`` process and the lines it printed."""
 
-    def __init__(self, path: Path, *, poll_interval: float) -> None:
+    def __init__(self, path: Path, *, poll_interval: float, sockets: bool = True) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(CHILD), str(path), str(poll_interval)],
+            [
+                sys.executable,
+                str(CHILD),
+                str(path),
+                str(poll_interval),
+                *([] if sockets else ["nosockets"]),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -93,8 +99,8 @@ def db_path(tmp_path: Path) -> Path:
 def children() -> Iterator[Callable[..., Child]]:
     started: list[Child] = []
 
-    def start(path: Path, *, poll_interval: float = 3600) -> Child:
-        child = Child(path, poll_interval=poll_interval)
+    def start(path: Path, *, poll_interval: float = 3600, sockets: bool = True) -> Child:
+        child = Child(path, poll_interval=poll_interval, sockets=sockets)
         started.append(child)
         return child
 
@@ -192,6 +198,19 @@ async def test_the_poll_tells_of_writes_no_datagram_announced(
 ) -> None:
     child = children(db_path, poll_interval=0.2)
     monkeypatch.setattr(peers.Notifier, "committed", lambda self, ops: None)  # lost
+    async with SQLiteStore(db_path) as store:
+        await store.insert([record()])
+        await _until(lambda: "*" in child.changed())
+    assert "wake" in child.lines
+
+
+async def test_without_sockets_a_follower_polls(
+    db_path: Path, children: Callable[..., Child]
+) -> None:
+    # As elsewhere than on Linux: no socket, no row; the poll tells "anything".
+    child = children(db_path, poll_interval=0.2, sockets=False)
+    assert child.address == ""
+    assert _peer_rows(db_path) == []
     async with SQLiteStore(db_path) as store:
         await store.insert([record()])
         await _until(lambda: "*" in child.changed())
