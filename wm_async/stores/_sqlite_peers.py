@@ -180,8 +180,12 @@ async def load_peers(reader: aiosqlite.Connection | None, netns: str) -> list[st
     return [row[0] for row in await reader.execute_fetchall(SELECT_PEERS, (netns,))]
 
 
+#: Jitter's own generator: the global one is the app's (and its tests' seeds).
+_random: Final = random.Random()  # not cryptographic
+
+
 def _jitter(seconds: float) -> float:
-    return seconds * random.uniform(0.75, 1.25)  # not cryptographic
+    return seconds * _random.uniform(0.75, 1.25)
 
 
 def _socket_address(address: str) -> bytes:
