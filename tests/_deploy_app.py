@@ -8,7 +8,9 @@ Every server process imports it and builds its own app around a default
 ``WorkManager(store="sqlite:///$WM_DEPLOY_DB")``, started by the framework's lifespan:
 the first process to start schedules, the others stand by. The ``job`` worker appends
 ``start <id> <pid>`` and ``end <id> <pid>`` lines to ``$WM_DEPLOY_LOG`` (opened with
-O_APPEND: the lines of concurrent processes never mix).
+O_APPEND: the lines of concurrent processes never mix); a start-up hook appends
+``ready <role> <pid>`` when the process's manager has started, and the app appends
+``stopped <state> <pid>`` once the framework has stopped the manager.
 
 Routes (the same in every framework; every answer carries the process's pid and role):
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -31,17 +35,22 @@ import wm_async as wm
 TAG = "deploy"
 
 
+def record(event: str, subject: object) -> None:
+    """Append ``event subject pid`` to the log, in one write."""
+    fd = os.open(os.environ["WM_DEPLOY_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{event} {subject} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
 def create_manager() -> wm.WorkManager:
     """This process's manager, with the ``job`` worker."""
     manager = wm.WorkManager(store=f"sqlite:///{os.environ['WM_DEPLOY_DB']}", shutdown_grace=2)
-    log = os.environ["WM_DEPLOY_LOG"]
 
-    def record(event: str, work_id: uuid.UUID) -> None:
-        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{event} {work_id} {os.getpid()}\n".encode())
-        finally:
-            os.close(fd)
+    @manager.on_start
+    async def ready(manager: wm.WorkManager) -> None:
+        record("ready", manager.role)
 
     @manager.worker("job")
     async def job(ctx: wm.WorkContext) -> wm.Result:
@@ -112,7 +121,15 @@ def create_starlette_app() -> Any:
         Route("/works", get_works, methods=["GET"]),
         Route("/whoami", get_whoami),
     ]
-    return Starlette(routes=routes, lifespan=lifespan(manager))
+    manager_lifespan = lifespan(manager)
+
+    @asynccontextmanager
+    async def app_lifespan(app: object) -> AsyncIterator[dict[str, wm.WorkManager]]:
+        async with manager_lifespan(app) as state:
+            yield state
+        record("stopped", manager.state.value)
+
+    return Starlette(routes=routes, lifespan=app_lifespan)
 
 
 def create_aiohttp_app() -> Any:
@@ -133,8 +150,12 @@ def create_aiohttp_app() -> Any:
     async def get_whoami(request: web.Request) -> web.Response:
         return web.json_response(whoami(request.app[WORK_MANAGER]))
 
+    async def stopped(app: web.Application) -> None:  # after the manager's cleanup context
+        record("stopped", app[WORK_MANAGER].state.value)
+
     app = web.Application()
     setup(app, create_manager())
+    app.on_cleanup.append(stopped)
     app.router.add_post("/works", post_works)
     app.router.add_get("/works", get_works)
     app.router.add_get("/whoami", get_whoami)
@@ -150,6 +171,10 @@ def create_quart_app() -> Any:
     manager = create_manager()
     app = Quart(__name__)
     init_quart(app, manager)
+
+    @app.after_serving  # after the manager has stopped
+    async def stopped() -> None:
+        record("stopped", manager.state.value)
 
     @app.post("/works")
     async def post_works() -> tuple[Any, int]:

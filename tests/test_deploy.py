@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,13 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, "-m", *args]
 
 
+#: gunicorn 27 opens a control socket in the home directory unless told not to; a stuck
+#: worker is killed after 15 s rather than 30.
+GUNICORN = [
+    *(["--no-control-socket"] if int(version("gunicorn").split(".")[0]) >= 27 else []),
+    "--graceful-timeout", "15",
+]  # fmt: skip
+
 #: name -> (command for a port, number of worker processes, whether a dead worker is
 #: replaced by the server)
 SERVERS: dict[str, tuple[Callable[[int], list[str]], int, bool]] = {
@@ -61,7 +69,7 @@ SERVERS: dict[str, tuple[Callable[[int], list[str]], int, bool]] = {
     ),
     "gunicorn-uvicorn": (
         lambda port: _python(
-            "gunicorn", "-w", "4", "-k", "uvicorn_worker.UvicornWorker",
+            "gunicorn", "-w", "4", "-k", "uvicorn_worker.UvicornWorker", *GUNICORN,
             "-b", f"127.0.0.1:{port}", "_deploy_app:starlette_app",
         ),
         4,
@@ -69,7 +77,7 @@ SERVERS: dict[str, tuple[Callable[[int], list[str]], int, bool]] = {
     ),
     "gunicorn-aiohttp": (
         lambda port: _python(
-            "gunicorn", "-w", "4", "-k", "aiohttp.GunicornWebWorker",
+            "gunicorn", "-w", "4", "-k", "aiohttp.GunicornWebWorker", *GUNICORN,
             "-b", f"127.0.0.1:{port}", "_deploy_app:aiohttp_app",
         ),
         4,
@@ -134,13 +142,25 @@ class Server:
     def output(self) -> str:
         return (self.tmp / "server.out").read_text(errors="replace")[-6000:]
 
+    def lines(self) -> list[tuple[str, str, int]]:
+        """The app's ``(event, subject, pid)`` lines, in the order they were written."""
+        log = self.tmp / "runs.log"
+        found = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            event, subject, pid = line.split()
+            found.append((event, subject, int(pid)))
+        return found
+
+    def ready(self) -> dict[int, str]:
+        """The role of each process whose manager has started, by pid."""
+        return {pid: role for event, role, pid in self.lines() if event == "ready"}
+
     def runs(self) -> dict[str, list[tuple[str, int]]]:
         """Per work id, its ``(event, pid)`` lines in the order they were written."""
         found: dict[str, list[tuple[str, int]]] = {}
-        log = self.tmp / "runs.log"
-        for line in log.read_text().splitlines() if log.exists() else []:
-            event, work_id, pid = line.split()
-            found.setdefault(work_id, []).append((event, int(pid)))
+        for event, work_id, pid in self.lines():
+            if event != "ready":
+                found.setdefault(work_id, []).append((event, pid))
         return found
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -189,12 +209,16 @@ class Server:
         pytest.fail(f"not every work succeeded: {waiting}\n{self.output()}")
 
     async def stop(self) -> None:
-        """SIGTERM: the server stops gracefully, and every process of it ends."""
+        """SIGTERM: the server stops every process gracefully (each one's manager
+        stopped by the framework), and no process of it is left."""
         await self.client.aclose()
+        serving = children(self.proc.pid) & set(self.ready())
         self.proc.send_signal(signal.SIGTERM)
         await until(lambda: self.proc.poll() is not None)
         await until(lambda: not group(self.proc.pid))
         assert self.proc.returncode == 0, self.output()
+        stopped = {pid: state for event, state, pid in self.lines() if event == "stopped"}
+        assert stopped == dict.fromkeys(serving, "stopped"), self.output()
 
 
 @contextmanager
@@ -250,7 +274,8 @@ async def test_a_multi_process_server_runs_each_work_once_and_survives_its_sched
 ) -> None:
     command, workers, respawns = SERVERS[name]
     with serving(command, tmp_path) as server:
-        await server.request("GET", "/whoami")  # it serves
+        await until(lambda: len(server.ready()) == workers)  # every process serves
+        [scheduler] = [pid for pid, role in server.ready().items() if role == "scheduler"]
 
         # Enqueued in several processes, every work runs once, in the scheduling one.
         first = new_ids(60)
@@ -258,7 +283,6 @@ async def test_a_multi_process_server_runs_each_work_once_and_survives_its_sched
         assert len({a["pid"] for a in answers}) >= 2, answers
         works = await server.wait_succeeded(first)
         runs = server.runs()
-        [scheduler] = {pid for i in first for _, pid in runs[i]}
         for i in first:
             assert runs[i] == [("start", scheduler), ("end", scheduler)]
             assert works[i]["attempts"] == 1
@@ -307,9 +331,9 @@ async def kill_the_scheduler_mid_run(
             assert mine == ["start"]
             assert theirs == ["start", "end"]
             assert works[i]["attempts"] == 2
-        elif not mine:
+        elif not mine:  # 2 attempts if the killed process claimed it but had not started it
             assert theirs == ["start", "end"]
-            assert works[i]["attempts"] == 1
+            assert works[i]["attempts"] in (1, 2)
         else:  # finished in the killed process (or killed after its last line: ran again)
             assert mine == ["start", "end"]
             assert theirs in ([], ["start", "end"])
