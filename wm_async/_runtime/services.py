@@ -238,6 +238,7 @@ class Services:
         self.state = RunState.STARTING
         self.fatal = None
         self._store_closed = False
+        self.signals.prepare()
         store, settings = self._store, self._settings
         try:
             async with AsyncExitStack() as stack:
