@@ -322,6 +322,7 @@ async def kill_the_scheduler_mid_run(
     await until(  # the scheduler runs some of them
         lambda: any(server.runs().get(i) == [("start", scheduler)] for i in running)
     )
+    before = set(server.ready())
     os.kill(scheduler, signal.SIGKILL)
 
     after = new_ids(30)  # new enqueues keep working
@@ -351,5 +352,8 @@ async def kill_the_scheduler_mid_run(
             assert mine == ["start", "end"]
             assert theirs in ([], ["start", "end"])
 
-    # The server replaced the killed process.
-    await until(lambda: len(children(server.proc.pid) - {scheduler}) >= workers)
+    # The server replaced the killed process: a new one's manager started.
+    await until(lambda: bool(set(server.ready()) - before))
+    serving = children(server.proc.pid) & set(server.ready())
+    assert scheduler not in serving
+    assert len(serving) == workers
