@@ -377,7 +377,9 @@ def test_a_raw_os_fork_child_enqueues_through_the_parent_s_client(tmp_path: Path
 
 
 def test_a_flask_view_enqueues_from_many_request_threads(url: str) -> None:
-    flask = pytest.importorskip("flask")
+    pytest.importorskip("flask")
+    import flask
+
     client = wm.SyncClient(url, known_workers=["send_welcome"])
     app = flask.Flask("signup")
 
