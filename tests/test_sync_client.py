@@ -101,19 +101,10 @@ def test_wait_raises_timeout_error_when_nothing_runs_the_work(client: wm.SyncCli
     assert info.state is wm.WorkState.ENQUEUED
 
 
-@pytest.mark.postgres
-async def test_wait_returns_when_a_worker_finishes_the_work() -> None:
-    """The client in threads of its own; the worker a manager in this test's loop (on
-    PostgreSQL, whose change feed tells the client's manager of the worker's result)."""
-    await require_postgres()
-    schema = PgSchema()
-    try:
-        await _wait_for_a_worker(schema.url())
-    finally:
-        await schema.drop()
-
-
-async def _wait_for_a_worker(url: str) -> None:
+async def test_wait_returns_when_a_worker_finishes_the_work(url: str) -> None:
+    """The client in threads of its own; the worker a manager in this test's loop (the
+    store tells the client's manager of the worker's result: PostgreSQL's change feed,
+    SQLite's notifications between the processes, or managers, on one file)."""
     worker = wm.WorkManager(url, shutdown_grace=0)
 
     @worker.worker("double")
