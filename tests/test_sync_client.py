@@ -6,6 +6,7 @@ a Flask app whose view enqueues."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -234,6 +235,18 @@ def test_close_is_idempotent_and_later_calls_raise_not_running(url: str) -> None
         client.enqueue(wm.OneTimeWorkRequest("w"))
     with pytest.raises(wm.NotRunningError):
         client.get_work_infos(ALL_STATES)
+
+
+def test_a_client_dropped_without_close_ends_its_thread(tmp_path: Path) -> None:
+    client = wm.SyncClient(f"sqlite:///{tmp_path}/wm.db")
+    client.enqueue(wm.OneTimeWorkRequest("w"))
+    [thread] = _client_threads()
+
+    del client
+    gc.collect()
+
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
 
 
 def test_a_client_never_used_starts_no_thread(tmp_path: Path) -> None:

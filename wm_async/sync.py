@@ -82,6 +82,10 @@ class _Runner:
             await self.stop.wait()
 
     def close(self) -> None:
+        """Stop the manager and join the thread (nothing in a forked child: the
+        parent's thread does not exist there). Idempotent."""
+        if os.getpid() != self.pid:
+            return
         loop, stop = self.loop, self.stop
         if loop is not None and stop is not None and self.thread.is_alive():
             try:
@@ -221,6 +225,8 @@ class SyncClient:
                     self._first = manager  # a manager can be started again
                 raise
             self._runner = runner
+            # A client dropped without close() still stops its manager and thread.
+            weakref.finalize(self, runner.close)
             return runner
 
     def _call(
@@ -255,7 +261,7 @@ class SyncClient:
         with self._lock:
             self._closed = True
             runner, self._runner = self._runner, None
-        if runner is not None and runner.pid == os.getpid():
+        if runner is not None:
             runner.close()
         _clients.discard(self)
 
