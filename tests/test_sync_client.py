@@ -14,8 +14,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -237,6 +238,20 @@ def test_close_is_idempotent_and_later_calls_raise_not_running(url: str) -> None
         client.get_work_infos(ALL_STATES)
 
 
+def test_close_ends_a_wait_in_another_thread_with_not_running(client: wm.SyncClient) -> None:
+    request = wm.OneTimeWorkRequest("nobody_runs_this")
+    client.enqueue(request)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.wait, request.id)
+        runner = client._runner
+        assert runner is not None
+        # until the wait is under way in the client's loop
+        _until_true(lambda: runner.manager._events.is_waited(str(request.id)))
+        client.close()
+        with pytest.raises(wm.NotRunningError):
+            waiting.result(TIMEOUT)
+
+
 def test_a_client_dropped_without_close_ends_its_thread(tmp_path: Path) -> None:
     client = wm.SyncClient(f"sqlite:///{tmp_path}/wm.db")
     client.enqueue(wm.OneTimeWorkRequest("w"))
@@ -278,6 +293,13 @@ def test_a_script_that_never_closes_the_client_exits_cleanly(tmp_path: Path) -> 
         info = client.get_work_info(proc.stdout.strip())
     assert info is not None
     assert info.state is wm.WorkState.ENQUEUED
+
+
+def _until_true(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 # -- event loops

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import threading
 import uuid
@@ -251,6 +252,9 @@ class SyncClient:
             raise TimeoutError(
                 f"{operation} took longer than the SyncClient's call_timeout={limit}s"
             ) from None
+        except concurrent.futures.CancelledError:
+            # The loop ended under the call: close() from another thread.
+            raise _not_running(operation, "the SyncClient was closed during the call") from None
         except BaseException:
             future.cancel()  # KeyboardInterrupt while blocked: stop the call
             raise
