@@ -72,6 +72,9 @@ class Dispatcher:
         # backend each time.
         self._wakeup = asyncio.Event()
         self._scope: anyio.CancelScope | None = None
+        # While asleep after a claim: the next due time that claim read (None: awake, or
+        # asleep with nothing due, until woken).
+        self._asleep_until: float | None = None
         #: Set once the dispatcher has stopped (after a claim in flight ended).
         self.done = anyio.Event()
 
@@ -111,6 +114,15 @@ class Dispatcher:
             settle = self._settle
             settle.dispatcher_asleep = False
             settle.touch()
+
+    def wake_for(self, due: float | None) -> None:
+        """Wake the dispatcher for new works due at ``due`` at the earliest (``None``:
+        unknown), unless it sleeps until no later than that anyway: its claim then, made
+        after these works were committed, finds them. A producer enqueueing delayed works
+        so costs no claim per call."""
+        until = self._asleep_until
+        if until is None or due is None or due < until:
+            self.wake()
 
     def stop(self) -> None:
         """Stop claiming (a claim in flight finishes first: wait for :attr:`done`)."""
@@ -184,7 +196,11 @@ class Dispatcher:
                     continue
                 full_claims = 0
                 self._sleeping()
-                await clock.sleep_until(claimed.next_due, self._wakeup)
+                self._asleep_until = claimed.next_due
+                try:
+                    await clock.sleep_until(claimed.next_due, self._wakeup)
+                finally:
+                    self._asleep_until = None
 
     async def _claim_forced(self, params: ClaimParams, claimed: Claimed, sent: float) -> Claimed:
         """The works TestDriver declared met, which the store's claim skipped if their
