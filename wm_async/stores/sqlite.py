@@ -48,11 +48,11 @@ from ._sqlite_ops import (
     BatchError,
     Kind,
     WriteOp,
-    initialise,
     prepare,
     rows_written,
     transact,
 )
+from ._sqlite_setup import initialise
 
 if TYPE_CHECKING:
     from .._core.lifecycle import (
@@ -188,7 +188,8 @@ class SQLiteStore(Store):
             self._checkpointer = checkpointer
 
     async def _connect(self, conns: list[aiosqlite.Connection]) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self._path, isolation_level=None)
+        # check_same_thread: a small insert may run on the loop's thread (see transact)
+        db = await aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
         conns.append(db)
         await db.execute_fetchall(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
         return db
@@ -545,7 +546,13 @@ class SQLiteStore(Store):
         assert db is not None  # close() waits for the batch in progress
         for attempt in count():
             try:
-                outcomes = await transact(db, ops, check=self._check_file)
+                outcomes = await transact(
+                    db,
+                    ops,
+                    check=self._check_file,
+                    inline=self._synchronous == "NORMAL",
+                    busy_timeout=self._busy_timeout,
+                )
             except StoreGoneError as exc:  # every op of the batch: none was written
                 raise BatchError(exc, transient=True) from exc
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
