@@ -18,21 +18,28 @@ table shows the median of the rounds with their range.
 
 ``--profile STORE`` runs one round under cProfile and prints where the time goes.
 
-Where a SQLite call's time goes (cProfile and py-spy, 2 vCPU, CPython 3.11, before the
-changes of this script's session: about 2,400 works/s, 415 µs per call):
+Where a SQLite call's time went (2 vCPU, CPython 3.11, SQLite 3.40; cProfile for the
+split, perf_counter stamps around the thread hand-overs for the waits; p50 about 195 µs
+a call, the mean 230-300 µs with the tails):
 
-- about 60% waiting for the writer thread: an enqueue alone in its batch runs BEGIN
-  IMMEDIATE, a SELECT of the ids already taken, the INSERT of the row, the INSERT of
-  its tag row, COMMIT; the commit's WAL write is most of that, the rest is the
-  statements and the GIL hand-over between the loop and aiosqlite's thread;
-- about 15% in the event loop's hops: aiosqlite's future, the group commit's
-  checkpoint (``gather``: a lone producer has nobody to wait for), the call_soon_
-  threadsafe wake-up;
-- the rest in Python: the request and its id, the record, the row's parameters (JSON
-  of the input and the constraints), and the manager's bookkeeping (``serving``,
-  publishing the record, waking the scheduler).
+- building the request and its record: about 15 µs (the input's JSON is checked and
+  copied); the manager's checks, publishing and waking the scheduler: about 10 µs;
+- the store on the loop: group commit, the row's parameters: about 20 µs;
+- handing the transaction to aiosqlite's thread: about 15 µs (the OS wakes the thread);
+- the transaction there: about 55 µs, of which SQLite about 40 (BEGIN IMMEDIATE, the
+  SELECT of ids already taken, the work's row, its tag row, and the COMMIT appending
+  four pages to the WAL: no fsync with synchronous=NORMAL);
+- handing the result back: 25-35 µs (the OS wakes the loop's thread, then two turns of
+  the loop), and about 8 µs on the loop after;
+- and, with the works delayed, each enqueue woke the dispatcher, whose claim (a second
+  transaction, often in the next call's batch) took a third of the time.
 
-The figures after the changes are in benchmarks/README.md ("enqueue").
+So half of a call was two threads waiting for each other, more on a loaded machine
+(each hand-over waits for a CPU). Now a small insert alone in its batch commits on the
+loop's thread (SQLiteStore, ``_sqlite_ops.transact``: never waiting for a lock there,
+and only with synchronous=NORMAL, where COMMIT does not wait for the disk), and a new
+delayed work no longer wakes a dispatcher that will claim before it is due: p50 about
+100 µs. The figures are in benchmarks/README.md ("enqueue").
 """
 
 from __future__ import annotations
