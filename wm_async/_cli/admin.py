@@ -3,11 +3,9 @@
 These commands open the store *without* scheduling: they do not take SQLite's
 one-manager-per-file lock and run nothing, so they work while a worker process runs on
 the same file. Reads see what that process has committed. A cancel is written to the
-store at once. On SQLite a work that is RUNNING in another process is stopped there when
-it next reports progress (its manager sees that the work changed under it); a run that
-never reports progress goes on to its end, and its result is discarded (the store keeps
-CANCELLED). On PostgreSQL the running process hears of the cancel at once (NOTIFY) and
-stops the run.
+store at once, and the process running the work hears of it at once (PostgreSQL: NOTIFY;
+SQLite: a datagram on Linux, its manager's poll within a second elsewhere) and stops the
+run; should it not (a notification lost), the run stops when it next reports progress.
 """
 
 from __future__ import annotations
@@ -100,9 +98,7 @@ def add_commands(commands: _Commands) -> None:
         help="cancel works",
         description=(
             "Cancel unfinished works: one by id, or by tag, unique name, or all. A work "
-            "RUNNING in a worker process stops there at once on PostgreSQL; on SQLite it "
-            "stops when it next reports progress, otherwise its run goes on and its result "
-            "is discarded."
+            "RUNNING in a worker process stops there at once."
         ),
     )
     which = cancel.add_mutually_exclusive_group(required=True)
@@ -350,19 +346,13 @@ async def _cancel(args: argparse.Namespace) -> int:
     print(f"cancelled {len(cancelled)} work(s)")
     running = [r for r in cancelled if r.id in was_running]
     if running:
-        print(f"{len(running)} of them were RUNNING: {_stopping_running(store)}")
-    return 0
-
-
-def _stopping_running(store: Store) -> str:
-    """What becomes of a cancelled work's run in another process, on ``store``."""
-    if isinstance(store, SQLiteStore):  # no change feed: the runner finds out by writing
-        return (
-            "a worker process stops each when it next reports progress; a run that "
-            "reports none goes on, and its result is discarded"
+        # The cancel's notification reaches the process running the work (PostgreSQL:
+        # NOTIFY; SQLite: a datagram, or the manager's poll).
+        print(
+            f"{len(running)} of them were RUNNING: the worker process running each hears "
+            "of the cancel at once and stops it"
         )
-    # PostgreSQL: the cancel's NOTIFY reaches the process running the work.
-    return "the worker process running each hears of the cancel at once and stops it"
+    return 0
 
 
 def _run_prune(args: argparse.Namespace) -> int:

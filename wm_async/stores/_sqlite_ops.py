@@ -54,6 +54,7 @@ class Kind(enum.Enum):
     UPDATE_SPEC = 5
     UNIQUE = 6
     QUARANTINE = 7
+    PEERS = 8  # statements on wm_peers (see _sqlite_peers)
 
 
 @attrs.define(eq=False)
@@ -351,6 +352,10 @@ async def _execute(db: _DB, ops: list[WriteOp]) -> Outcomes:
             out[op] = (None, None)
         elif op.kind is Kind.UPDATE_SPEC:
             out[op] = (await _update_spec(db, op.arg), None)
+        elif op.kind is Kind.PEERS:
+            for statement, args in op.arg:
+                await db.execute_fetchall(statement, args)
+            out[op] = (None, None)
         elif op.kind is Kind.PRUNE:
             await db.execute_fetchall(sqlite_sql.PRUNE_TAGS, (op.arg,))
             await db.execute_fetchall(sqlite_sql.PRUNE_EDGES, (op.arg,))

@@ -28,7 +28,6 @@ import anyio
 import attrs
 
 from .._core.errors import (
-    InvalidRequestError,
     StoreCorruptError,
     StoreError,
     StoreGoneError,
@@ -37,11 +36,13 @@ from .._core.model import Constraints
 from . import _codec as codec
 from . import _sqlite_errors as errors
 from . import _sqlite_file
+from . import _sqlite_options as options
 from . import _sqlite_sql as sqlite_sql
 from ._base import (
     Claimed,
     ClaimParams,
     Store,
+    StoreListener,
 )
 from ._group_commit import GroupCommit
 from ._sqlite_ops import (
@@ -53,8 +54,11 @@ from ._sqlite_ops import (
     rows_written,
     transact,
 )
+from ._sqlite_peers import Notifier, Statements, data_version, load_peers
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
     from .._core.lifecycle import (
         Change,
         UniquePlan,
@@ -73,28 +77,6 @@ _CHECKPOINT_ROWS: Final = 4000
 _WAL_RESET_FRAMES: Final = 4000
 
 
-def _to_path(value: str | os.PathLike[str]) -> str:
-    try:
-        path: object = os.fspath(value)
-    except TypeError:
-        path = None
-    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
-        raise InvalidRequestError(
-            "path", value, "expected a file path (use MemoryStore for works in memory)"
-        )
-    return path
-
-
-def _check_synchronous(instance: object, attribute: object, value: object) -> None:
-    if value not in ("NORMAL", "FULL"):
-        raise InvalidRequestError("synchronous", value, "expected 'NORMAL' or 'FULL'")
-
-
-def _check_busy_timeout(instance: object, attribute: object, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
-        raise InvalidRequestError("busy_timeout", value, "expected seconds, 0 to 1e6")
-
-
 @attrs.define(eq=False, repr=False)
 class SQLiteStore(Store):
     """A store in a SQLite database file: works survive restarts of the process.
@@ -109,14 +91,21 @@ class SQLiteStore(Store):
     :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
         (it survives power loss too, at a cost per commit)
     :param busy_timeout: seconds to wait for another process's lock before retrying
+    :param poll_interval: while following the file (:meth:`follow`), seconds between
+        checks for writes of other processes that no notification announced
     :raises InvalidRequestError: for an invalid argument
     """
 
-    _path: str = attrs.field(converter=_to_path)
+    _path: str = attrs.field(converter=options.to_path)
     _synchronous: Literal["NORMAL", "FULL"] = attrs.field(
-        default="NORMAL", kw_only=True, validator=_check_synchronous
+        default="NORMAL", kw_only=True, validator=options.check_synchronous
     )
-    _busy_timeout: float = attrs.field(default=5.0, kw_only=True, validator=_check_busy_timeout)
+    _busy_timeout: float = attrs.field(
+        default=5.0, kw_only=True, validator=options.check_busy_timeout
+    )
+    _poll_interval: float = attrs.field(
+        default=1.0, kw_only=True, validator=options.check_poll_interval
+    )
     _writer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
     _reader: aiosqlite.Connection | None = attrs.field(init=False, default=None)
     _lock: anyio.Lock | None = attrs.field(init=False, default=None)
@@ -136,6 +125,14 @@ class SQLiteStore(Store):
     _scheduling: bool = attrs.field(init=False, default=False)  # holds the scheduler lock
     _absolute: str = attrs.field(init=False, default="")  # the path, at open time
     _gone: bool = attrs.field(init=False, default=False)  # the path lost the file: no writes
+    # Tells the other processes following the file what each commit wrote (see follow).
+    _notifier: Notifier = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: Notifier(lambda ns: load_peers(self._reader, ns), self._write_peers),
+            takes_self=True,
+        ),
+    )
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self._path!r})"
@@ -271,8 +268,10 @@ class SQLiteStore(Store):
                 writer, reader = self._writer, self._reader
                 if writer is None or reader is None:
                     return
+                await self._notifier.settle()  # a dead peer found is still unlisted
                 self._accepting = False
                 await self._group.idle()
+                await self._notifier.settle()
                 self._writer = self._reader = None
                 if self._checkpointing is not None:
                     await self._checkpointing
@@ -347,6 +346,37 @@ class SQLiteStore(Store):
             "while in use; nothing was written, and the store takes no more writes (they "
             "would be lost). Put the file back and restart"
         )
+
+    # -- other processes' writes -----------------------------------------------------------
+
+    async def follow(
+        self,
+        listener: StoreListener,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Tell ``listener`` what other processes (and other stores of this one) write to
+        the file, until cancelled: on Linux, each writer's commits are announced to this
+        store's socket at once; everywhere, a poll every ``poll_interval`` (real time,
+        whatever the listener's clock: it only prompts re-reads) catches writes no
+        announcement told of (``changed(None)``). See ``_sqlite_peers``.
+
+        :raises StoreError: if the store is not open
+        """
+        file = self._file
+        if file is None or self._writer is None:
+            raise self._not_open()
+        dev, ino = file.identity
+        await self._notifier.follow(
+            listener,
+            prefix=f"wm_async/{dev}:{ino}",
+            poll_interval=self._poll_interval,
+            data_version=lambda: data_version(self._writer),
+            task_status=task_status,
+        )
+
+    async def _write_peers(self, statements: Statements) -> None:
+        await self._submit(Kind.PEERS, statements)
 
     # -- the Store operations --------------------------------------------------------------
 
@@ -575,6 +605,7 @@ class SQLiteStore(Store):
                 self._commits += 1
                 for op in ops:
                     op.result, op.error = outcomes[op]
+                self._notifier.committed(ops)
                 self._written += sum(rows_written(op) for op in ops)
                 if self._written >= _CHECKPOINT_ROWS and self._checkpointing is None:
                     self._checkpoint_soon()
