@@ -210,13 +210,20 @@ async def test_a_standby_takes_over_when_the_scheduling_process_is_killed(
             "the standby takes over",
             second,
         )
+        later = [wm.OneTimeWorkRequest("step") for _ in range(10)]
+        await producer.enqueue(*later)  # the new scheduler hears of them
         with anyio.fail_after(DEADLINE):
             infos = [await producer.wait(wid) for wid in ids]
+            later_infos = [await producer.wait(r.id) for r in later]
     assert {info.state for info in infos} == {wm.WorkState.SUCCEEDED}
+    assert {info.state for info in later_infos} == {wm.WorkState.SUCCEEDED}
 
     runs = cluster.runs()
     after = [wid for pid, wid, _ in runs if pid == second.pid]
     assert {pid for pid, _, _ in runs} <= {first.pid, second.pid}
+    later_ids = {str(r.id) for r in later}
+    assert Counter(wid for wid in after if wid in later_ids) == dict.fromkeys(later_ids, 1)
+    after = [wid for wid in after if wid not in later_ids]
     assert set(after) == set(ids) - finished_before  # the rest ran in the new scheduler
     assert len(after) == len(set(after))
     assert not (set(after) & finished_before), "a finished work ran again"
