@@ -83,22 +83,25 @@ async def child_raw(dsn: str, schema: str, concurrency: int) -> None:
     table_name = f'"{schema}".wm_work'
     claim, complete = RAW_CLAIM.format(t=table_name), RAW_COMPLETE.format(t=table_name)
     owner = uuid.uuid4().hex
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=4)
+    # One connection of its own, used one statement at a time (the loop never has two
+    # in flight): no pool, so no reset query on each release (the library's pool does
+    # not send one either).
+    conn = await asyncpg.connect(dsn)
     try:
         while True:
             now = time.time()
-            ids = [row[0] for row in await pool.fetch(claim, now, concurrency, owner)]
+            ids = [row[0] for row in await conn.fetch(claim, now, concurrency, owner)]
             if ids:
-                await pool.execute(complete, time.time(), ids, owner)
+                await conn.execute(complete, time.time(), ids, owner)
                 continue
-            left = await pool.fetchval(
+            left = await conn.fetchval(
                 f"SELECT count(*) FROM {table_name} WHERE state <> 'SUCCEEDED'"
             )
             if not left:
                 return
             await asyncio.sleep(0.01)
     finally:
-        await pool.close()
+        await conn.close()
 
 
 def spawn(mode: str, schema: str, dsn: str, concurrency: int) -> subprocess.Popen[bytes]:

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "wm_async.compat",
             "wm_async.testing",
             "wm_async.__main__",
+            "wm_async.sync",
         ),
     ),
     ("package root", ("wm_async.extend", "wm_async")),

@@ -184,6 +184,32 @@ async def test_initial_delay_is_respected(manager: wm.WorkManager, clock: Virtua
         assert started == [t0 + 300]
 
 
+async def test_delayed_works_run_on_time_whatever_order_they_are_enqueued_in(
+    manager: wm.WorkManager, clock: VirtualClock
+) -> None:
+    # A delayed work enqueued while the dispatcher sleeps until an earlier due time does
+    # not wake it (its next claim finds the work); one due earlier does.
+    started: dict[str, float] = {}
+
+    @manager.worker("w")
+    async def work(ctx: wm.WorkContext) -> None:
+        started[str(ctx.id)] = clock.now()
+
+    async with manager:
+        t0 = clock.now()
+        middle, later, earlier = (request(initial_delay=d) for d in (60, 120, 30))
+        for req in (middle, later, earlier):
+            await manager.enqueue(req)
+        await clock.advance(29)
+        assert started == {}
+        await clock.advance(200)
+        assert started == {
+            str(earlier.id): t0 + 30,
+            str(middle.id): t0 + 60,
+            str(later.id): t0 + 120,
+        }
+
+
 @pytest.mark.parametrize(
     ("policy", "expected_gaps"),
     [

@@ -144,7 +144,10 @@ def lost(schema: PgSchema, monkeypatch: pytest.MonkeyPatch) -> LostAnswers:
     transaction = asyncpg.transaction.Transaction
     commit = transaction._Transaction__commit
     fetch = asyncpg.connection.Connection.fetch
-    reset = asyncpg.connection.Connection.reset
+    # The pool's release runs Connection._reset (local state, and a ROLLBACK if a
+    # transaction is open) whatever reset query it sends, if any: the store's pool sends
+    # none.
+    reset = asyncpg.connection.Connection._reset
 
     async def lossy_commit(self: Any) -> None:
         fault = faults._next(self._connection, None)
@@ -168,15 +171,15 @@ def lost(schema: PgSchema, monkeypatch: pytest.MonkeyPatch) -> LostAnswers:
                 await faults._lose(self, fault)
         return rows
 
-    async def lossy_reset(self: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+    async def lossy_reset(self: Any) -> None:
         if self in faults.doomed:
             faults.doomed.remove(self)
             await faults._lose(self, None)
-        await reset(self, timeout=timeout)
+        await reset(self)
 
     monkeypatch.setattr(transaction, "_Transaction__commit", lossy_commit)
     monkeypatch.setattr(asyncpg.connection.Connection, "fetch", lossy_fetch)
-    monkeypatch.setattr(asyncpg.connection.Connection, "reset", lossy_reset)
+    monkeypatch.setattr(asyncpg.connection.Connection, "_reset", lossy_reset)
     return faults
 
 

@@ -67,6 +67,7 @@ def _public_modules() -> list[types.ModuleType]:
             "wm_async.stores.sqlite",
             "wm_async.cli",
             "wm_async.compat",
+            "wm_async.sync",
             "wm_async.integrations.aiohttp",
             "wm_async.integrations.asgi",
         )

@@ -268,6 +268,40 @@ async def test_sqlite_busy_database_is_retried_then_reported(db_path: Path) -> N
         assert await store.get([work.id]) == [work]
 
 
+async def test_sqlite_insert_waits_for_another_process_lock_without_blocking_the_loop(
+    db_path: Path,
+) -> None:
+    # A lone small insert commits on the loop's thread, but never waits for a lock
+    # there: while another connection holds the write lock, the loop keeps running.
+    async with SQLiteStore(db_path, busy_timeout=30) as store:
+        connect = functools.partial(
+            sqlite3.connect, db_path, isolation_level=None, check_same_thread=False
+        )
+        other = await anyio.to_thread.run_sync(connect)
+        work = record()
+        done = anyio.Event()
+        turns = 0
+
+        async def insert() -> None:
+            await store.insert([work])
+            done.set()
+
+        try:
+            await anyio.to_thread.run_sync(other.execute, "BEGIN IMMEDIATE")
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(insert)
+                    while turns < 200:  # the loop turns while the insert waits
+                        assert not done.is_set()
+                        turns += 1
+                        await anyio.sleep(0.001)
+                    await anyio.to_thread.run_sync(other.execute, "ROLLBACK")
+                    await done.wait()
+        finally:
+            await anyio.to_thread.run_sync(other.close)
+        assert await store.get([work.id]) == [work]
+
+
 async def _plan(store: SQLiteStore, statement: str, args: object = ()) -> list[str]:
     assert store._writer is not None
     rows = await store._writer.execute_fetchall(f"EXPLAIN QUERY PLAN {statement}", args)

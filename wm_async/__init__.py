@@ -16,6 +16,7 @@ from ._clock import SystemClock as SystemClock
 from ._clock import Wakeup as Wakeup
 from ._core.data import Data as Data
 from ._core.data import JSONValue as JSONValue
+from ._core.errors import BlockingCallError as BlockingCallError
 from ._core.errors import DataTooLargeError as DataTooLargeError
 from ._core.errors import InvalidRequestError as InvalidRequestError
 from ._core.errors import NotRunningError as NotRunningError
@@ -53,6 +54,7 @@ from .signals import Flag as Flag
 from .signals import Predicate as Predicate
 from .signals import Signal as Signal
 from .signals import TimeWindow as TimeWindow
+from .sync import SyncClient as SyncClient
 
 __all__ = (
     # the manager and what workers see
@@ -86,6 +88,8 @@ __all__ = (
     "WorkExplanation",
     "Periodicity",
     "WorkWatcher",
+    # from synchronous code
+    "SyncClient",
     # signals (also in wm_async.signals, with the built-ins and combinators)
     "Signal",
     "Flag",
@@ -108,6 +112,7 @@ __all__ = (
     "StoreGoneError",
     "NotRunningError",
     "SchedulerError",
+    "BlockingCallError",
 )
 
 # Public names show their public path (``wm_async.WorkInfo``, not the private module that

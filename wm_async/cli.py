@@ -4,6 +4,8 @@ Subcommands:
 
 - ``worker MODULE:ATTRIBUTE``: run an app's manager until SIGINT or SIGTERM (a second
   signal forces the stop);
+- ``enqueue WORKER``: store one work (``--input JSON``, ``--delay``, ``--unique NAME
+  --policy P``, ``--tag T``), also while a worker process runs on the store;
 - ``list``, ``show ID``, ``cancel``, ``prune``: look at and change the works in a store
   (``--store URL`` or ``WM_ASYNC_STORE``), also while a worker process runs on it;
 - ``demo``: a tour of wm_async on a temporary SQLite store.
@@ -31,6 +33,7 @@ import anyio
 from ._api.manager import WorkManager
 from ._cli import admin as _cli_admin
 from ._cli import demo as _cli_demo
+from ._cli import enqueue as _cli_enqueue
 from ._cli.common import (
     CommandError,
     Exit,
@@ -63,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         title="commands", dest="command", metavar="COMMAND", required=True
     )
     _add_worker(commands)
+    _cli_enqueue.add_command(commands)
     _cli_admin.add_commands(commands)
     _cli_demo.add_command(commands)
     return parser

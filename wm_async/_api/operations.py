@@ -192,7 +192,15 @@ class Operations:
             await (await self._writes(connection)).insert(records)
         if connection is None:
             services.publish(records)
-            services.scheduler.wake()
+            # A delayed work wakes the dispatcher only if due before its next claim.
+            due: float | None = records[0].next_run_at
+            for record in records:
+                at = record.next_run_at
+                if at is None or due is None:
+                    due = None
+                    break
+                due = min(due, at)
+            services.scheduler.wake_for(due)
 
     async def enqueue_chain(self, last: WorkContinuation, *, connection: object = None) -> bool:
         """Enqueue the steps of ``last``'s chain not yet enqueued, in one transaction

@@ -183,7 +183,8 @@ def to_json(value: object) -> object:
     return value
 
 
-def _print_json(value: object) -> None:
+def print_json(value: object) -> None:
+    """Print ``value`` (a WorkInfo, or a list of them) as indented JSON."""
     print(json.dumps(to_json(value), indent=2, sort_keys=True))
 
 
@@ -224,7 +225,7 @@ async def _list(args: argparse.Namespace) -> int:
     async with admin_store(args.store) as store:
         infos = [r.to_info() for r in await store.query(query)]
     if args.json:
-        _print_json(infos)
+        print_json(infos)
         return 0
     if not infos:
         print("no works")
@@ -304,7 +305,7 @@ async def _show(args: argparse.Namespace) -> int:
     async with admin_store(args.store) as store:
         info = (await _get(store, args.id)).to_info()
     if args.json:
-        _print_json(info)
+        print_json(info)
         return 0
     lines = _show_lines(info, SystemClock().now())
     width = max(len(label) for label, _ in lines) + 1

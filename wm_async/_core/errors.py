@@ -12,8 +12,9 @@ know wm_async::
     │   ├── StoreCorruptError                 the file is not a wm_async store, or is damaged
     │   │                                     or written by a newer version
     │   └── StoreGoneError                    the file was deleted, moved or replaced in use
-    └── NotRunningError(RuntimeError)         the manager is not started (or is stopping)
-        └── SchedulerError                    it stopped on an unexpected internal error
+    ├── NotRunningError(RuntimeError)         the manager is not started (or is stopping)
+    │   └── SchedulerError                    it stopped on an unexpected internal error
+    └── BlockingCallError(RuntimeError)       a SyncClient call made in an event loop's thread
 """
 
 from __future__ import annotations
@@ -159,4 +160,22 @@ class SchedulerError(NotRunningError):
             f"cannot {operation}: the WorkManager's scheduler stopped on "
             f"{type(cause).__name__}: {cause}; no work runs until the manager is started "
             "again (see the ERROR logged by wm_async)",
+        )
+
+
+class BlockingCallError(WorkManagerError, RuntimeError):
+    """A blocking :class:`~wm_async.SyncClient` call was made in a thread that runs an
+    event loop (an ``async def``, or the client's own loop thread), where blocking would
+    stall that loop or deadlock. Nothing was done: use the async API there
+    (``await manager.enqueue(...)`` on a :class:`~wm_async.WorkManager`).
+
+    :ivar operation: the call that was refused
+    """
+
+    def __init__(self, operation: str) -> None:
+        self.operation = operation
+        super().__init__(
+            f"cannot {operation} through a SyncClient in a thread running an event loop: "
+            "it would block the loop; use the async API there (await "
+            f"manager.{operation}(...) on a WorkManager)"
         )

@@ -72,6 +72,14 @@ class Dispatcher:
         # backend each time.
         self._wakeup = asyncio.Event()
         self._scope: anyio.CancelScope | None = None
+        # While asleep after a claim: the next due time that claim read (None: awake, or
+        # asleep with nothing due, until woken).
+        self._asleep_until: float | None = None
+        # From the start of a turn until it sleeps: a claim may be in flight, and works
+        # committed meanwhile may be missing from its next due time; the earliest due
+        # time of those (see wake_for) then ends its sleep.
+        self._claiming = False
+        self._due_by: float | None = None
         #: Set once the dispatcher has stopped (after a claim in flight ended).
         self.done = anyio.Event()
 
@@ -112,6 +120,22 @@ class Dispatcher:
             settle.dispatcher_asleep = False
             settle.touch()
 
+    def wake_for(self, due: float | None) -> None:
+        """Wake the dispatcher for new works due at ``due`` at the earliest (``None``:
+        unknown), unless it will claim by then anyway: asleep until no later than
+        ``due``, its claim then, made after these works were committed, finds them; in
+        the middle of a turn, it sleeps until ``due`` at the latest. A producer
+        enqueueing delayed works so costs no claim per call."""
+        if due is not None:
+            if self._claiming:
+                if self._due_by is None or due < self._due_by:
+                    self._due_by = due
+                return
+            until = self._asleep_until
+            if until is not None and due >= until:
+                return
+        self.wake()
+
     def stop(self) -> None:
         """Stop claiming (a claim in flight finishes first: wait for :attr:`done`)."""
         if self._scope is not None:
@@ -123,6 +147,13 @@ class Dispatcher:
             await self._loop(task_status)
         finally:
             self.done.set()
+
+    def _until(self, deadline: float | None) -> float | None:
+        """``deadline``, or earlier if works committed during this turn are due first."""
+        due_by = self._due_by
+        if due_by is not None and (deadline is None or due_by < deadline):
+            return due_by
+        return deadline
 
     def _sleeping(self) -> None:
         settle = self._settle
@@ -138,10 +169,12 @@ class Dispatcher:
             full_claims = 0
             while True:
                 self._wakeup = asyncio.Event()  # before claiming: a wake-up during it counts
+                self._claiming, self._due_by = True, None
                 settle.dispatcher_asleep = False
                 settle.touch()
                 free = runs.max_concurrency - runs.slots_used
                 if free <= 0:
+                    self._claiming = False
                     self._sleeping()
                     await clock.sleep_until(None, self._wakeup)  # a finishing run wakes us
                     continue
@@ -168,8 +201,10 @@ class Dispatcher:
                         claimed = await self._claim_forced(params, claimed, sent)
                 if claimed is None:
                     failures += 1
+                    self._claiming = False
                     self._sleeping()
-                    await clock.sleep_until(clock.now() + backoff(failures), self._wakeup)
+                    retry = self._until(clock.now() + backoff(failures))
+                    await clock.sleep_until(retry, self._wakeup)
                     continue
                 failures = 0
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
@@ -183,8 +218,14 @@ class Dispatcher:
                         await anyio.lowlevel.checkpoint()
                     continue
                 full_claims = 0
+                deadline = self._until(claimed.next_due)
+                self._claiming = False
                 self._sleeping()
-                await clock.sleep_until(claimed.next_due, self._wakeup)
+                self._asleep_until = deadline
+                try:
+                    await clock.sleep_until(deadline, self._wakeup)
+                finally:
+                    self._asleep_until = None
 
     async def _claim_forced(self, params: ClaimParams, claimed: Claimed, sent: float) -> Claimed:
         """The works TestDriver declared met, which the store's claim skipped if their

@@ -147,6 +147,11 @@ class Scheduler:
         """Make the dispatcher look at the store again (coalesced until it does)."""
         self._dispatcher.wake()
 
+    def wake_for(self, due: float | None) -> None:
+        """Make the dispatcher look at the store again for new works due at ``due`` at
+        the earliest (``None``: unknown), unless it will by then anyway."""
+        self._dispatcher.wake_for(due)
+
     def tracked(self) -> AbstractContextManager[None]:
         """Mark a store call in flight, so virtual clocks wait for it."""
         return self.settle.tracked()

@@ -37,6 +37,15 @@ class Op:
 _OpT = TypeVar("_OpT", bound=Op)
 
 
+def _others_ready() -> bool:
+    """Whether other callbacks wait to run in this loop iteration: only they could
+    join a batch at a checkpoint. A lone caller (one producer awaiting each enqueue)
+    then skips the checkpoint, a turn of the loop. On a loop without asyncio's ready
+    queue (uvloop): always assumed."""
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0
+
+
 @attrs.define(eq=False)
 class GroupCommit(Generic[_OpT]):
     """The leader/follower batching of one store's writes.
@@ -86,7 +95,7 @@ class GroupCommit(Generic[_OpT]):
         """Run one batch (every queued op), then hand the lead to the next queued caller."""
         try:
             with anyio.CancelScope(shield=True):  # a batch is never left half done
-                if gather:
+                if gather and _others_ready():
                     await anyio.lowlevel.checkpoint()  # let concurrent callers join
                 batch, self.queue = self.queue, []
                 for op in batch:

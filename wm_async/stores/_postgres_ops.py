@@ -53,6 +53,18 @@ _Conn = Any  # asyncpg.Connection (asyncpg ships no type information)
 RESCUE_BATCH: Final = 500
 
 
+async def keep_session(conn: _Conn) -> None:
+    """The pool's reset of a connection given back: nothing to send. asyncpg's default
+    sends a query on every release (unlock session advisory locks, close cursors,
+    UNLISTEN, RESET ALL), a round trip per store call; the store's connections take no
+    session state (its locks are transaction locks, its settings SET LOCAL, LISTEN has a
+    connection of its own). An open transaction is still rolled back by asyncpg first."""
+
+
+#: The pool's options besides its size.
+POOL_OPTIONS: Final[dict[str, Any]] = {"min_size": 1, "timeout": 10, "reset": keep_session}
+
+
 @attrs.define(eq=False)
 class Write:
     """One logical write (a store call): the token its statements stamp on the rows

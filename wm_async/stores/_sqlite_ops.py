@@ -7,19 +7,15 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from itertools import count
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiosqlite
-import anyio
 import attrs
 
 from .._core.errors import (
     InvalidRequestError,
-    StoreCorruptError,
-    StoreError,
 )
 from .._core.lifecycle import resolve_new
 from . import _codec as codec
@@ -178,80 +174,6 @@ class BatchError(Exception):
 Outcomes = dict[WriteOp, tuple[Any, BaseException | None]]
 
 
-async def header(db: aiosqlite.Connection, path: str) -> tuple[int, int]:
-    """``(version, latest)``: the schema version of the file at ``path`` and the latest
-    this version of wm_async knows; raise if the file is not ours to use."""
-    rows = await db.execute_fetchall(
-        "SELECT (SELECT application_id FROM pragma_application_id), "
-        "(SELECT user_version FROM pragma_user_version), (SELECT count(*) FROM sqlite_schema)"
-    )
-    app_id, version, objects = next(iter(rows))
-    if app_id != sqlite_sql.APPLICATION_ID:
-        if app_id != 0 or objects:
-            raise StoreCorruptError(
-                f"{path} is not a wm_async database (application_id {app_id:#x}, "
-                f"{objects} schema objects); wm_async left it untouched"
-            )
-        version = 0  # an empty database: ours to set up
-    latest = sqlite_sql.migrations()[-1][0]
-    if version > latest:
-        raise StoreCorruptError(
-            f"{path} was written by a newer wm_async (schema version {version}, this "
-            f"version knows up to {latest}); upgrade wm_async. The file was left untouched"
-        )
-    return version, latest
-
-
-async def initialise(
-    db: aiosqlite.Connection,
-    path: str,
-    migrations: tuple[tuple[int, tuple[str, ...]], ...],
-    *,
-    synchronous: str,
-    busy_timeout: float,
-) -> None:
-    """Set up the writer connection ``db`` to the file at ``path``: WAL journal, no
-    automatic checkpoints, and the schema created or migrated.
-
-    :raises StoreCorruptError: if the file is not ours to use (left untouched)
-    """
-    version, latest = await header(db, path)  # before anything writes to the file
-    for attempt in count():
-        # Switching to WAL returns SQLITE_BUSY at once, without waiting for the lock,
-        # while another process sets up the same new file: retry for busy_timeout.
-        try:
-            rows = await db.execute_fetchall("PRAGMA journal_mode = WAL")
-            break
-        except aiosqlite.Error as exc:
-            if not errors.is_transient(exc) or attempt * 0.02 >= busy_timeout:
-                raise
-        await anyio.sleep(0.02)
-    if str(next(iter(rows))[0]).lower() != "wal":
-        raise StoreError(f"cannot use WAL mode for {path} (a network filesystem?)")
-    await db.execute_fetchall(f"PRAGMA synchronous = {synchronous}")
-    # SQLite checkpoints the WAL inside whichever COMMIT crosses 1000 pages, which
-    # stalls that writer for milliseconds (a timer's work starts late). The writer
-    # leaves it to the checkpointer connection instead (see SQLiteStore._checkpoint_soon).
-    await db.execute_fetchall("PRAGMA wal_autocheckpoint = 0")
-    if version == latest:
-        return
-    # Another process may be migrating too: re-read the version inside the transaction.
-    await db.execute_fetchall("BEGIN IMMEDIATE")
-    try:
-        version, _ = await header(db, path)
-        for number, statements in migrations:
-            if number > version:
-                for statement in statements:
-                    await db.execute_fetchall(statement)
-                await db.execute_fetchall(f"PRAGMA user_version = {number}")
-        await db.execute_fetchall(f"PRAGMA application_id = {sqlite_sql.APPLICATION_ID}")
-        await db.execute_fetchall("COMMIT")
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await rollback(db)
-        raise
-
-
 def prepare(op: WriteOp) -> Any:
     """What can be made of ``op`` before its transaction (outside the writer's thread):
     the rows of plain inserts and of applies."""
@@ -272,18 +194,50 @@ def prepare(op: WriteOp) -> Any:
     return None
 
 
+#: Most works an insert may hold to run on the event loop's thread (see transact).
+INLINE_MAX_WORKS: Final = 16
+
+
+def _inline(ops: list[WriteOp]) -> bool:
+    """Whether ``ops`` are a small plain insert alone (see :func:`transact`)."""
+    if len(ops) != 1:
+        return False
+    op = ops[0]
+    return (
+        op.kind is Kind.INSERT and op.prepared is not None and len(op.arg[0]) <= INLINE_MAX_WORKS
+    )
+
+
 async def transact(
-    db: aiosqlite.Connection, ops: list[WriteOp], *, check: Callable[[], None]
+    db: aiosqlite.Connection,
+    ops: list[WriteOp],
+    *,
+    check: Callable[[], None],
+    inline: bool = False,
+    busy_timeout: float = 5.0,
 ) -> Outcomes:
     """Run ``ops`` in one transaction on the writer ``db`` (no retry); return each op's
     ``(result, error)``. ``check`` runs first, in the transaction's thread, and may
-    raise to write nothing."""
+    raise to write nothing.
+
+    With ``inline`` (``synchronous=NORMAL``: a COMMIT appends to the WAL and does not
+    wait for the disk), a small insert alone in its batch (one producer enqueueing one
+    work per call, as a web request does) runs on the event loop's thread: a few tens of
+    microseconds of SQLite, against two thread hand-overs that each wait for the OS to
+    wake a thread (about half of such a call's time, and far more on a loaded machine).
+    It never waits for a lock there: if another process holds the write lock, it goes
+    to the connection's thread, which waits ``busy_timeout`` as any other transaction.
+    The COMMIT is the same either way, so the call still returns after it."""
     # A claim alone needs no explicit transaction: it writes with one statement, an
     # UPDATE … RETURNING guarded by state = 'ENQUEUED', which commits atomically by
     # itself. That saves two round trips to the connection's thread on the path from a
     # timer firing to its work starting.
     single = len(ops) == 1 and ops[0].kind is Kind.CLAIM
     if _IN_THREAD:
+        if inline and _inline(ops):
+            done = _transact_inline(db._conn, ops, check, round(busy_timeout * 1000))
+            if done is not None:
+                return done
         # The whole transaction in one trip to the connection's thread: the loop goes
         # on running works meanwhile instead of waking up between statements (see
         # _InThread).
@@ -294,11 +248,33 @@ async def transact(
     return await _transaction(db, ops, single, check)
 
 
+def _transact_inline(
+    conn: sqlite3.Connection, ops: list[WriteOp], check: Callable[[], None], busy_ms: int
+) -> Outcomes | None:
+    """On the event loop's thread: the transaction, begun without waiting for a lock;
+    ``None`` (nothing done) if another connection holds the write lock."""
+    check()  # before anything is written
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if errors.is_transient(exc):
+            return None
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+    return _run_to_end(_transaction(_InThread(conn), ops, False, check, begun=True))
+
+
 def _transact_in_thread(
     conn: sqlite3.Connection, ops: list[WriteOp], single: bool, check: Callable[[], None]
 ) -> Outcomes:
     """In the writer connection's thread: run the transaction to its end."""
-    transaction = _transaction(_InThread(conn), ops, single, check)
+    return _run_to_end(_transaction(_InThread(conn), ops, single, check))
+
+
+def _run_to_end(transaction: Coroutine[Any, Any, Outcomes]) -> Outcomes:
+    """Drive a transaction on ``_InThread`` (it never suspends) to its end."""
     try:
         transaction.send(None)
     except StopIteration as done:
@@ -309,12 +285,13 @@ def _transact_in_thread(
 
 
 async def _transaction(
-    db: _DB, ops: list[WriteOp], single: bool, check: Callable[[], None]
+    db: _DB, ops: list[WriteOp], single: bool, check: Callable[[], None], *, begun: bool = False
 ) -> Outcomes:
-    check()  # before anything is written
-    if single:
-        return await _execute(db, ops)
-    await db.execute_fetchall("BEGIN IMMEDIATE")
+    if not begun:
+        check()  # before anything is written
+        if single:
+            return await _execute(db, ops)
+        await db.execute_fetchall("BEGIN IMMEDIATE")
     try:
         outcomes = await _execute(db, ops)
         await db.execute_fetchall("COMMIT")

@@ -35,9 +35,7 @@ import asyncpg
 import attrs
 from anyio.abc import TaskStatus
 
-from .._core.errors import (
-    StoreError,
-)
+from .._core.errors import StoreError
 from .._core.model import Constraints
 from .._core.redact import mask_url
 from . import _postgres_errors as errors
@@ -62,6 +60,7 @@ from ._postgres_listen import (
     rescue_expired,
 )
 from ._postgres_ops import (
+    POOL_OPTIONS,
     RESCUE_BATCH,
     Transactions,
     Write,
@@ -188,7 +187,7 @@ class PostgresStore(Store):
             migrations = await anyio.to_thread.run_sync(pg_sql.migrations)
             try:
                 pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._pool_size, timeout=10
+                    self._dsn, max_size=self._pool_size, **POOL_OPTIONS
                 )
             except Exception as exc:
                 raise self._error(exc, "connecting") from exc

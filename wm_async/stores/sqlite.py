@@ -14,14 +14,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from itertools import count
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiosqlite
 import anyio
@@ -49,12 +48,13 @@ from ._sqlite_ops import (
     BatchError,
     Kind,
     WriteOp,
-    initialise,
     prepare,
     rows_written,
     transact,
 )
 from ._sqlite_peers import Notifier, Statements, data_version, load_peers
+from ._sqlite_setup import initialise
+from ._sqlite_wal import Checkpoints
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -70,11 +70,6 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 logger = logging.getLogger("wm_async.store")
-
-#: Rows written between WAL checkpoints (a few MB of WAL at typical row sizes).
-_CHECKPOINT_ROWS: Final = 4000
-#: WAL frames (pages) past which the writer completes a checkpoint (~16 MB at 4 KiB).
-_WAL_RESET_FRAMES: Final = 4000
 
 
 @attrs.define(eq=False, repr=False)
@@ -116,10 +111,9 @@ class SQLiteStore(Store):
     )
     _commits: int = attrs.field(init=False, default=0)  # transactions committed (for tests)
     # WAL checkpoints run on a connection of their own, off the commit path (see open).
-    _checkpointer: aiosqlite.Connection | None = attrs.field(init=False, default=None)
-    _checkpointing: asyncio.Task[None] | None = attrs.field(init=False, default=None)
-    _written: int = attrs.field(init=False, default=0)  # rows written since the last one
-    _reset_wal: bool = attrs.field(init=False, default=False)
+    _checkpoints: Checkpoints = attrs.field(
+        init=False, default=attrs.Factory(lambda self: Checkpoints(self._path), takes_self=True)
+    )
     # The database file, held open from open() until after close() closed the connections.
     _file: _sqlite_file.DBFile | None = attrs.field(init=False, default=None)
     _scheduling: bool = attrs.field(init=False, default=False)  # holds the scheduler lock
@@ -182,10 +176,11 @@ class SQLiteStore(Store):
                     raise self._error(exc, "opening") from exc
                 raise
             self._writer, self._reader, self._accepting = writer, reader, True
-            self._checkpointer = checkpointer
+            self._checkpoints.connection = checkpointer
 
     async def _connect(self, conns: list[aiosqlite.Connection]) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self._path, isolation_level=None)
+        # check_same_thread: a small insert may run on the loop's thread (see transact)
+        db = await aiosqlite.connect(self._path, isolation_level=None, check_same_thread=False)
         conns.append(db)
         await db.execute_fetchall(f"PRAGMA busy_timeout = {round(self._busy_timeout * 1000)}")
         return db
@@ -273,9 +268,7 @@ class SQLiteStore(Store):
                 await self._group.idle()
                 await self._notifier.settle()
                 self._writer = self._reader = None
-                if self._checkpointing is not None:
-                    await self._checkpointing
-                checkpointer, self._checkpointer = self._checkpointer, None
+                checkpointer = await self._checkpoints.close()
                 failure: aiosqlite.Error | None = None
                 try:
                     for db in (reader, checkpointer, writer):
@@ -291,35 +284,6 @@ class SQLiteStore(Store):
                     self._release_file()
                 if failure is not None:
                     raise self._error(failure, "closing") from failure
-
-    def _checkpoint_soon(self) -> None:
-        """Checkpoint the WAL on the checkpointer's thread, without holding up the
-        commit that asked for it. PASSIVE: it copies what it can without waiting for (or
-        blocking) the writer, and the next one catches up."""
-        self._written = 0
-        self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
-
-    async def _checkpoint(self) -> None:
-        try:
-            if self._checkpointer is not None:
-                rows = await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-                _, frames, _ = next(iter(rows))
-                # While the writer keeps writing, a checkpoint on another connection never
-                # catches up with the end of the WAL, so the WAL never starts over and the
-                # file grows. Once it is long, the writer finishes the checkpoint itself
-                # right after a commit: only the last frames are left to copy by then.
-                self._reset_wal = frames >= _WAL_RESET_FRAMES
-        except aiosqlite.Error as exc:  # the next checkpoint retries; nothing is lost
-            logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
-        finally:
-            self._checkpointing = None
-
-    async def _finish_checkpoint(self, db: aiosqlite.Connection) -> None:
-        self._reset_wal = False
-        try:
-            await db.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-        except aiosqlite.Error as exc:
-            logger.debug("WAL checkpoint of %s failed: %s", self._path, exc)
 
     def _error(self, exc: BaseException, doing: str) -> StoreError:
         return errors.store_error(exc, self._path, doing)
@@ -590,7 +554,13 @@ class SQLiteStore(Store):
         assert db is not None  # close() waits for the batch in progress
         for attempt in count():
             try:
-                outcomes = await transact(db, ops, check=self._check_file)
+                outcomes = await transact(
+                    db,
+                    ops,
+                    check=self._check_file,
+                    inline=self._synchronous == "NORMAL",
+                    busy_timeout=self._busy_timeout,
+                )
             except StoreGoneError as exc:  # every op of the batch: none was written
                 raise BatchError(exc, transient=True) from exc
             except (aiosqlite.Error, OverflowError) as exc:  # OverflowError: int > 2**63 - 1
@@ -606,10 +576,6 @@ class SQLiteStore(Store):
                 for op in ops:
                     op.result, op.error = outcomes[op]
                 self._notifier.committed(ops)
-                self._written += sum(rows_written(op) for op in ops)
-                if self._written >= _CHECKPOINT_ROWS and self._checkpointing is None:
-                    self._checkpoint_soon()
-                if self._reset_wal:
-                    await self._finish_checkpoint(db)
+                await self._checkpoints.committed(sum(rows_written(op) for op in ops), db)
                 return
             await anyio.sleep(delay)
