@@ -129,6 +129,58 @@ async def test_the_workers_max_attempts_ends_the_retries(
     assert "max_attempts=3" in got.error.message
 
 
+async def test_a_sync_workers_listed_exception_retries_too(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    manager = make_manager()
+    runs: list[int] = []
+
+    def work(ctx: wm.WorkContext) -> None:  # runs in a thread
+        runs.append(ctx.run_attempt_count)
+        if len(runs) == 1:
+            raise TimeoutError("slow upstream")
+
+    manager.register_worker("w", work, retry_on=TimeoutError, backoff=wm.Backoff(delay=1))
+    req = wm.OneTimeWorkRequest("w")
+    with anyio.fail_after(TIMEOUT):
+        async with manager:
+            await manager.enqueue(req)
+            await clock.advance(0)
+            first = await info(manager, req)
+            await clock.advance(1)
+            got = await manager.wait(req.id)
+    assert first.state is wm.WorkState.ENQUEUED
+    assert first.error == wm.WorkError(type="TimeoutError", message="slow upstream")
+    assert runs == [0, 1]
+    assert got.state is wm.WorkState.SUCCEEDED
+
+
+async def test_the_workers_max_attempts_bounds_interruptions_too(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    manager = make_manager()
+    runs: list[float] = []
+
+    @manager.worker("w", timeout=5, max_attempts=2)
+    async def work(ctx: wm.WorkContext) -> None:
+        runs.append(clock.now())
+        await anyio.sleep_forever()
+
+    req = wm.OneTimeWorkRequest("w")
+    with anyio.fail_after(TIMEOUT):
+        async with manager:
+            t0 = clock.now()
+            await manager.enqueue(req)
+            await clock.advance(timedelta(minutes=5))
+            got = await info(manager, req)
+    assert runs == [t0, t0 + 5]  # a timeout re-enqueues at once (no backoff)
+    assert got.state is wm.WorkState.FAILED
+    assert got.stop_reason is wm.StopReason.TIMEOUT
+    assert got.error is not None
+    assert got.error.type == "wm_async.MaxAttemptsReached"
+    assert "max_attempts=2" in got.error.message
+
+
 # -- the request overrides the worker's defaults
 
 
