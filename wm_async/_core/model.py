@@ -342,6 +342,10 @@ def _to_output(value: Mapping[str, JSONValue] | None) -> Data:
     return validators.to_data("output", value)
 
 
+def _to_retry_delay(value: timedelta | float | None) -> timedelta | None:
+    return None if value is None else _duration("delay", value)
+
+
 @attrs.frozen(kw_only=True)
 class Result:
     """What a worker returns. Use :meth:`success`, :meth:`failure` or :meth:`retry`.
@@ -350,10 +354,16 @@ class Result:
 
     :ivar kind: SUCCESS, FAILURE or RETRY
     :ivar output: JSON object stored with a SUCCEEDED or FAILED work
+    :ivar retry_delay: for RETRY, the wait before the next run instead of the backoff's
     """
 
     kind: ResultKind = attrs.field(converter=_to_kind)
     output: Data = attrs.field(default=None, converter=_to_output)
+    retry_delay: timedelta | None = attrs.field(default=None, converter=_to_retry_delay)
+
+    def __attrs_post_init__(self) -> None:
+        if self.retry_delay is not None and self.kind is not ResultKind.RETRY:
+            raise InvalidRequestError("retry_delay", self.retry_delay, "only a RETRY has one")
 
     @classmethod
     def success(cls, output: Mapping[str, JSONValue] | None = None) -> Result:
@@ -366,9 +376,13 @@ class Result:
         return cls(kind=ResultKind.FAILURE, output=output)
 
     @classmethod
-    def retry(cls) -> Result:
-        """Run the work again after its backoff delay."""
-        return cls(kind=ResultKind.RETRY)
+    def retry(cls, delay: timedelta | float | None = None) -> Result:
+        """Run the work again after its backoff delay, or after ``delay`` (a timedelta
+        or seconds) this once; the backoff applies again to later retries.
+
+        :raises InvalidRequestError: if ``delay`` is negative, NaN or infinite
+        """
+        return cls(kind=ResultKind.RETRY, retry_delay=delay)
 
 
 @attrs.frozen(kw_only=True)
