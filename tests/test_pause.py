@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import PgSchema, require_postgres
 
 import wm_async as wm
 from wm_async.stores.memory import MemoryStore
@@ -231,6 +232,61 @@ async def test_cli_pause_and_resume_in_other_processes(
         assert "resumed worker 'paused'" in resumed.stdout
         assert "paused workers: none" in resumed.stdout
         await eventually(lambda: _has(ran, "paused"))
+
+
+CHILD = Path(__file__).with_name("_pause_child.py")
+
+
+@pytest.mark.postgres
+async def test_a_pause_is_seen_by_three_worker_processes(tmp_path: Path) -> None:
+    """Three processes run the workers on one PostgreSQL schema; this one pauses,
+    enqueues, resumes: no process runs a paused work, and on resume they all run."""
+    await require_postgres()
+    schema = PgSchema()
+    url = schema.url()
+    log = tmp_path / "runs.log"
+    children: list[subprocess.Popen[str]] = []
+    try:
+        async with wm.WorkManager(url, run_work=False) as producer:  # creates the schema
+            await producer.pause_worker("paused")
+            children.extend(_spawn(url, log) for _ in range(3))
+            for child in children:
+                assert child.stdout is not None
+                line = await anyio.to_thread.run_sync(child.stdout.readline)
+                assert line == "ready\n"
+            held = [wm.OneTimeWorkRequest("paused") for _ in range(6)]
+            free = [wm.OneTimeWorkRequest("other") for _ in range(30)]
+            await producer.enqueue(*held)
+            await producer.enqueue(*free)  # every process hears of it after the pause
+
+            async def all_ran(requests: list[wm.OneTimeWorkRequest]) -> bool:
+                return all([await _succeeded(producer, r) for r in requests])
+
+            await eventually(lambda: all_ran(free))
+            assert {await state(producer, r) for r in held} == {wm.WorkState.ENQUEUED}
+            await producer.resume_worker("paused")
+            await eventually(lambda: all_ran(held))
+        lines = [ln.split() for ln in log.read_text().splitlines()]
+        ran = sorted(work_id for _, worker, work_id in lines if worker == "paused")
+        assert ran == sorted(str(r.id) for r in held)  # each once
+    finally:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.close()
+        for child in children:
+            await anyio.to_thread.run_sync(lambda c=child: c.wait(TIMEOUT))  # type: ignore[misc]
+            assert child.stdout is not None
+            child.stdout.close()
+        await schema.drop()
+
+
+def _spawn(url: str, log: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), url, str(log)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_cli_rejects_a_bad_name(tmp_path: Path) -> None:
