@@ -249,7 +249,6 @@ class Services:
                 await stack.enter_async_context(store)
                 stack.callback(self._store_closing)  # unwound just before the store closes
                 self.events.closed = False
-                self.paused = await store.paused_workers()
                 stack.callback(self.events.close)
                 self.scheduling = False
                 leader = settings.run_work and await store.try_lock_for_scheduler(settings.owner)
@@ -281,6 +280,8 @@ class Services:
                     self._follow_store,
                     name="wm_async store listener",
                 )
+                # Once listening: a pause written meanwhile is heard of.
+                self.paused = await store.paused_workers()
                 self._stop_pruner = anyio.Event()
                 if leader:
                     await self._start_scheduling()
