@@ -470,6 +470,7 @@ class WorkExplanation:
     :ivar unmet_signals: each needed signal that does not hold now, with the reason
     :ivar capacity_full: every ``max_concurrency`` slot is taken
     :ivar reasons: the above in words, most important first
+    :ivar worker_paused: the work's worker is paused (``manager.pause_worker``)
     """
 
     info: WorkInfo
@@ -477,6 +478,7 @@ class WorkExplanation:
     unmet_signals: Mapping[str, str]
     capacity_full: bool
     reasons: tuple[str, ...]
+    worker_paused: bool = False
 
     @classmethod
     def build(
@@ -487,6 +489,7 @@ class WorkExplanation:
         due: float | None,
         unmet_signals: Mapping[str, str],
         capacity_full: bool,
+        worker_paused: bool = False,
     ) -> WorkExplanation:
         """Assemble the explanation and its sentences."""
         reasons: list[str] = []
@@ -499,12 +502,16 @@ class WorkExplanation:
         elif state is WorkState.BLOCKED:
             reasons.append("waiting for its prerequisites to succeed")
         else:
+            if worker_paused:
+                reasons.append(
+                    f"its worker {info.worker!r} is paused: it waits for resume_worker()"
+                )
             if due is not None and due > now:
                 due_at = datetime.fromtimestamp(due, UTC)
                 reasons.append(f"delayed until {due_at.isoformat()} ({due - now:.1f}s from now)")
             for name, why in unmet_signals.items():
                 reasons.append(f"waiting for signal {name!r}: {why}")
-            if capacity_full and due_at is None and not unmet_signals:
+            if capacity_full and due_at is None and not unmet_signals and not worker_paused:
                 reasons.append("due, but every max_concurrency slot is taken")
             if not reasons:
                 reasons.append("due now; it starts at the next dispatch")
@@ -514,6 +521,7 @@ class WorkExplanation:
             unmet_signals=dict(unmet_signals) if state is WorkState.ENQUEUED else {},
             capacity_full=capacity_full,
             reasons=tuple(reasons),
+            worker_paused=worker_paused and state is WorkState.ENQUEUED,
         )
 
     def __str__(self) -> str:
