@@ -526,18 +526,28 @@ async def _apply(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
 
 
 async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]:
-    """Claim in the database; the caller decodes the rows (``claim_due``)."""
+    """Claim in the database; the caller decodes the rows (``claim_due``).
+
+    Expedited first, then higher priority, then earlier due (semantics 47)."""
     limit = max(params.limit, 0)
+    levels = sorted(await db.execute_fetchall(sqlite_sql.CLAIM_LEVELS, ()), reverse=True)
+    if not levels:
+        return [], None
     blocked = sorted(params.blocked_signals)
     args: dict[str, object] = {"now": params.now, "k": limit + 1}
     args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
-    branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-    statement = sqlite_sql.claim_sql(len(blocked))
-    for branch, rowid, due in await db.execute_fetchall(statement, args):
-        branches[branch].append((due, rowid))
+    for i, (expedited, priority) in enumerate(levels):
+        args[f"e{i}"] = expedited
+        args[f"p{i}"] = priority
+    found: list[tuple[list[tuple[float, int]], list[tuple[float, int]]]] = [
+        ([], []) for _ in levels
+    ]
+    statement = sqlite_sql.claim_sql(len(blocked), len(levels))
+    for level, later, rowid, due in await db.execute_fetchall(statement, args):
+        found[level][later].append((due, rowid))
     chosen: list[int] = []
     next_due: float | None = None
-    for due_now, future in ((branches[0], branches[2]), (branches[1], branches[3])):
+    for due_now, future in found:
         due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
         take = min(len(due_now), limit - len(chosen))
         chosen += [rowid for _, rowid in due_now[:take]]
