@@ -139,9 +139,7 @@ SIGNALS_IN_USE: Final = (
 )
 
 
-#: The priorities of the ENQUEUED works, as ``(expedited, priority)`` rows (in no order):
-#: a loose scan of the due index, one seek per priority present.
-CLAIM_LEVELS: Final = (
+_LEVELS_CTE: Final = (
     "WITH RECURSIVE lv(e, p) AS ("
     "SELECT 1, (SELECT priority FROM wm_work WHERE state = 'ENQUEUED' AND expedited = 1 "
     "ORDER BY priority DESC LIMIT 1) "
@@ -151,32 +149,38 @@ CLAIM_LEVELS: Final = (
     "UNION ALL "
     "SELECT e, (SELECT priority FROM wm_work WHERE state = 'ENQUEUED' AND expedited = lv.e "
     "AND priority < lv.p ORDER BY priority DESC LIMIT 1) FROM lv WHERE p IS NOT NULL) "
-    "SELECT e, p FROM lv WHERE p IS NOT NULL"
 )
+#: The priorities of the ENQUEUED works, as ``(expedited, priority)`` rows (in no order):
+#: a loose scan of the due index, one seek per priority present.
+CLAIM_LEVELS: Final = _LEVELS_CTE + "SELECT e, p FROM lv WHERE p IS NOT NULL"
 
 
 @functools.lru_cache(maxsize=128)
 def claim_sql(n_blocked: int, n_levels: int) -> str:
     """Everything a claim reads, from the due index alone, in one statement.
 
-    Each level ``i`` is one (expedited, priority) pair, ``:e<i>`` and ``:p<i>``
-    (:data:`CLAIM_LEVELS` finds them). Rows are ``(level, later, rowid, due)``: with
-    ``later`` 0, the level's works due at ``:now`` (at most ``:k``), with 1 the first
-    not yet due; works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``)
-    are skipped.
+    Each level ``i`` is one (expedited, priority) pair, ``:e<i>`` and ``:p<i>``: the
+    levels the caller expects. Rows are ``(level, later, rowid, due)``: with ``later`` 0,
+    the level's works due at ``:now`` (at most ``:k``), with 1 the first not yet due;
+    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped.
+    Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
+    NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
+    from the expected ones, the caller claims again with them.
     """
     unparked = ""
     if n_blocked:
         absent = " AND ".join(f"instr(signals, :b{i}) = 0" for i in range(n_blocked))
         unparked = f" AND (signals = '' OR ({absent}))"
-    return " UNION ALL ".join(
+    branches = [
         f"SELECT * FROM (SELECT {i} AS level, {later} AS later, rowid AS rid, "
         "next_run_at AS due FROM wm_work WHERE state = 'ENQUEUED' "
         f"AND expedited = :e{i} AND priority = :p{i} AND next_run_at {op} :now{unparked} "
         f"ORDER BY next_run_at LIMIT {limit})"
         for i in range(n_levels)
         for later, op, limit in ((0, "<=", ":k"), (1, ">", "1"))
-    )
+    ]
+    branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
+    return _LEVELS_CTE + " UNION ALL ".join(branches)
 
 
 @functools.lru_cache(maxsize=16)
