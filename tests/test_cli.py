@@ -287,7 +287,7 @@ def _seed(db: Path) -> Seeded:
         succeeded = wm.OneTimeWorkRequest("ok", tags={"batch"})
         failed = wm.OneTimeWorkRequest("bad", tags={"batch"})
         unique = wm.OneTimeWorkRequest("later", initial_delay=month, tags={"batch"})
-        plain = wm.OneTimeWorkRequest("later", initial_delay=month)
+        plain = wm.OneTimeWorkRequest("later", initial_delay=month, priority=4)
         async with manager:
             await manager.enqueue(succeeded, failed, plain)
             await manager.enqueue_unique_work("nightly", wm.ExistingWorkPolicy.KEEP, unique)
@@ -370,6 +370,18 @@ def test_show_prints_one_work(tmp_path: Path, seeded: Seeded) -> None:
     assert shown["state"] == "SUCCEEDED"
     assert shown["output"] == {"answer": 42}
     assert shown["run_attempt_count"] == 1
+
+
+def test_show_prints_a_priority_other_than_the_default(tmp_path: Path, seeded: Seeded) -> None:
+    proc = _run_cli(tmp_path, "show", seeded.plain, store=seeded.url)
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split(":", 1) for line in proc.stdout.splitlines())
+    assert fields["priority"].strip() == "4"
+    default = _run_cli(tmp_path, "show", seeded.unique, store=seeded.url)
+    assert "priority" not in default.stdout
+    shown = _json(tmp_path, "show", seeded.plain, store=seeded.url)
+    assert isinstance(shown, dict)
+    assert shown["priority"] == 4
 
 
 def test_show_unknown_id_is_one_line(tmp_path: Path, seeded: Seeded) -> None:

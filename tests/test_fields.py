@@ -76,6 +76,7 @@ def test_a_new_record_holds_every_value_of_its_request() -> None:
         tags={"t"},
         timeout=timedelta(seconds=11),
         max_attempts=5,
+        priority=-3,
         id=work_id,
         input_merger=wm.ArrayCreatingInputMerger,
     )
@@ -108,6 +109,7 @@ def test_a_new_record_holds_every_value_of_its_request() -> None:
         "period_count": 0,
         "owner": None,
         "periodic": None,
+        "priority": -3,
     }
     assert set(expected) == {f.name for f in attrs.fields(WorkRecord)}
     assert {name: getattr(record, name) for name in expected} == expected

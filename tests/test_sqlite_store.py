@@ -317,14 +317,24 @@ async def test_sqlite_hot_statements_use_indexes(db_path: Path) -> None:
     async with SQLiteStore(db_path) as store:
         await store.insert([record(at=NOW - i) for i in range(50)])
         for blocked in (0, 2):
+            # Two levels: (ordinary, priority 0) and (expedited, priority 3).
             args = {"now": NOW, "k": 10, **{f"b{i}": ",x," for i in range(blocked)}}
-            plan = await _plan(store, schema.claim_sql(blocked), args)
+            args.update(e0=1, p0=3, e1=0, p1=0)
+            plan = await _plan(store, schema.claim_sql(blocked, 2), args)
             searches = [step for step in plan if step.startswith("SEARCH")]
-            assert len(searches) == 4, plan  # due now and next due, expedited and ordinary
-            assert all(
-                "COVERING INDEX wm_work_due (expedited=? AND next_run_at" in s for s in searches
-            ), plan
+            assert all("COVERING INDEX wm_work_due (expedited=?" in s for s in searches), plan
+            due = [s for s in searches if "AND priority=? AND next_run_at" in s]
+            assert len(due) == 4, plan  # due now and next due, of each level
+            assert len(searches) == 7, plan  # and the levels there are (3 seeks)
             assert _no_table_scan(plan), plan
+        levels = await _plan(store, schema.CLAIM_LEVELS)
+        assert all(
+            "COVERING INDEX wm_work_due (expedited=?" in step
+            for step in levels
+            if step.startswith("SEARCH")
+        ), levels
+        assert sum(step.startswith("SEARCH") for step in levels) == 3, levels
+        assert _no_table_scan(levels), levels
         plans = {
             "claim update": await _plan(store, schema.CLAIM_UPDATE, (NOW, "me", "[1]")),
             "apply": await _plan(store, schema.apply_sql(4), [None] * 64),

@@ -55,6 +55,7 @@ SAMPLE: Final[dict[str, object]] = {
     "generation": 3,
     "enqueued_at": NOW - 100,
     "periodic": Periodicity(interval=timedelta(hours=1), flex=timedelta(minutes=10)),
+    "priority": -7,
     "state": WorkState.FAILED,
     "run_attempt_count": 4,
     "next_run_at": NOW + 7,
@@ -94,8 +95,8 @@ def test_the_columns_come_from_workrecords_fields() -> None:
 
 
 def test_a_field_without_columns_fails_loudly() -> None:
-    with pytest.raises(TypeError, match=r"fields without columns \['priority'\]"):
-        codec.columns_of([*FIELDS, "priority"], RUNTIME_FIELDS)
+    with pytest.raises(TypeError, match=r"fields without columns \['urgency'\]"):
+        codec.columns_of([*FIELDS, "urgency"], RUNTIME_FIELDS)
     with pytest.raises(TypeError, match=r"columns for no field \['owner'\]"):
         codec.columns_of([f for f in FIELDS if f != "owner"], RUNTIME_FIELDS)
 

@@ -80,6 +80,10 @@ def _check_max_attempts(
     validators.check_optional_positive_int("max_attempts", value)
 
 
+def _check_priority(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    validators.check_priority("priority", value)
+
+
 def _check_merger(
     instance: object, attribute: attrs.Attribute[type[InputMerger]], value: object
 ) -> None:
@@ -119,6 +123,7 @@ class _WorkRequest:
         converter=_timeout,
     )
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
+    priority: int = attrs.field(default=0, validator=_check_priority)
     id: uuid.UUID = attrs.field(factory=new_id, converter=_to_id)
 
     def __attrs_post_init__(self) -> None:
@@ -148,6 +153,8 @@ class OneTimeWorkRequest(_WorkRequest):
     :ivar timeout: run time limit; ``None`` uses the manager's ``default_timeout``
     :ivar max_attempts: fail instead of retrying once this many runs have happened
         (``None``: unlimited)
+    :ivar priority: an int from -10 to 10 (default 0): among due works, higher is
+        claimed first (after expedited works; see semantics 48)
     :ivar expedited: dispatched ahead of ordinary due work; no initial delay, and only
         network and storage constraints
     :ivar input_merger: how a chained work merges its prerequisites' outputs into its input
@@ -169,6 +176,7 @@ class OneTimeWorkRequest(_WorkRequest):
         tags: Iterable[str] = _NO_TAGS,
         timeout: timedelta | float | None = None,
         max_attempts: int | None = None,
+        priority: int = 0,
         id: uuid.UUID | str = _NEW_ID,  # the public field name
         expedited: bool = False,
         input_merger: type[InputMerger] = _DEFAULT_MERGER,
@@ -192,6 +200,8 @@ class OneTimeWorkRequest(_WorkRequest):
             timeout = _timeout(timeout)
         if max_attempts is not None:
             _check_max_attempts(self, _FIELD_MAX_ATTEMPTS, max_attempts)
+        if priority.__class__ is not int or priority != 0:
+            _check_priority(self, _FIELD_PRIORITY, priority)
         work_id = new_id() if id is _NEW_ID else _to_id(id)
         if expedited is not False:
             _check_bool(self, _FIELD_EXPEDITED, expedited)
@@ -216,6 +226,7 @@ class OneTimeWorkRequest(_WorkRequest):
             filling.tags = tags
             filling.timeout = timeout
             filling.max_attempts = max_attempts
+            filling.priority = priority
             filling.id = work_id
             filling.expedited = expedited
             filling.input_merger = input_merger
@@ -230,6 +241,7 @@ class OneTimeWorkRequest(_WorkRequest):
                 "tags": tags,
                 "timeout": timeout,
                 "max_attempts": max_attempts,
+                "priority": priority,
                 "id": work_id,
                 "expedited": expedited,
                 "input_merger": input_merger,
@@ -270,6 +282,7 @@ _FIELD_NAMES: Final = tuple(f.name for f in _FIELDS)
 _FIELD_WORKER: Final = _FIELDS.worker
 _FIELD_MAX_ATTEMPTS: Final = _FIELDS.max_attempts
 _FIELD_EXPEDITED: Final = _FIELDS.expedited
+_FIELD_PRIORITY: Final = _FIELDS.priority
 _FIELD_MERGER: Final = _FIELDS.input_merger
 
 
@@ -341,6 +354,9 @@ class PeriodicWorkRequest(_WorkRequest):
         (defaults to the whole interval)
     :ivar cron: a 5-field cron expression (instead of ``repeat_interval``)
     :ivar timezone: the IANA timezone the cron expression is read in (default UTC)
+
+    It takes the other fields of :class:`OneTimeWorkRequest` but ``expedited`` and
+    ``input_merger``, ``priority`` included.
     """
 
     repeat_interval: timedelta | None = attrs.field(default=None, converter=_to_repeat_interval)

@@ -287,6 +287,8 @@ def _show_lines(info: WorkInfo, now: float) -> list[tuple[str, str]]:
         ("started at", moment(info.started_at)),
         ("finished at", moment(info.finished_at)),
     ]
+    if info.priority:
+        lines.insert(4, ("priority", str(info.priority)))
     if info.periodicity is not None:
         p = info.periodicity
         every = (

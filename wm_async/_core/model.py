@@ -421,6 +421,7 @@ class WorkInfo:
     :ivar started_at: when its last run started (UTC)
     :ivar finished_at: when it reached a terminal state (UTC)
     :ivar error: the exception of the failed run, if it FAILED by raising
+    :ivar priority: its priority (higher is claimed first among due works)
     """
 
     id: uuid.UUID
@@ -443,6 +444,7 @@ class WorkInfo:
     started_at: datetime | None
     finished_at: datetime | None
     error: WorkError | None
+    priority: int = 0
 
     @property
     def is_finished(self) -> bool:

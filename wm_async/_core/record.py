@@ -57,6 +57,8 @@ class RequestSpec(Protocol):
     def timeout(self) -> timedelta | None: ...
     @property
     def max_attempts(self) -> int | None: ...
+    @property
+    def priority(self) -> int: ...
 
 
 class OneTimeSpec(RequestSpec, Protocol):
@@ -143,6 +145,8 @@ class WorkRecord:
     owner: str | None
     # -- spec, periodic work only (last, so one-time records need not mention it)
     periodic: Periodicity | None = None
+    #: -- spec: higher is claimed first among due works (semantics 48)
+    priority: int = 0
 
     @classmethod
     def from_request(
@@ -192,6 +196,7 @@ class WorkRecord:
             started_at=None if self.started_at is None else _dt(self.started_at),
             finished_at=None if self.finished_at is None else _dt(self.finished_at),
             error=self.error,
+            priority=self.priority,
         )
 
     @property
@@ -354,6 +359,7 @@ _NEW_ONE_TIME: Final = {
     "period_count": "0",
     "owner": "None",
     "periodic": "None",
+    "priority": "request.priority",
 }
 #: ... and of a new periodic one (``WorkRecord.from_periodic_request``).
 _NEW_PERIODIC: Final = {

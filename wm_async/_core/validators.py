@@ -34,12 +34,15 @@ __all__ = (
     "MAX_DATA_DEPTH",
     "MAX_DURATION",
     "MAX_NAME_LENGTH",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "check_data_size",
     "check_int",
     "check_name",
     "check_non_negative",
     "check_optional_positive_int",
     "check_positive",
+    "check_priority",
     "dump_data",
     "to_data",
     "to_enum",
@@ -163,3 +166,21 @@ def check_optional_positive_int(field: str, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT:
         raise InvalidRequestError(field, value, f"expected None or an integer 1 to {MAX_COUNT}")
+
+
+#: The priority range: higher runs first among due works (semantics 48); 0 is the default.
+MIN_PRIORITY = -10
+MAX_PRIORITY = 10
+
+
+def check_priority(field: str, value: object) -> int:
+    """An int (not a bool) from :data:`MIN_PRIORITY` to :data:`MAX_PRIORITY`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_PRIORITY <= value <= MAX_PRIORITY
+    ):
+        raise InvalidRequestError(
+            field, value, f"expected an integer {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+    return value

@@ -38,6 +38,8 @@ NOTIFY_IDS: Final = 150
 #: The select list every read uses (``seq`` stands where SQLite has ``rowid``), so
 #: ``_codec.record_from_row`` reads its rows.
 SELECT_COLUMNS: Final = ("seq", *COLUMNS)
+#: Where a claimed row (``(due_expedited, due_at, *SELECT_COLUMNS)``) holds the priority.
+CLAIMED_PRIORITY: Final = 2 + SELECT_COLUMNS.index("priority")
 _FINISHED: Final = ", ".join(sorted(f"'{s.value}'" for s in FINISHED_STATES))
 
 #: PostgreSQL types of ``insert_params`` values, in order (COLUMNS, then signals).
@@ -371,7 +373,8 @@ class Schema:
 
     @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
     def claim(self, blocked: bool, paused: bool = False) -> Statement:
-        """Claim up to ``:limit`` due unparked works, expedited first, locking them with
+        """Claim up to ``:limit`` due unparked works, expedited first, then higher priority,
+        then earlier due (semantics 48), locking them with
         SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner,
         lease and write token are written by the same statement, which also finds the
         next due time: a claim is one round trip, and one atomic step.
@@ -392,16 +395,17 @@ class Schema:
         # materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
         # never takes more rows than asked for.
         due = (
-            f"due AS MATERIALIZED (SELECT id, expedited, next_run_at FROM {t} "
+            f"due AS MATERIALIZED (SELECT id, expedited, priority, next_run_at FROM {t} "
             f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{unparked} "
-            "ORDER BY expedited DESC, next_run_at LIMIT :limit::int8 + 1 FOR UPDATE SKIP LOCKED)"
+            "ORDER BY expedited DESC, priority DESC, next_run_at LIMIT :limit::int8 + 1 "
+            "FOR UPDATE SKIP LOCKED)"
         )
         write = (
             f"w AS (UPDATE {t} AS w SET state = 'RUNNING', "
             "run_attempt_count = w.run_attempt_count + 1, next_run_at = NULL, "
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
             f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "
-            "FROM (SELECT * FROM due ORDER BY expedited DESC, next_run_at "
+            "FROM (SELECT * FROM due ORDER BY expedited DESC, priority DESC, next_run_at "
             "LIMIT :limit::int8) AS d WHERE w.id = d.id AND w.state = 'ENQUEUED' "
             f"RETURNING d.expedited AS due_expedited, d.next_run_at AS due_at, "
             f"{self._returning})"
@@ -412,7 +416,7 @@ class Schema:
         )
         next_due = (
             "nd AS (SELECT coalesce((SELECT next_run_at FROM due ORDER BY expedited DESC, "
-            f"next_run_at OFFSET :limit::int8 LIMIT 1), LEAST({later % 1}, {later % 0})) "
+            f"priority DESC, next_run_at OFFSET :limit::int8 LIMIT 1), LEAST({later % 1}, {later % 0})) "
             f"AS next_due, {_BASE} AS compared_with)"
         )
         names = ", ".join(f"w.{c}" for c in ("due_expedited", "due_at", *SELECT_COLUMNS))

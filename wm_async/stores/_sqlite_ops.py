@@ -526,21 +526,45 @@ async def _apply(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
         out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
 
 
+#: The (expedited, priority) levels the last claim found: the next claim expects them
+#: (one statement), and claims again if the statement finds others (see claim_sql).
+_expected_levels: list[tuple[int, int]] = []
+
+
 async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]:
-    """Claim in the database; the caller decodes the rows (``claim_due``)."""
+    """Claim in the database; the caller decodes the rows (``claim_due``).
+
+    Expedited first, then higher priority, then earlier due (semantics 48)."""
+    global _expected_levels
     limit = max(params.limit, 0)
     blocked = sorted(params.blocked_signals)
     args: dict[str, object] = {"now": params.now, "k": limit + 1}
     args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
-    branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-    if params.paused_workers:
+    paused = bool(params.paused_workers)
+    if paused:
         args["paused"] = json.dumps(sorted(params.paused_workers))
-    statement = sqlite_sql.claim_sql(len(blocked), bool(params.paused_workers))
-    for branch, rowid, due in await db.execute_fetchall(statement, args):
-        branches[branch].append((due, rowid))
+    levels = _expected_levels
+    for _ in range(2):
+        used = levels
+        for i, (expedited, priority) in enumerate(used):
+            args[f"e{i}"] = expedited
+            args[f"p{i}"] = priority
+        statement = sqlite_sql.claim_sql(len(blocked), len(used), paused)
+        read = await db.execute_fetchall(statement, args)
+        found_levels = sorted(((r[1], r[2]) for r in read if r[0] < 0), reverse=True)
+        if found_levels == used:
+            break
+        # Others than expected: read again with them. (Should another connection change
+        # them again in between, the rows read are still due works, and its commit
+        # wakes this store to claim the rest.)
+        levels = _expected_levels = found_levels
+    found: list[tuple[list[tuple[float, int]], list[tuple[float, int]]]] = [([], []) for _ in used]
+    for level, later, rowid, due in read:
+        if level >= 0:
+            found[level][later].append((due, rowid))
     chosen: list[int] = []
     next_due: float | None = None
-    for due_now, future in ((branches[0], branches[2]), (branches[1], branches[3])):
+    for due_now, future in found:
         due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
         take = min(len(due_now), limit - len(chosen))
         chosen += [rowid for _, rowid in due_now[:take]]

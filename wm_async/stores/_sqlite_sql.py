@@ -144,15 +144,35 @@ SIGNALS_IN_USE: Final = (
 )
 
 
-@functools.lru_cache(maxsize=32)
-def claim_sql(n_blocked: int, paused: bool = False) -> str:
+_LEVELS_CTE: Final = (
+    "WITH RECURSIVE lv(e, p) AS ("
+    "SELECT 1, (SELECT priority FROM wm_work WHERE state = 'ENQUEUED' AND expedited = 1 "
+    "ORDER BY priority DESC LIMIT 1) "
+    "UNION ALL "
+    "SELECT 0, (SELECT priority FROM wm_work WHERE state = 'ENQUEUED' AND expedited = 0 "
+    "ORDER BY priority DESC LIMIT 1) "
+    "UNION ALL "
+    "SELECT e, (SELECT priority FROM wm_work WHERE state = 'ENQUEUED' AND expedited = lv.e "
+    "AND priority < lv.p ORDER BY priority DESC LIMIT 1) FROM lv WHERE p IS NOT NULL) "
+)
+#: The priorities of the ENQUEUED works, as ``(expedited, priority)`` rows (in no order):
+#: a loose scan of the due index, one seek per priority present.
+CLAIM_LEVELS: Final = _LEVELS_CTE + "SELECT e, p FROM lv WHERE p IS NOT NULL"
+
+
+@functools.lru_cache(maxsize=128)
+def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
     """Everything a claim reads, from the due index alone (unless workers are paused),
     in one statement.
 
-    Rows are ``(branch, rowid, due)``: branches 0 and 1 are the expedited and ordinary
-    works due at ``:now`` (at most ``:k`` each), 2 and 3 the first not yet due of each;
+    Each level ``i`` is one (expedited, priority) pair, ``:e<i>`` and ``:p<i>``: the
+    levels the caller expects. Rows are ``(level, later, rowid, due)``: with ``later`` 0,
+    the level's works due at ``:now`` (at most ``:k``), with 1 the first not yet due;
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
     with ``paused`` those of the workers in the JSON array ``:paused``.
+    Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
+    NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
+    from the expected ones, the caller claims again with them.
     """
     unparked = ""
     if n_blocked:
@@ -160,13 +180,16 @@ def claim_sql(n_blocked: int, paused: bool = False) -> str:
         unparked = f" AND (signals = '' OR ({absent}))"
     if paused:
         unparked += " AND worker NOT IN (SELECT value FROM json_each(:paused))"
-    branches = ((0, 1, "<=", ":k"), (1, 0, "<=", ":k"), (2, 1, ">", "1"), (3, 0, ">", "1"))
-    return " UNION ALL ".join(
-        f"SELECT * FROM (SELECT {b} AS branch, rowid AS rid, next_run_at AS due FROM wm_work "
-        f"WHERE state = 'ENQUEUED' AND expedited = {e} AND next_run_at {op} :now{unparked} "
+    branches = [
+        f"SELECT * FROM (SELECT {i} AS level, {later} AS later, rowid AS rid, "
+        "next_run_at AS due FROM wm_work WHERE state = 'ENQUEUED' "
+        f"AND expedited = :e{i} AND priority = :p{i} AND next_run_at {op} :now{unparked} "
         f"ORDER BY next_run_at LIMIT {limit})"
-        for b, e, op, limit in branches
-    )
+        for i in range(n_levels)
+        for later, op, limit in ((0, "<=", ":k"), (1, ">", "1"))
+    ]
+    branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
+    return _LEVELS_CTE + " UNION ALL ".join(branches)
 
 
 @functools.lru_cache(maxsize=16)

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ("MemoryStore",)
 
-_Group = tuple[bool, frozenset[str]]
-#: The group of works with no constraints, not expedited: most of them.
-_PLAIN: _Group = (False, frozenset())
+_Group = tuple[bool, int, frozenset[str]]
+#: The group of works with no constraints, not expedited, priority 0: most of them.
+_PLAIN: _Group = (False, 0, frozenset())
 
 
 @attrs.define(eq=False, repr=False)
@@ -51,7 +51,7 @@ class MemoryStore(Store):
     """A store in process memory: nothing survives the process."""
 
     _records: dict[str, WorkRecord] = attrs.field(init=False, factory=dict)
-    # One due-heap per (expedited, signal names) group. A claim reads only the heaps of
+    # One due-heap per (expedited, priority, signal names) group. A claim reads only the heaps of
     # groups whose signals all hold, so parked works are never looked at, and a signal
     # turning true makes a whole group claimable in O(1) instead of re-heaping each work.
     _heaps: dict[_Group, DueHeap[str]] = attrs.field(init=False, factory=dict)
@@ -71,7 +71,7 @@ class MemoryStore(Store):
         """Nothing to close; the works stay in memory for a later open."""
 
     def _heap_of(self, record: WorkRecord) -> DueHeap[str]:
-        group = (record.expedited, record.signal_names)
+        group = (record.expedited, record.priority, record.signal_names)
         heap = self._heaps.get(group)
         if heap is None:
             heap = self._heaps[group] = DueHeap()
@@ -130,6 +130,7 @@ class MemoryStore(Store):
                     heap is not None
                     and record.constraints is NO_CONSTRAINTS
                     and not record.expedited
+                    and record.priority == 0
                     and record.state is WorkState.ENQUEUED
                     and record.next_run_at is not None
                 ):
@@ -155,49 +156,46 @@ class MemoryStore(Store):
             self._prerequisites[rid] = (*self._prerequisites.get(rid, ()), *pids)
         return resolved
 
-    def _active(self, blocked: frozenset[str], expedited: bool) -> list[DueHeap[str]]:
-        return [
-            heap
-            for (exp, needs), heap in self._heaps.items()
-            if exp is expedited and len(heap) and (not needs or needs.isdisjoint(blocked))
-        ]
+    def _active(self, blocked: frozenset[str], expedited: bool) -> list[list[DueHeap[str]]]:
+        """The non-empty heaps of unparked groups, one list per priority, highest first."""
+        levels: dict[int, list[DueHeap[str]]] = {}
+        for (exp, priority, needs), heap in self._heaps.items():
+            if exp is expedited and len(heap) and (not needs or needs.isdisjoint(blocked)):
+                levels.setdefault(priority, []).append(heap)
+        return [levels[p] for p in sorted(levels, reverse=True)]
 
     async def claim_due(self, params: ClaimParams) -> Claimed:
-        """Claim due works, expedited first, from the groups whose signals hold."""
+        """Claim due works, expedited first, then by priority (higher first), then by due
+        time (semantics 48), from the groups whose signals hold."""
         blocked, now, limit = params.blocked_signals, params.now, params.limit
         if params.paused_workers:
             return self._claim_unpaused(params)
         claimed: list[WorkRecord] = []
         records = self._records
         owner = params.owner
+        tops: list[float] = []
         for expedited in (True, False):
-            heaps = self._active(blocked, expedited)
-            if len(heaps) == 1:  # one group to take from (most often): no merging
-                for rid in heaps[0].pop_due(now, limit - len(claimed)):
+            for heaps in self._active(blocked, expedited):
+                if len(heaps) == 1:  # one group to take from (most often): no merging
+                    for rid in heaps[0].pop_due(now, limit - len(claimed)):
+                        running = claim(records[rid], now=now, owner=owner)
+                        records[rid] = running
+                        claimed.append(running)
+                while len(claimed) < limit and len(heaps) > 1:
+                    # The earliest due across the level's groups (few: a linear scan).
+                    best: DueHeap[str] | None = None
+                    best_due = now
+                    for heap in heaps:
+                        top = heap.peek()
+                        if top is not None and top[0] <= best_due:
+                            best, best_due = heap, top[0]
+                    if best is None:
+                        break
+                    _, rid = best.pop()
                     running = claim(records[rid], now=now, owner=owner)
                     records[rid] = running
                     claimed.append(running)
-                continue
-            while len(claimed) < limit and heaps:
-                # The earliest due across the active groups (few groups: a linear scan).
-                best: DueHeap[str] | None = None
-                best_due = now
-                for heap in heaps:
-                    top = heap.peek()
-                    if top is not None and top[0] <= best_due:
-                        best, best_due = heap, top[0]
-                if best is None:
-                    break
-                _, rid = best.pop()
-                running = claim(records[rid], now=now, owner=params.owner)
-                records[rid] = running
-                claimed.append(running)
-        tops = [
-            top[0]
-            for exp in (True, False)
-            for heap in self._active(blocked, exp)
-            if (top := heap.peek()) is not None
-        ]
+                tops.extend(top[0] for heap in heaps if (top := heap.peek()) is not None)
         return Claimed(records=claimed, next_due=min(tops) if tops else None)
 
     def _claim_unpaused(self, params: ClaimParams) -> Claimed:

@@ -368,7 +368,7 @@ class PostgresStore(PausedWorkers, Store):
         if due is not None and self._db_clock:
             due = due - compared_with + params.now  # the database's clock → the caller's
         claimed = [row[2:] for row in rows if row[4] is not None]  # row[4]: seq
-        claimed.sort(key=lambda row: (-row[0], row[1], row[2]))
+        claimed.sort(key=lambda r: (-r[0], -r[pg_sql.CLAIMED_PRIORITY], r[1], r[2]))
         records = [*adopted, *(record_from_row(tuple(row)[2:]) for row in claimed)]
         return Claimed(records=records, next_due=due)
 

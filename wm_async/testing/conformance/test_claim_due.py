@@ -1,5 +1,5 @@
-"""``Store.claim_due``: due, unparked works move to RUNNING, expedited first, then by due
-time, up to the limit; ``next_due`` says when to claim again."""
+"""``Store.claim_due``: due, unparked works move to RUNNING, expedited first, then higher
+priority, then by due time, up to the limit; ``next_due`` says when to claim again."""
 
 from __future__ import annotations
 
@@ -28,6 +28,29 @@ async def test_claim_takes_expedited_first_then_by_due_time(store: Store) -> Non
     assert claimed.records == [claim(before[r.id], now=NOW, owner="me") for r in claimed.records]
     assert claimed.next_due == NOW + 10
     assert await store.get([early.id]) == [claimed.records[2]]
+
+
+async def test_claim_takes_higher_priority_first_within_expedited_and_ordinary(
+    store: Store,
+) -> None:
+    low_early = record(at=NOW - 9, priority=-3)
+    plain_late, plain_early = record(at=NOW - 1), record(at=NOW - 4)
+    high_late, high_early = record(at=NOW - 0.5, priority=7), record(at=NOW - 2, priority=7)
+    top = record(at=NOW - 0.1, priority=10)
+    urgent_low = record(expedited=True, at=NOW - 0.3, priority=-10)
+    urgent_high = record(expedited=True, at=NOW - 0.2, priority=2)
+    future_high = record(at=NOW + 5, priority=10)  # not due: priority never makes it due
+    works = [low_early, plain_late, high_late, top, urgent_low, plain_early, urgent_high]
+    await store.insert([*works, future_high, high_early])
+
+    first = await claim_due(store, limit=4)
+    assert ids(first.records) == [urgent_high.id, urgent_low.id, top.id, high_early.id]
+    assert first.next_due is not None
+    assert first.next_due <= NOW  # works are still due
+    rest = await claim_due(store)
+    assert ids(rest.records) == [high_late.id, plain_early.id, plain_late.id, low_early.id]
+    assert rest.next_due == NOW + 5
+    assert [r.priority for r in rest.records] == [7, 0, 0, -3]
 
 
 async def test_claim_respects_limit_and_reports_next_due(store: Store) -> None:

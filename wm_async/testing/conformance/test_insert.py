@@ -70,6 +70,7 @@ async def test_insert_get_round_trips_every_field(store: Store) -> None:
         period_count=2,
         owner="host-1",
         periodic=Periodicity(interval=timedelta(hours=1), flex=timedelta(minutes=5)),
+        priority=-7,
     )
     plain = WorkRecord.from_request(OneTimeWorkRequest("w"), now=0)
     same = [

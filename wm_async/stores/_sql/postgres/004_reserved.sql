@@ -1,2 +1,0 @@
--- Reserved: the number of a migration developed alongside (it replaces this file).
-SELECT 1;
