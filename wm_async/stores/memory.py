@@ -203,14 +203,16 @@ class MemoryStore(Store):
         than the heaps, which do not know workers; pauses are rare and short)."""
         paused, blocked = params.paused_workers, params.blocked_signals
         candidates = sorted(
-            (not r.expedited, r.next_run_at, r.id)
-            for heap in (*self._active(blocked, True), *self._active(blocked, False))
+            (not r.expedited, -r.priority, r.next_run_at, r.id)
+            for levels in (self._active(blocked, True), self._active(blocked, False))
+            for heaps in levels
+            for heap in heaps
             for rid in heap.members()
             if (r := self._records[rid]).worker not in paused and r.next_run_at is not None
         )
         claimed: list[WorkRecord] = []
         next_due: float | None = None
-        for _, due, rid in candidates:
+        for _, _, due, rid in candidates:
             if due <= params.now and len(claimed) < params.limit:
                 running = claim(self._records[rid], now=params.now, owner=params.owner)
                 self._records[rid] = running
