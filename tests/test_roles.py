@@ -11,6 +11,7 @@ import pytest
 from conftest import MakeManager
 
 import wm_async as wm
+from wm_async.stores.sqlite import SQLiteStore
 from wm_async.testing import VirtualClock
 
 TIMEOUT = 30
@@ -165,3 +166,48 @@ async def test_a_standby_serves_calls_and_takes_over_when_the_scheduler_stops(
                 assert second.role == "scheduler"
     assert final.state is wm.WorkState.SUCCEEDED
     assert ran == [str(work.id)]
+
+
+async def test_a_standby_whose_takeover_meets_its_own_shutdown_still_stops(
+    tmp_path: Path,
+) -> None:
+    """All processes of a server stop at once: a standby may get the lock of the
+    scheduler that just stopped while its own shutdown begins. It stops all the same."""
+    taking, release = anyio.Event(), anyio.Event()
+
+    class SlowToLock(SQLiteStore):
+        async def try_lock_for_scheduler(self, owner: str) -> bool:
+            took = await super().try_lock_for_scheduler(owner)
+            if took:  # the shutdown begins before the takeover goes on
+                taking.set()
+                await release.wait()
+            return took
+
+    first = wm.WorkManager(f"sqlite:///{tmp_path}/wm.db")
+    second = wm.WorkManager(SlowToLock(tmp_path / "wm.db"))
+
+    async def release_once_stopping() -> None:
+        while True:  # the shutdown's first step is synchronous: done once it is STOPPING
+            if second.state is wm.RunState.STOPPING:
+                release.set()
+                return
+            await anyio.sleep(0.01)
+
+    stop_first, first_stopped = anyio.Event(), anyio.Event()
+
+    async def run_first(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with first:
+            task_status.started()
+            await stop_first.wait()
+        first_stopped.set()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_first)
+            async with second:
+                assert second.role == "standby"
+                stop_first.set()
+                await first_stopped.wait()
+                await taking.wait()
+                tg.start_soon(release_once_stopping)
+    assert second.state is wm.RunState.STOPPED

@@ -95,7 +95,7 @@ async def test_a_dead_scheduler_fails_the_manager_loudly(
     manager.register_worker("ok", ok)
     real_finish = _lifecycle.finish
 
-    def broken_finish(record: object, outcome: object, *, now: float) -> object:
+    def broken_finish(record: object, outcome: object, *, now: float, **policy: object) -> object:
         raise RuntimeError("internal bug")
 
     waiter_errors: list[BaseException] = []

@@ -444,3 +444,15 @@ def test_a_flask_view_enqueues_from_many_request_threads(url: str) -> None:
         )
     finally:
         client.close()
+
+
+def test_pause_and_resume_a_worker(url: str) -> None:
+    with wm.SyncClient(url, known_workers=["w"]) as client:
+        client.pause_worker("w")
+        assert client.paused_workers() == {"w"}
+        with pytest.raises(wm.UnknownWorkerError):
+            client.pause_worker("other")
+    with wm.SyncClient(url) as again:  # durable
+        assert again.paused_workers() == {"w"}
+        again.resume_worker("w")
+        assert again.paused_workers() == frozenset()

@@ -8,6 +8,7 @@ Subcommands:
   --policy P``, ``--tag T``), also while a worker process runs on the store;
 - ``list``, ``show ID``, ``cancel``, ``prune``: look at and change the works in a store
   (``--store URL`` or ``WM_ASYNC_STORE``), also while a worker process runs on it;
+- ``pause NAME``, ``resume NAME``: pause and resume a worker in every process;
 - ``demo``: a tour of wm_async on a temporary SQLite store.
 
 Each subcommand adds its parser to the ``commands`` group and sets a ``handler``
@@ -34,6 +35,7 @@ from ._api.manager import WorkManager
 from ._cli import admin as _cli_admin
 from ._cli import demo as _cli_demo
 from ._cli import enqueue as _cli_enqueue
+from ._cli import pause as _cli_pause
 from ._cli.common import (
     CommandError,
     Exit,
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(commands)
     _cli_enqueue.add_command(commands)
     _cli_admin.add_commands(commands)
+    _cli_pause.add_commands(commands)
     _cli_demo.add_command(commands)
     return parser
 

@@ -388,6 +388,26 @@ class SyncClient:
         """Cancel every unfinished work with this tag; returns how many."""
         return self._call("cancel_all_work_by_tag", lambda m: m.cancel_all_work_by_tag(tag))
 
+    # -- pausing workers
+
+    def pause_worker(self, name: str) -> None:
+        """Pause the worker ``name`` in every process using the store, durably: its due
+        works stay ENQUEUED until :meth:`resume_worker` (see
+        :meth:`WorkManager.pause_worker`). Any valid name is accepted unless
+        ``known_workers`` was given.
+
+        :raises UnknownWorkerError: for a name not in ``known_workers``
+        """
+        return self._call("pause_worker", lambda m: m.pause_worker(name))
+
+    def resume_worker(self, name: str) -> None:
+        """Resume the worker ``name`` in every process: its due works start at once."""
+        return self._call("resume_worker", lambda m: m.resume_worker(name))
+
+    def paused_workers(self) -> frozenset[str]:
+        """The names of the paused workers."""
+        return self._call("paused_workers", lambda m: m.paused_workers())
+
 
 def _not_running(operation: str, why: str) -> NotRunningError:
     """A NotRunningError saying ``why`` (instead of pointing to ``async with``)."""

@@ -39,10 +39,7 @@ from .._core.model import (
 from .._core.record import WorkRecord
 from .._core.redact import mask_text
 from .._runtime.events import WorkWatcher
-from .._runtime.executor import (
-    WorkContext,
-    WorkerFn,
-)
+from .._runtime.executor import WorkContext, WorkerFn
 from .._runtime.hooks import TestHooks
 from .._runtime.scheduler import Scheduler
 from .._runtime.services import (
@@ -60,6 +57,7 @@ from .operations import (
     Operations,
     work_key,
 )
+from .pausing import WorkerPause
 from .registry import WorkerRegistry
 from .requests import (
     OneTimeWorkRequest,
@@ -83,7 +81,7 @@ def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -
     return td.total_seconds()
 
 
-class WorkManager(WorkerRegistry):
+class WorkManager(WorkerRegistry, WorkerPause):
     """Runs background work in this process's event loop, durably.
 
     ::
@@ -350,11 +348,12 @@ class WorkManager(WorkerRegistry):
         """Why a work is not running (or what it is doing), or ``None`` for an unknown id.
 
         It names the delay it waits out, each needed signal that does not hold now and
-        why, and whether the concurrency limit is reached.
+        why, whether its worker is paused, and whether the concurrency limit is reached.
         """
         self._require("explain")
         with self._serving("explain"):
             found = await self._store.get([work_key(work_id)])
+            paused = await self._store.paused_workers() if found else frozenset()
         if not found:
             return None
         record = found[0]
@@ -373,6 +372,7 @@ class WorkManager(WorkerRegistry):
             due=due,
             unmet_signals=unmet,
             capacity_full=capacity_full,
+            worker_paused=record.worker in paused,
         )
 
     async def enqueue_unique_work(

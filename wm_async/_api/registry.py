@@ -4,12 +4,15 @@ hooks."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from typing import Self, TypeVar
 
 from .._core import validators
 from .._core.errors import InvalidRequestError
 from .._core.mergers import COMBINE_WORKER
+from .._core.model import Backoff
+from .._core.policy import WorkerPolicy
 from .._runtime.executor import (
     Worker,
     WorkerFn,
@@ -29,29 +32,70 @@ class WorkerRegistry:
         self._workers: dict[str, Worker] = {COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)}
         self._on_start: list[Callable[[Self], Awaitable[None]]] = []
 
-    def worker(self, name: str) -> Callable[[F], F]:
+    def worker(
+        self,
+        name: str,
+        *,
+        retry_on: type[Exception] | Iterable[type[Exception]] = (),
+        timeout: timedelta | float | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+    ) -> Callable[[F], F]:
         """Register the decorated async (or sync) function as the worker ``name``.
 
         The function receives a :class:`~wm_async.WorkContext` and returns a
         :class:`~wm_async.Result` or ``None`` (success); raising fails the work. Sync
         functions run in a worker thread.
 
-        :raises InvalidRequestError: if the name is invalid or already registered
+        The keywords are the worker's retry policy, applied when its works run, by the
+        process that runs them (so also to works a producer enqueued):
+
+        - ``retry_on``: exception classes that, raised by the worker, mean
+          ``Result.retry()`` instead of a failure (the error is shown in
+          ``WorkInfo.error`` while the work waits; ``max_attempts`` still applies);
+        - ``timeout``: the run time limit of works whose request sets none (before the
+          manager's ``default_timeout``);
+        - ``backoff``: the backoff of works whose request keeps the default one
+          (``Backoff()``: a request that sets a backoff equal to it gets the worker's);
+        - ``max_attempts``: the attempt limit of works whose request sets none.
+
+        :raises InvalidRequestError: if the name is invalid or already registered, or a
+            policy value is bad (``retry_on`` not exception classes, a timeout not
+            positive, ``max_attempts`` below 1, ``backoff`` not a ``Backoff``)
         """
         validators.check_name("worker", name)
+        policy = WorkerPolicy.build(
+            retry_on=retry_on, timeout=timeout, backoff=backoff, max_attempts=max_attempts
+        )
 
         def register(fn: F) -> F:
-            self.register_worker(name, fn)
+            self._register(name, fn, policy)
             return fn
 
         return register
 
-    def register_worker(self, name: str, fn: WorkerFn) -> None:
+    def register_worker(
+        self,
+        name: str,
+        fn: WorkerFn,
+        *,
+        retry_on: type[Exception] | Iterable[type[Exception]] = (),
+        timeout: timedelta | float | None = None,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+    ) -> None:
         """Register ``fn`` as the worker ``name`` (the non-decorator form of
-        :meth:`worker`).
+        :meth:`worker`, with the same retry policy keywords).
 
-        :raises InvalidRequestError: if the name is invalid or already registered
+        :raises InvalidRequestError: if the name is invalid or already registered, or a
+            policy value is bad
         """
+        policy = WorkerPolicy.build(
+            retry_on=retry_on, timeout=timeout, backoff=backoff, max_attempts=max_attempts
+        )
+        self._register(name, fn, policy)
+
+    def _register(self, name: str, fn: WorkerFn, policy: WorkerPolicy) -> None:
         validators.check_name("worker", name)
         if not callable(fn):
             raise InvalidRequestError("worker", fn, "expected a callable")
@@ -59,7 +103,7 @@ class WorkerRegistry:
             raise InvalidRequestError("worker", name, "a worker is already registered under it")
         if name == COMBINE_WORKER:
             raise InvalidRequestError("worker", name, "this name is reserved for chains")
-        self._workers[name] = Worker.wrap(name, fn)
+        self._workers[name] = Worker.wrap(name, fn, policy)
 
     def unregister_worker(self, name: str) -> None:
         """Remove a worker. Works enqueued for it fail when they run (with an error that

@@ -55,6 +55,10 @@ class DueHeap(Generic[K]):
         if replacing:  # only a replaced entry turns stale; a new key keeps the ratio
             self._maybe_rebuild()
 
+    def members(self) -> list[K]:
+        """The keys, in no set order."""
+        return list(self._current)
+
     def discard(self, key: K) -> None:
         """Remove ``key`` if present."""
         if self._current.pop(key, None) is not None:

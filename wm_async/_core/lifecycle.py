@@ -27,6 +27,7 @@ from .model import (
     WorkError,
     WorkState,
 )
+from .policy import NO_POLICY, WorkerPolicy
 from .record import (
     RUNTIME_FIELDS,
     WorkRecord,
@@ -93,7 +94,15 @@ class Failed:
 
 @attrs.frozen
 class Retry:
-    """The worker returned ``Result.retry()``."""
+    """The worker returned ``Result.retry()``, or raised an exception its worker's
+    ``retry_on`` lists.
+
+    :ivar delay: seconds to wait instead of the backoff's delay (``Result.retry(delay=)``)
+    :ivar error: the exception raised, recorded while the work waits to run again
+    """
+
+    delay: float | None = None
+    error: WorkError | None = None
 
 
 @attrs.frozen
@@ -112,7 +121,16 @@ class Unstarted:
     reason: StopReason
 
 
-Outcome = Succeeded | Failed | Retry | Interrupted | Unstarted
+@attrs.frozen
+class Exhausted:
+    """The work was claimed with its attempts used up: its worker's ``max_attempts``
+    (which crash recovery, done by the store, does not know) was reached by a run that
+    was interrupted. It fails without running; the claim's attempt is not counted."""
+
+    max_attempts: int
+
+
+Outcome = Succeeded | Failed | Retry | Interrupted | Unstarted | Exhausted
 
 
 _claimed: Final = transition(
@@ -139,8 +157,8 @@ def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
     )
 
 
-def _max_attempts_reached(record: WorkRecord) -> bool:
-    return record.max_attempts is not None and record.run_attempt_count >= record.max_attempts
+def _max_attempts_reached(record: WorkRecord, max_attempts: int | None) -> bool:
+    return max_attempts is not None and record.run_attempt_count >= max_attempts
 
 
 def _failed(record: WorkRecord, now: float, output: Data, error: WorkError | None) -> WorkRecord:
@@ -169,8 +187,11 @@ def _reenqueue(record: WorkRecord, now: float, due: float, reason: StopReason) -
     )
 
 
-def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
-    """The transition for a run's outcome (semantics 8-13, 15).
+def finish(
+    record: WorkRecord, outcome: Outcome, *, now: float, policy: WorkerPolicy = NO_POLICY
+) -> Change:
+    """The transition for a run's outcome (semantics 8-13, 15), with ``policy`` the
+    worker's defaults for what the request leaves open (semantics 46).
 
     ``record`` is the RUNNING record the run was started with.
     """
@@ -195,16 +216,29 @@ def finish(record: WorkRecord, outcome: Outcome, *, now: float) -> Change:
                 owner=None,
             ),
         )
+    elif isinstance(outcome, Exhausted):
+        ran = evolve(record, run_attempt_count=record.run_attempt_count - 1)
+        what = "an interruption"
+        after = _failed(ran, now, _EMPTY, _max_attempts_error(ran, what, outcome.max_attempts))
     elif isinstance(outcome, Retry):
-        if _max_attempts_reached(record):
-            after = _failed(record, now, _EMPTY, _max_attempts_error(record, "a retry"))
+        limit = policy.max_attempts_for(record)
+        if _max_attempts_reached(record, limit):
+            what = "a retry"
+            if outcome.error is not None:
+                what += f" ({outcome.error.type}: {outcome.error.message})"
+            after = _failed(record, now, _EMPTY, _max_attempts_error(record, what, limit))
         else:
-            delay = record.backoff.delay_for(record.run_attempt_count)
+            delay = outcome.delay
+            if delay is None:
+                delay = policy.backoff_for(record).delay_for(record.run_attempt_count)
             after = _reenqueue(record, now, now + delay, StopReason.NOT_STOPPED)
+            if outcome.error is not None:
+                after = evolve(after, error=outcome.error)
     else:
-        if _max_attempts_reached(record):
+        limit = policy.max_attempts_for(record)
+        if _max_attempts_reached(record, limit):
             what = f"an interruption ({outcome.reason.value})"
-            after = _failed(record, now, _EMPTY, _max_attempts_error(record, what))
+            after = _failed(record, now, _EMPTY, _max_attempts_error(record, what, limit))
             after = evolve(after, stop_reason=outcome.reason)
         else:
             # Interrupted runs go straight back: the attempt counts, no backoff (12-15).
@@ -231,11 +265,10 @@ def _next_period(record: WorkRecord, ended: WorkRecord, now: float) -> WorkRecor
     )
 
 
-def _max_attempts_error(record: WorkRecord, what: str) -> WorkError:
+def _max_attempts_error(record: WorkRecord, what: str, limit: int | None) -> WorkError:
     return WorkError(
         type=MAX_ATTEMPTS_ERROR,
-        message=f"{what} after {record.run_attempt_count} of max_attempts="
-        f"{record.max_attempts} runs",
+        message=f"{what} after {record.run_attempt_count} of max_attempts={limit} runs",
     )
 
 

@@ -342,6 +342,10 @@ def _to_output(value: Mapping[str, JSONValue] | None) -> Data:
     return validators.to_data("output", value)
 
 
+def _to_retry_delay(value: timedelta | float | None) -> timedelta | None:
+    return None if value is None else _duration("delay", value)
+
+
 @attrs.frozen(kw_only=True)
 class Result:
     """What a worker returns. Use :meth:`success`, :meth:`failure` or :meth:`retry`.
@@ -350,10 +354,16 @@ class Result:
 
     :ivar kind: SUCCESS, FAILURE or RETRY
     :ivar output: JSON object stored with a SUCCEEDED or FAILED work
+    :ivar retry_delay: for RETRY, the wait before the next run instead of the backoff's
     """
 
     kind: ResultKind = attrs.field(converter=_to_kind)
     output: Data = attrs.field(default=None, converter=_to_output)
+    retry_delay: timedelta | None = attrs.field(default=None, converter=_to_retry_delay)
+
+    def __attrs_post_init__(self) -> None:
+        if self.retry_delay is not None and self.kind is not ResultKind.RETRY:
+            raise InvalidRequestError("retry_delay", self.retry_delay, "only a RETRY has one")
 
     @classmethod
     def success(cls, output: Mapping[str, JSONValue] | None = None) -> Result:
@@ -366,9 +376,13 @@ class Result:
         return cls(kind=ResultKind.FAILURE, output=output)
 
     @classmethod
-    def retry(cls) -> Result:
-        """Run the work again after its backoff delay."""
-        return cls(kind=ResultKind.RETRY)
+    def retry(cls, delay: timedelta | float | None = None) -> Result:
+        """Run the work again after its backoff delay, or after ``delay`` (a timedelta
+        or seconds) this once; the backoff applies again to later retries.
+
+        :raises InvalidRequestError: if ``delay`` is negative, NaN or infinite
+        """
+        return cls(kind=ResultKind.RETRY, retry_delay=delay)
 
 
 @attrs.frozen(kw_only=True)
@@ -456,6 +470,7 @@ class WorkExplanation:
     :ivar unmet_signals: each needed signal that does not hold now, with the reason
     :ivar capacity_full: every ``max_concurrency`` slot is taken
     :ivar reasons: the above in words, most important first
+    :ivar worker_paused: the work's worker is paused (``manager.pause_worker``)
     """
 
     info: WorkInfo
@@ -463,6 +478,7 @@ class WorkExplanation:
     unmet_signals: Mapping[str, str]
     capacity_full: bool
     reasons: tuple[str, ...]
+    worker_paused: bool = False
 
     @classmethod
     def build(
@@ -473,6 +489,7 @@ class WorkExplanation:
         due: float | None,
         unmet_signals: Mapping[str, str],
         capacity_full: bool,
+        worker_paused: bool = False,
     ) -> WorkExplanation:
         """Assemble the explanation and its sentences."""
         reasons: list[str] = []
@@ -485,12 +502,16 @@ class WorkExplanation:
         elif state is WorkState.BLOCKED:
             reasons.append("waiting for its prerequisites to succeed")
         else:
+            if worker_paused:
+                reasons.append(
+                    f"its worker {info.worker!r} is paused: it waits for resume_worker()"
+                )
             if due is not None and due > now:
                 due_at = datetime.fromtimestamp(due, UTC)
                 reasons.append(f"delayed until {due_at.isoformat()} ({due - now:.1f}s from now)")
             for name, why in unmet_signals.items():
                 reasons.append(f"waiting for signal {name!r}: {why}")
-            if capacity_full and due_at is None and not unmet_signals:
+            if capacity_full and due_at is None and not unmet_signals and not worker_paused:
                 reasons.append("due, but every max_concurrency slot is taken")
             if not reasons:
                 reasons.append("due now; it starts at the next dispatch")
@@ -500,6 +521,7 @@ class WorkExplanation:
             unmet_signals=dict(unmet_signals) if state is WorkState.ENQUEUED else {},
             capacity_full=capacity_full,
             reasons=tuple(reasons),
+            worker_paused=worker_paused and state is WorkState.ENQUEUED,
         )
 
     def __str__(self) -> str:

@@ -121,13 +121,19 @@ class SignalBoard:
             self._watch, name, self._signals[name], scope, name=f"wm_async signal {name!r}"
         )
 
+    def prepare(self) -> None:
+        """Forget the previous start's :meth:`stop` (called as the manager starts).
+
+        A stop made before :meth:`run` begins still ends it: a shutdown can overtake a
+        standby's takeover, which starts the board afterwards."""
+        self._stop = anyio.Event()
+
     def stop(self) -> None:
-        """End :meth:`run` and its watchers."""
+        """End :meth:`run` and its watchers (at once if it has not begun yet)."""
         self._stop.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the watcher tasks until :meth:`stop`."""
-        self._stop = anyio.Event()
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for name in sorted(self._in_use):

@@ -53,6 +53,7 @@ class Dispatcher:
         runs: RunTable,
         pool: RunnerPool,
         blocked_signals: Callable[[], frozenset[str]],
+        paused_workers: Callable[[], frozenset[str]],
         require_signals: Callable[[frozenset[str]], None],
         hooks: TestHooks,
         settle: Settle,
@@ -64,6 +65,7 @@ class Dispatcher:
         self._runs = runs
         self._pool = pool
         self._blocked_signals = blocked_signals
+        self._paused_workers = paused_workers
         self._require_signals = require_signals
         self._hooks = hooks
         self._settle = settle
@@ -183,6 +185,7 @@ class Dispatcher:
                     limit=min(free, CLAIM_BATCH),
                     owner=self._owner,
                     blocked_signals=self._blocked_signals(),
+                    paused_workers=self._paused_workers(),
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.

@@ -24,6 +24,7 @@ from .._core.errors import (
     WorkManagerError,
 )
 from .._core.lifecycle import (
+    Exhausted,
     Failed,
     Interrupted,
     Outcome,
@@ -37,6 +38,7 @@ from .._core.model import (
     StopReason,
     WorkError,
 )
+from .._core.policy import NO_POLICY, WorkerPolicy
 
 if TYPE_CHECKING:
     from .._core.lifecycle import Change
@@ -50,18 +52,19 @@ WorkerFn: TypeAlias = Callable[["WorkContext"], Awaitable[Result | None] | Resul
 
 @attrs.frozen
 class Worker:
-    """A registered worker function and how to call it."""
+    """A registered worker function, how to call it, and its retry policy."""
 
     name: str
     fn: WorkerFn
     is_async: bool
+    policy: WorkerPolicy = NO_POLICY
 
     @classmethod
-    def wrap(cls, name: str, fn: WorkerFn) -> Worker:
+    def wrap(cls, name: str, fn: WorkerFn, policy: WorkerPolicy = NO_POLICY) -> Worker:
         """Inspect ``fn`` once, at registration."""
         call = getattr(fn, "__call__", None)  # noqa: B004  # callable objects with async __call__
         is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
-        return cls(name, fn, is_async)
+        return cls(name, fn, is_async, policy)
 
 
 class RunHandle:
@@ -80,6 +83,7 @@ class RunHandle:
         "finished",
         "in_worker",
         "lease_from",
+        "policy",
         "record",
         "scope",
         "started",
@@ -102,6 +106,8 @@ class RunHandle:
         self.deadline = 0.0
         #: Its outcome, once waiting for the recorder.
         self.change: Change | None = None
+        #: Its worker's retry policy (set by the runner), for recording its outcome.
+        self.policy = NO_POLICY
 
     def __repr__(self) -> str:
         return f"<run {self.record.id} ({self.record.worker!r})>"
@@ -228,6 +234,14 @@ async def execute(
         err = UnknownWorkerError(record.worker)
         logger.warning("work %s failed: %s", record.id, err)
         return Failed(error=_error(err))
+    policy = worker.policy
+    if policy is not NO_POLICY and policy.max_attempts is not None:
+        limit = policy.max_attempts_for(record)
+        if limit is not None and record.run_attempt_count > limit:
+            # Re-enqueued past the worker's limit by crash recovery (which the store
+            # does without the registry): fail without running (semantics 46).
+            logger.warning("work %s failed: its max_attempts=%d were used up", record.id, limit)
+            return Exhausted(limit)
     ctx = WorkContext(handle, progress)
     result: object = None
     outcome: Outcome | None = None
@@ -245,14 +259,16 @@ async def execute(
         else:
             outcome = Interrupted(handle.reason())
     except Exception as exc:
+        retry = bool(policy.retry_on) and isinstance(exc, policy.retry_on)
         logger.warning(
-            "work %s (%r) failed with %s",
+            "work %s (%r) %s %s",
             record.id,
             record.worker,
+            "raised (retry_on)" if retry else "failed with",
             _error(exc).type,
             exc_info=exc,
         )
-        outcome = Failed(error=_error(exc))
+        outcome = Retry(error=_error(exc)) if retry else Failed(error=_error(exc))
     except BaseException as exc:
         # KeyboardInterrupt, SystemExit, GeneratorExit... raised by the worker itself (a
         # Ctrl-C reaches the loop's main task, not a worker): a failure of this work,
@@ -310,6 +326,7 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 
 _SUCCEEDED: Final = Succeeded()
+_RETRY: Final = Retry()
 
 
 def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outcome:
@@ -326,7 +343,8 @@ def _outcome_of(record: WorkRecord, result: object, max_data_bytes: int) -> Outc
         logger.warning("work %s failed: %s", record.id, message)
         return Failed(error=WorkError(type="TypeError", message=message))
     if result.kind is ResultKind.RETRY:
-        return Retry()
+        delay = result.retry_delay
+        return _RETRY if delay is None else Retry(delay=delay.total_seconds())
     try:
         validators.check_data_size("output", result.output, max_data_bytes)
     except DataTooLargeError as exc:

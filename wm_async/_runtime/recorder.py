@@ -69,7 +69,9 @@ class Recorder:
         """Hand a normal outcome to the recorder, which writes the outcomes of all the
         runs that ended meanwhile with one store call. The runner goes on to its next run
         at once; this run keeps its place (capacity, ``runs()``) until it is recorded."""
-        handle.change = lifecycle.finish(handle.record, outcome, now=self._clock.now())
+        handle.change = lifecycle.finish(
+            handle.record, outcome, now=self._clock.now(), policy=handle.policy
+        )
         self._results.append(handle)
         self._settle.in_flight += 1  # a virtual clock waits for the write
         waiter = self._waiter
@@ -130,7 +132,9 @@ class Recorder:
         """Write the outcome of a stopped or interrupted run now (its place stays held)."""
         if handle.abandoned:
             return  # shutdown recorded it interrupted; the store may be closed by now
-        change = lifecycle.finish(handle.record, outcome, now=self._clock.now())
+        change = lifecycle.finish(
+            handle.record, outcome, now=self._clock.now(), policy=handle.policy
+        )
         written: list[WorkRecord] = []
         settle = self._settle
         settle.in_flight += 1
@@ -167,6 +171,7 @@ class Recorder:
                 if h.started
                 else lifecycle.Unstarted(StopReason.SHUTDOWN),
                 now=now,
+                policy=h.policy,
             )
             for h in handles
         ]

@@ -161,7 +161,13 @@ class RunnerPool:
                     # The run, inline rather than in a coroutine of its own (one frame
                     # fewer per run).
                     record = handle.record
+                    worker = workers.get(record.worker)
                     timeout = record.timeout
+                    if worker is not None:
+                        # Its defaults for what the request leaves open (semantics 46).
+                        policy = handle.policy = worker.policy
+                        if timeout is None:
+                            timeout = policy.timeout
                     if timeout is None:
                         timeout = default_timeout
                     if timeout is not None:
@@ -169,7 +175,7 @@ class RunnerPool:
                     try:
                         outcome = await execute(
                             handle,
-                            workers.get(record.worker),
+                            worker,
                             set_progress,
                             sync_limiter=sync_limiter,
                             max_data_bytes=max_data_bytes,

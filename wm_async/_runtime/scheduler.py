@@ -60,6 +60,8 @@ class Scheduler:
     max_data_bytes: int
     publish: Callable[[Sequence[WorkRecord]], None]
     blocked_signals: Callable[[], frozenset[str]] = frozenset
+    #: The paused worker names (their works stay ENQUEUED).
+    paused_workers: Callable[[], frozenset[str]] = frozenset
     #: Called with the signal names claimed works need (the board watches new ones).
     require_signals: Callable[[frozenset[str]], None] = lambda names: None
     hooks: TestHooks = attrs.field(factory=TestHooks)
@@ -114,6 +116,7 @@ class Scheduler:
             runs=runs,
             pool=self._pool,
             blocked_signals=self.blocked_signals,
+            paused_workers=self.paused_workers,
             require_signals=self.require_signals,
             hooks=self.hooks,
             settle=settle,

@@ -130,6 +130,9 @@ class Services:
         #: This start schedules and runs works (holds the store's scheduler lock).
         self.scheduling = False
         self._task_group: anyio.abc.TaskGroup | None = None
+        #: The paused worker names, as this process last read them (at start, on its own
+        #: pause and resume, and when another process's write may have changed them).
+        self.paused: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
         return f"Services(state={self.state.value!r})"
@@ -146,6 +149,7 @@ class Services:
             max_data_bytes=settings.max_data_bytes,
             publish=self.publish,
             blocked_signals=lambda: self.signals.blocked,
+            paused_workers=lambda: self.paused,
             require_signals=self.signals.require,
             hooks=self._hooks,
         )
@@ -238,6 +242,7 @@ class Services:
         self.state = RunState.STARTING
         self.fatal = None
         self._store_closed = False
+        self.signals.prepare()
         store, settings = self._store, self._settings
         try:
             async with AsyncExitStack() as stack:
@@ -275,6 +280,8 @@ class Services:
                     self._follow_store,
                     name="wm_async store listener",
                 )
+                # Once listening: a pause written meanwhile is heard of.
+                self.paused = await store.paused_workers()
                 self._stop_pruner = anyio.Event()
                 if leader:
                     await self._start_scheduling()
@@ -409,7 +416,8 @@ class Services:
         ones someone here waits on or watches, and those running here: a run whose work
         was cancelled or taken over elsewhere stops (semantics 29, 30)."""
         scheduler, events = self.scheduler, self.events
-        if ids is None:
+        if ids is None:  # a worker may have been paused or resumed elsewhere
+            await self.reload_paused()
             wanted = {*events.waited_ids(), *scheduler.running_ids()}
             for query in events.watched_queries():
                 wanted.update(r.id for r in await self._store.query(query))
@@ -438,6 +446,13 @@ class Services:
         for work_id in wanted - found:
             if scheduler.runs(work_id):
                 scheduler.interrupt(work_id, StopReason.CANCELLED_BY_APP)
+
+    async def reload_paused(self) -> None:
+        """Re-read the paused worker names; wake the dispatcher if a worker was resumed
+        (its due works are claimed at once)."""
+        before, self.paused = self.paused, await self._store.paused_workers()
+        if before - self.paused:
+            self.scheduler.wake()
 
     def _signal_changed(self, name: str, value: bool) -> None:
         if value:

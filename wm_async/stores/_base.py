@@ -66,6 +66,8 @@ class ClaimParams:
     :ivar blocked_signals: signal names that are false now; works needing any of them stay
         ENQUEUED (parked) and are not counted in ``next_due``
     :ivar lease_until: lease expiry for stores shared by several processes
+    :ivar paused_workers: paused worker names (:meth:`Store.pause_worker`); their works
+        stay ENQUEUED and are not counted in ``next_due``
     """
 
     now: float
@@ -73,6 +75,7 @@ class ClaimParams:
     owner: str
     blocked_signals: frozenset[str] = frozenset()
     lease_until: float | None = None
+    paused_workers: frozenset[str] = frozenset()
 
 
 @attrs.frozen(kw_only=True)
@@ -320,6 +323,24 @@ class Store(abc.ABC):
 
         records = await self.query(WorkQuery(states=UNFINISHED_STATES))
         return frozenset(n for r in records for n in r.signal_names)
+
+    async def pause_worker(self, name: str, *, now: float) -> None:
+        """Pause the worker ``name`` durably (idempotent; ``now`` is recorded as when):
+        claims given it in :attr:`ClaimParams.paused_workers` leave its works ENQUEUED. A
+        store shared by several processes tells the others (``changed(None)``).
+
+        The default (a store only this process uses) keeps the names in memory.
+        """
+        vars(self).setdefault("_wm_paused", set()).add(name)
+
+    async def resume_worker(self, name: str) -> None:
+        """Resume the worker ``name`` (idempotent); tells other processes like
+        :meth:`pause_worker`."""
+        vars(self).setdefault("_wm_paused", set()).discard(name)
+
+    async def paused_workers(self) -> frozenset[str]:
+        """The names of the paused workers."""
+        return frozenset(vars(self).get("_wm_paused", ()))
 
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:

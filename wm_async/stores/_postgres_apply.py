@@ -1,7 +1,7 @@
 """PostgresStore.apply's transaction: a batch of guarded changes in one round trip when
 it can be, in the full transaction of ``Transactions.write_and_propagate`` otherwise.
 
-The one round trip is the server-side function ``wm_apply`` (migration 004),
+The one round trip is the server-side function ``wm_apply`` (migration 006),
 autocommitted: the compare-and-set UPDATE, its NOTIFY and the check for BLOCKED
 dependents of the works it finished. When there are some (or a work's spec was updated
 meanwhile), the function raises ``WMA01``, its writes are rolled back, and the batch

@@ -41,7 +41,8 @@ class ChangeFeed:
 
     Payloads are ``'<sender> <d|-> id,id,…'`` (see ``_postgres_sql._notifying``):
     our own ones are skipped (the manager published those changes already), ``d`` wakes
-    the dispatcher, the ids go to ``listener.changed``.
+    the dispatcher, the ids go to ``listener.changed`` (``*`` for ids: anything may have
+    changed, ``changed(None)``).
 
     :ivar poll_interval: the fallback poll, when the listener runs in real time
     """
@@ -110,7 +111,7 @@ class ChangeFeed:
 
     async def _deliver(self, listener: StoreListener) -> None:
         ids: list[str] = []
-        due = False
+        due = anything = False
         inbox = self._inbox
         while inbox:
             sender, _, rest = inbox.popleft().partition(" ")
@@ -118,11 +119,15 @@ class ChangeFeed:
                 continue
             flag, _, listed = rest.partition(" ")
             due = due or flag == "d"
-            if listed:
+            if listed == "*":  # anything may have changed (a worker paused or resumed)
+                anything = True
+            elif listed:
                 ids += listed.split(",")
+        if anything:  # re-read first (paused workers among it), then claim
+            await _tell(listener, None)
         if due:
             listener.wake()
-        if ids:
+        if ids and not anything:
             await _tell(listener, ids)
 
 

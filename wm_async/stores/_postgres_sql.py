@@ -377,7 +377,7 @@ class Schema:
         self._returning = returning
 
     @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
-    def claim(self, blocked: bool) -> Statement:
+    def claim(self, blocked: bool, paused: bool = False) -> Statement:
         """Claim up to ``:limit`` due unparked works, expedited first, locking them with
         SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner,
         lease and write token are written by the same statement, which also finds the
@@ -391,6 +391,8 @@ class Schema:
         claimed work's expedited flag and due time before the claim (for ordering)."""
         t = self.table
         unparked = self._unparked(blocked)
+        if paused:  # the workers in :paused are paused: their works stay ENQUEUED
+            unparked += " AND worker <> ALL(:paused::text[])"
         # One row more than the limit is locked: if it exists, works are still due now.
         # (The statement sees its own snapshot, in which the claimed rows are still
         # ENQUEUED: the next due time must come from rows it did not claim.) A

@@ -51,6 +51,7 @@ class Kind(enum.Enum):
     UNIQUE = 6
     QUARANTINE = 7
     PEERS = 8  # statements on wm_peers (see _sqlite_peers)
+    PAUSE = 9  # statements on wm_paused: other processes re-read it
 
 
 @attrs.define(eq=False)
@@ -329,7 +330,7 @@ async def _execute(db: _DB, ops: list[WriteOp]) -> Outcomes:
             out[op] = (None, None)
         elif op.kind is Kind.UPDATE_SPEC:
             out[op] = (await _update_spec(db, op.arg), None)
-        elif op.kind is Kind.PEERS:
+        elif op.kind is Kind.PEERS or op.kind is Kind.PAUSE:
             for statement, args in op.arg:
                 await db.execute_fetchall(statement, args)
             out[op] = (None, None)
@@ -532,7 +533,9 @@ async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]
     args: dict[str, object] = {"now": params.now, "k": limit + 1}
     args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
     branches: tuple[list[tuple[float, int]], ...] = ([], [], [], [])
-    statement = sqlite_sql.claim_sql(len(blocked))
+    if params.paused_workers:
+        args["paused"] = json.dumps(sorted(params.paused_workers))
+    statement = sqlite_sql.claim_sql(len(blocked), bool(params.paused_workers))
     for branch, rowid, due in await db.execute_fetchall(statement, args):
         branches[branch].append((due, rowid))
     chosen: list[int] = []

@@ -155,6 +155,8 @@ def note_of(ops: Iterable[WriteOp]) -> Note | None:
             peers = True
         elif kind is Kind.PRUNE:
             anything = anything or bool(result)
+        elif kind is Kind.PAUSE:  # a worker paused or resumed: the peers re-read
+            anything = True
         else:  # QUARANTINE: rows known by rowid
             anything = True
     if anything:
@@ -477,8 +479,12 @@ class Notifier:
                 logger.debug("reading the SQLite store's peers failed: %s", exc)
         if ids is not None and not ids:
             return  # only the peer list changed
+        if ids is None:  # re-read first (paused workers among it), then claim
+            await _tell(listener, None)
+            listener.wake()
+            return
         listener.wake()
-        await _tell(listener, None if ids is None else sorted(ids))
+        await _tell(listener, sorted(ids))
 
 
 def _drain(sock: socket.socket) -> list[Note]:

@@ -133,6 +133,11 @@ QUARANTINE: Final = (
     "owner = NULL WHERE rowid = ?"
 )
 
+#: Pausing and resuming a worker (Kind.PAUSE), and the paused names.
+PAUSE: Final = "INSERT OR IGNORE INTO wm_paused (worker, since) VALUES (?, ?)"
+RESUME: Final = "DELETE FROM wm_paused WHERE worker = ?"
+PAUSED: Final = "SELECT worker FROM wm_paused"
+
 SIGNALS_IN_USE: Final = (
     "SELECT DISTINCT constraints FROM wm_work "
     "WHERE signals != '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
@@ -140,17 +145,21 @@ SIGNALS_IN_USE: Final = (
 
 
 @functools.lru_cache(maxsize=32)
-def claim_sql(n_blocked: int) -> str:
-    """Everything a claim reads, from the due index alone, in one statement.
+def claim_sql(n_blocked: int, paused: bool = False) -> str:
+    """Everything a claim reads, from the due index alone (unless workers are paused),
+    in one statement.
 
     Rows are ``(branch, rowid, due)``: branches 0 and 1 are the expedited and ordinary
     works due at ``:now`` (at most ``:k`` each), 2 and 3 the first not yet due of each;
-    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped.
+    works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
+    with ``paused`` those of the workers in the JSON array ``:paused``.
     """
     unparked = ""
     if n_blocked:
         absent = " AND ".join(f"instr(signals, :b{i}) = 0" for i in range(n_blocked))
         unparked = f" AND (signals = '' OR ({absent}))"
+    if paused:
+        unparked += " AND worker NOT IN (SELECT value FROM json_each(:paused))"
     branches = ((0, 1, "<=", ":k"), (1, 0, "<=", ":k"), (2, 1, ">", "1"), (3, 0, ">", "1"))
     return " UNION ALL ".join(
         f"SELECT * FROM (SELECT {b} AS branch, rowid AS rid, next_run_at AS due FROM wm_work "

@@ -165,6 +165,8 @@ class MemoryStore(Store):
     async def claim_due(self, params: ClaimParams) -> Claimed:
         """Claim due works, expedited first, from the groups whose signals hold."""
         blocked, now, limit = params.blocked_signals, params.now, params.limit
+        if params.paused_workers:
+            return self._claim_unpaused(params)
         claimed: list[WorkRecord] = []
         records = self._records
         owner = params.owner
@@ -197,6 +199,28 @@ class MemoryStore(Store):
             if (top := heap.peek()) is not None
         ]
         return Claimed(records=claimed, next_due=min(tops) if tops else None)
+
+    def _claim_unpaused(self, params: ClaimParams) -> Claimed:
+        """A claim while some workers are paused: a scan of the unparked due works (slower
+        than the heaps, which do not know workers; pauses are rare and short)."""
+        paused, blocked = params.paused_workers, params.blocked_signals
+        candidates = sorted(
+            (not r.expedited, r.next_run_at, r.id)
+            for heap in (*self._active(blocked, True), *self._active(blocked, False))
+            for rid in heap.members()
+            if (r := self._records[rid]).worker not in paused and r.next_run_at is not None
+        )
+        claimed: list[WorkRecord] = []
+        next_due: float | None = None
+        for _, due, rid in candidates:
+            if due <= params.now and len(claimed) < params.limit:
+                running = claim(self._records[rid], now=params.now, owner=params.owner)
+                self._records[rid] = running
+                self._index(running)
+                claimed.append(running)
+            elif next_due is None or due < next_due:
+                next_due = due
+        return Claimed(records=claimed, next_due=next_due)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes, resolving dependents of finished works; return the

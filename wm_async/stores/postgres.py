@@ -46,14 +46,8 @@ from ._base import (
     Store,
     StoreListener,
 )
-from ._codec import (
-    record_from_row,
-    signal_key,
-)
-from ._group_commit import (
-    GroupCommit,
-    Op,
-)
+from ._codec import record_from_row, signal_key
+from ._group_commit import GroupCommit, Op
 from ._postgres_apply import apply as apply_changes
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
@@ -67,6 +61,7 @@ from ._postgres_ops import (
     Write,
     duplicate_error,
 )
+from ._postgres_pause import PausedWorkers
 
 if TYPE_CHECKING:
     from .._core.lifecycle import (
@@ -89,7 +84,7 @@ _CLOSE_TIMEOUT: Final = 5.0
 
 
 @attrs.define(eq=False, repr=False)
-class PostgresStore(Store):
+class PostgresStore(PausedWorkers, Store):
     """A store in a PostgreSQL database that several processes (one manager each) share.
 
     ``PostgresStore("postgresql://user@host/db", schema="myapp")``;
@@ -346,9 +341,10 @@ class PostgresStore(Store):
             "lease": self._lease,
             "lease_until": params.lease_until,
             "blocked": blocked,
+            "paused": sorted(params.paused_workers),
             **self._ops.notify_args(),
         }
-        claim = self._sql.claim(bool(blocked))
+        claim = self._sql.claim(bool(blocked), bool(params.paused_workers))
         adopted: list[WorkRecord] = []
 
         async def run(conn: _Conn) -> list[Any]:

@@ -465,6 +465,24 @@ class SQLiteStore(Store):
         text = f"SELECT {sqlite_sql.SELECT} FROM wm_work WHERE {' AND '.join(where)}"
         return await self._read(text + " ORDER BY enqueued_at, rowid", args)
 
+    async def pause_worker(self, name: str, *, now: float) -> None:
+        """Pause ``name`` (a row of ``wm_paused``); the peers re-read the paused names."""
+        await self._submit(Kind.PAUSE, [(sqlite_sql.PAUSE, (name, now))])
+
+    async def resume_worker(self, name: str) -> None:
+        """Resume ``name``; the peers re-read the paused names."""
+        await self._submit(Kind.PAUSE, [(sqlite_sql.RESUME, (name,))])
+
+    async def paused_workers(self) -> frozenset[str]:
+        """The paused worker names (``wm_paused``)."""
+        if self._reader is None:
+            raise self._not_open()
+        try:
+            rows = await self._reader.execute_fetchall(sqlite_sql.PAUSED, ())
+        except aiosqlite.Error as exc:
+            raise self._error(exc, "reading") from exc
+        return frozenset(row[0] for row in rows)
+
     async def signals_in_use(self) -> frozenset[str]:
         """The signal names unfinished works need (one DISTINCT query).
 

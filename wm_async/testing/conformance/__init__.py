@@ -3,7 +3,7 @@ checked through its public operations, one module per operation: ``test_insert``
 ``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
 prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
 ``test_update_spec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
-``test_leases`` and ``test_signals_in_use``.
+``test_leases``, ``test_signals_in_use`` and ``test_paused_workers``.
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
 it the same way. The tests are pytest coroutine functions that take one fixture,
@@ -70,6 +70,7 @@ _MODULE_NAMES = (
     "test_requeue_orphans",
     "test_leases",
     "test_signals_in_use",
+    "test_paused_workers",
 )
 
 # pytest rewrites the asserts of the modules it collects, and of any module named like a
@@ -86,6 +87,7 @@ from . import (  # after register_assert_rewrite, on purpose
     test_get,
     test_insert,
     test_leases,
+    test_paused_workers,
     test_prune,
     test_query,
     test_requeue_orphans,
@@ -119,6 +121,7 @@ _TESTS = _collect(
     test_requeue_orphans,
     test_leases,
     test_signals_in_use,
+    test_paused_workers,
 )
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)
