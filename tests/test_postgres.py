@@ -80,6 +80,17 @@ def test_url_options_and_arguments() -> None:
         PostgresStore("mysql://h/db")
 
 
+def test_the_one_round_trip_recording_writes_every_runtime_column() -> None:
+    """wm_apply (a migration, so fixed once released) writes what the transaction's
+    UPDATE writes: a new runtime column needs a migration replacing it."""
+    from wm_async.stores._codec import RUNTIME_COLUMNS
+
+    script = next(text for _, text in migrations() if "FUNCTION wm_apply(" in text)
+    for column in RUNTIME_COLUMNS:
+        assert f"p_{column} " in script
+        assert f"{column} = v.{column}" in script
+
+
 async def test_concurrent_opens_migrate_once(schema: PgSchema) -> None:
     stores = [PostgresStore(schema.url(), pool_size=2) for _ in range(4)]
     async with anyio.create_task_group() as tg:

@@ -51,6 +51,8 @@ CHILD = Path(__file__).with_name("_pg_child.py")
 CLAIM = "SET state = 'RUNNING'"
 RESPEC = "AND generation ="
 RECOGNITION = "AND txn = "
+#: The one-round-trip recording of outcomes (autocommitted: its answer lost = a COMMIT's).
+APPLY = ".wm_apply("
 
 
 @pytest.fixture
@@ -398,7 +400,7 @@ async def test_a_cancel_whose_commit_answer_was_lost_returns_true_and_stops_the_
         async with manager:
             await manager.enqueue(request)
             await started.wait()
-            lost.after_commit()
+            lost.after_statement(APPLY)  # autocommitted: it took effect
             if recognition_fails:  # the retry's read of what the first attempt wrote, too
                 lost.after_statement(RECOGNITION)
             assert await manager.cancel_work_by_id(request.id) is True
@@ -432,7 +434,7 @@ async def test_a_result_whose_commit_answer_was_lost_reaches_wait(
     @manager.worker("w")
     async def work(ctx: wm.WorkContext) -> wm.Result:
         await store.read_unfinished.wait()  # the waiter below waits for the finish
-        lost.after_commit()  # the next commit: the recorder writing this result
+        lost.after_statement(APPLY)  # the recorder writing this result (autocommitted)
         return wm.Result.success({"done": True})
 
     request = wm.OneTimeWorkRequest("w")

@@ -116,6 +116,21 @@ def arm_commit_kill(url: str, mode: str, rng: random.Random) -> None:
             at_commit("after-commit")
 
         asyncpg.transaction.Transaction._Transaction__commit = pg_commit  # type: ignore[attr-defined, unused-ignore]
+        # Outcomes are mostly recorded by one autocommitted statement (wm_apply): its
+        # execution is a commit too.
+        fetch = asyncpg.Connection.fetch
+
+        async def pg_fetch(self: object, query: str, *args: object, **kwargs: object) -> object:
+            nonlocal seen
+            if ".wm_apply(" not in query:
+                return await fetch(self, query, *args, **kwargs)
+            seen += 1
+            at_commit("before-commit")
+            result = await fetch(self, query, *args, **kwargs)
+            at_commit("after-commit")
+            return result
+
+        asyncpg.Connection.fetch = pg_fetch  # type: ignore[method-assign, unused-ignore]
         return
 
     import aiosqlite

@@ -104,6 +104,15 @@ async def _pg_snapshot(schema: str) -> dict[str, Row]:
     return _rows(await pg_execute(f'SELECT {_COLUMNS} FROM "{schema}".wm_work'))
 
 
+async def _pg_backends_gone(app: str) -> None:
+    query = "SELECT 1 FROM pg_stat_activity WHERE application_name = $1"
+    with anyio.fail_after(60):
+        while True:
+            if not await pg_execute(query, app):
+                return
+            await anyio.sleep(0.05)
+
+
 def log_lines(log: Path) -> list[list[str]]:
     return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
 
@@ -146,8 +155,12 @@ def _trial(
     rng: random.Random,
     log: Path,
 ) -> bool:
+    app, command_a = None, command
+    if isinstance(target, str):  # name phase A's connections, to see them end
+        app = f"wm_fault_a_{os.getpid()}_{trial.seed}"
+        command_a = [*command[:2], f"{command[2]}&application_name={app}", *command[3:]]
     first = subprocess.Popen(
-        [*command, "A", str(trial.seed), trial.mode], env=env, stderr=subprocess.PIPE
+        [*command_a, "A", str(trial.seed), trial.mode], env=env, stderr=subprocess.PIPE
     )
     try:
         if trial.mode == "timer":
@@ -161,6 +174,11 @@ def _trial(
             first.wait()
     _, stderr = first.communicate()
     assert first.returncode in (0, -signal.SIGKILL), stderr.decode()
+    if app is not None:
+        # A statement the killed process sent runs on to its end, and an autocommitted
+        # one (a claim, outcomes recorded) commits: the store is only still once its
+        # backends have gone.
+        anyio.run(_pg_backends_gone, app)
 
     before = snapshot(target)
     check_atomic_steps(trial, before)

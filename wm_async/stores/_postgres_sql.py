@@ -244,12 +244,19 @@ class Schema:
                 f"UPDATE {t} AS w SET {sets}, lease_until = CASE WHEN v.state = 'RUNNING' "
                 f"THEN w.lease_until END, txn = :token "
                 f"FROM unnest({unnest}) AS v({', '.join(v_names)}) "
-                "WHERE w.id = v.id AND w.state = v.exp_state "
+                "WHERE w.id = ANY(:a0::text[]) AND w.id = v.id AND w.state = v.exp_state "
                 "AND w.run_attempt_count = v.exp_attempts "
                 "AND w.owner IS NOT DISTINCT FROM v.exp_owner "
                 "RETURNING w.id, w.state, w.generation",
                 "w.id, w.generation",
             )
+        )
+        #: The same, its NOTIFY and the check for dependents, in one round trip (see
+        #: ``_postgres_apply``); ``:generations``: each work's expected generation.
+        self.apply_fast = Statement(
+            f"SELECT written_id, written_generation FROM {q}.wm_apply(:token::text, "
+            ":channel::text, :sender::text, :generations::int8[], "
+            f"{unnest})"
         )
         self.renew = Statement(
             f"UPDATE {t} SET lease_until = {_BASE} + :lease "

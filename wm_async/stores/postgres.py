@@ -48,6 +48,7 @@ from ._base import (
 )
 from ._codec import record_from_row, signal_key
 from ._group_commit import GroupCommit, Op
+from ._postgres_apply import apply as apply_changes
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
     ChangeFeed,
@@ -392,10 +393,10 @@ class PostgresStore(PausedWorkers, Store):
         write = write or self._ops.new_write()
 
         async def run(conn: _Conn) -> tuple[list[WorkRecord | None], list[tuple[int, WorkRecord]]]:
-            return await self._ops.write_and_propagate(conn, changes, write)
+            return await apply_changes(self._ops, conn, changes, write)
 
         try:
-            written, resolved = await self._run("writing", run, write=write)
+            written, resolved = await self._run("writing", run, transaction=False, write=write)
         except Exception as exc:  # noqa: BLE001  # handed to the callers, raised there
             if len(batch) == 1 or errors.is_transient(exc.__cause__ or exc):
                 for op in batch:
