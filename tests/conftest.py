@@ -107,6 +107,17 @@ class PgSchema:
         assert leaked == 0, f"{leaked} PostgreSQL connection(s) left open"
 
 
+@pytest.fixture
+async def schema() -> AsyncIterator[PgSchema]:
+    """A fresh schema on the test server, dropped afterwards."""
+    await require_postgres()
+    fresh = PgSchema()
+    try:
+        yield fresh
+    finally:
+        await fresh.drop()
+
+
 STORE_KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 

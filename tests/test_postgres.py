@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
-from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
+from conftest import PG_DSN, PgSchema, pg_execute
 
 import wm_async as wm
 from wm_async._api.requests import OneTimeWorkRequest
@@ -38,17 +37,6 @@ from wm_async.stores.postgres import PostgresStore  # after the skip: needs asyn
 
 NOW = 1_700_000_000.0
 CHILD = Path(__file__).with_name("_pg_child.py")
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[PgSchema]:
-    """A fresh schema on the test server, dropped afterwards."""
-    await require_postgres()
-    fresh = PgSchema()
-    try:
-        yield fresh
-    finally:
-        await fresh.drop()
 
 
 def record(worker: str = "w", *, at: float = NOW, **kw: object) -> WorkRecord:

@@ -18,14 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
 import pytest
-from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
+from conftest import PG_DSN, PgSchema, pg_execute
 
 import wm_async as wm
 from wm_async._core import lifecycle as lc
@@ -53,17 +53,6 @@ RESPEC = "AND generation ="
 RECOGNITION = "AND txn = "
 #: The one-round-trip recording of outcomes (autocommitted: its answer lost = a COMMIT's).
 APPLY = ".wm_apply("
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[PgSchema]:
-    """A fresh schema on the test server, dropped afterwards."""
-    await require_postgres()
-    fresh = PgSchema()
-    try:
-        yield fresh
-    finally:
-        await fresh.drop()
 
 
 def record(worker: str = "w", *, at: float = NOW, **kw: object) -> WorkRecord:

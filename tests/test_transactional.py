@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import pytest
 from anyio.abc import TaskStatus
-from conftest import PG_DSN, PgSchema, pg_execute, require_postgres
+from conftest import PG_DSN, PgSchema, pg_execute
 
 import wm_async as wm
 
@@ -28,17 +28,6 @@ from wm_async.stores.postgres import PostgresStore  # after the skip: needs asyn
 
 pg = pytest.mark.postgres
 CHILD = Path(__file__).with_name("_tx_child.py")
-
-
-@pytest.fixture
-async def schema() -> AsyncIterator[PgSchema]:
-    """A fresh schema on the test server, dropped afterwards."""
-    await require_postgres()
-    fresh = PgSchema()
-    try:
-        yield fresh
-    finally:
-        await fresh.drop()
 
 
 @pytest.fixture

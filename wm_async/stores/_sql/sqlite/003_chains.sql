@@ -1,4 +1,4 @@
--- Chains (SEMANTICS 17-21): the edges of the work graph, and for each BLOCKED work the
+-- Chains (docs/semantics.md, rules 17-21): the edges of the work graph, and for each BLOCKED work the
 -- number of its prerequisites that have not succeeded yet (the last success unblocks it).
 CREATE TABLE wm_dependency (
     prerequisite_id TEXT    NOT NULL,
