@@ -365,7 +365,7 @@ class WorkManager(WorkerRegistry, WorkerPause):
                     unmet[name] = self._signals.describe(name)
         due = record.next_run_at if record.state is WorkState.ENQUEUED else None
         stats = self._scheduler.statistics()
-        capacity_full = stats["running"] == self.max_concurrency
+        capacity_full = stats["claimable"] == 0
         return WorkExplanation.build(
             record.to_info(),
             now=now,

@@ -470,7 +470,8 @@ class WorkExplanation:
     :ivar info: the work's WorkInfo
     :ivar due_at: when an ENQUEUED work's delay or backoff ends (UTC), if in the future
     :ivar unmet_signals: each needed signal that does not hold now, with the reason
-    :ivar capacity_full: every ``max_concurrency`` slot is taken
+    :ivar capacity_full: no work can be claimed now: every ``max_concurrency`` place is
+        taken, or as many outcomes wait to be written
     :ivar reasons: the above in words, most important first
     :ivar worker_paused: the work's worker is paused (``manager.pause_worker``)
     """

@@ -174,7 +174,7 @@ class Dispatcher:
                 self._claiming, self._due_by = True, None
                 settle.dispatcher_asleep = False
                 settle.touch()
-                free = runs.max_concurrency - runs.slots_used
+                free = runs.claimable()
                 if free <= 0:
                     self._claiming = False
                     self._sleeping()

@@ -85,6 +85,7 @@ class RunHandle:
         "lease_from",
         "policy",
         "record",
+        "returned",
         "scope",
         "started",
         "stop_reason",
@@ -100,6 +101,8 @@ class RunHandle:
         #: Its worker has been called (a run stopped before that is undone, not counted).
         self.started = False
         self.finished = False
+        #: Its worker returned and its place was freed; its outcome waits for the recorder.
+        self.returned = False
         #: Left behind by shutdown (its worker ignored cancellation): record nothing.
         self.abandoned = False
         #: When its timeout stops it (set by the scheduler's deadline queue).

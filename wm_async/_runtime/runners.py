@@ -139,6 +139,7 @@ class RunnerPool:
         add_deadline = self._deadlines.add
         recorder = self._recorder
         record_soon = recorder.record_soon
+        returned = self.runs.returned
         interrupted = lifecycle.Interrupted
         while True:
             with new_scope() as scope:
@@ -191,6 +192,7 @@ class RunnerPool:
                         and not handle.abandoned
                         and outcome.__class__ is not interrupted
                     ):  # (an Unstarted outcome always comes with a stop reason)
+                        returned(handle)
                         record_soon(handle, outcome)
                     else:  # stopped or interrupted: recorded at once
                         await recorder.record_and_release(handle, outcome)

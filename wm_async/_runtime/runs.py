@@ -1,7 +1,10 @@
 """The runs in progress in this process and the capacity they hold.
 
-A run keeps its place (one of ``max_concurrency``) from its claim until its outcome is
-recorded or given up. Capacity is a count, not an anyio CapacityLimiter: nothing ever
+A run keeps its place (one of ``max_concurrency``) from its claim until its worker returns
+(or, stopped or interrupted, until its outcome is recorded). A run whose worker returned
+stays in progress, holding its lease, until the recorder has written its outcome; at most
+``max_concurrency`` such outcomes wait at once (claims wait beyond that), so the next
+batch is claimed while the last one's outcomes are written. Capacity is a count, not an anyio CapacityLimiter: nothing ever
 waits for a place (the dispatcher claims only what is free), and the limiter's
 bookkeeping cost a measurable share of a quick run.
 """
@@ -82,6 +85,21 @@ class RunTable:
             self.on_busy()  # after filling running, which the watchdog reads
         return handles
 
+    def returned(self, handle: RunHandle) -> None:
+        """The run's worker returned and its outcome waits for the recorder: free its
+        place (the run stays in :attr:`running`, holding its lease, until recorded)."""
+        if handle.returned or handle.finished:
+            return
+        handle.returned = True
+        self.slots_used -= 1
+        self.on_released()
+
+    def claimable(self) -> int:
+        """How many works may be claimed now: free places, while no more than
+        ``max_concurrency`` outcomes wait to be recorded."""
+        limit = self.max_concurrency
+        return min(limit - self.slots_used, 2 * limit - len(self.running))
+
     def release(self, handle: RunHandle) -> None:
         """The run's outcome is recorded (or given up): free its place."""
         self.release_all((handle,))
@@ -89,21 +107,24 @@ class RunTable:
     def release_all(self, handles: Sequence[RunHandle]) -> None:
         """:meth:`release` for each run, waking the dispatcher once."""
         running = self.running
-        released = 0
+        finished = 0
+        places = 0
         for handle in handles:
             if handle.finished:
                 continue  # released already
             handle.finished = True
-            released += 1
+            finished += 1
+            if not handle.returned:
+                places += 1
             # A work re-enqueued with no delay (zero backoff, interruption) may already
             # have been claimed again while this run recorded its outcome: drop only our
             # own entry.
             work_id = handle.record.id
             if running.get(work_id) is handle:
                 del running[work_id]
-        if not released:
+        if not finished:
             return
-        self.slots_used -= released
+        self.slots_used -= places
         if not running:
             self.all_idle.set()
         self.on_released()
@@ -114,6 +135,8 @@ class RunTable:
             "running": len(self.running),
             "max_concurrency": self.max_concurrency,
             "borrowed_tokens": self.slots_used,
+            "recording": len(self.running) - self.slots_used,
+            "claimable": max(self.claimable(), 0),
             "tasks_waiting": 0,
         }
 

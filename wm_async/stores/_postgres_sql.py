@@ -400,7 +400,9 @@ class Schema:
         # (The statement sees its own snapshot, in which the claimed rows are still
         # ENQUEUED: the next due time must come from rows it did not claim.) A
         # materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
-        # never takes more rows than asked for.
+        # never takes more rows than asked for. "w.id = ANY(ARRAY(…))" makes the UPDATE
+        # find its rows by primary key: joined to the CTE alone, the planner hashes the
+        # whole table (5 ms of a 7 ms claim with 20,000 ENQUEUED works).
         due = (
             f"due AS MATERIALIZED (SELECT id, expedited, priority, next_run_at FROM {t} "
             f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{unparked} "
@@ -413,7 +415,8 @@ class Schema:
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
             f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "
             "FROM (SELECT * FROM due ORDER BY expedited DESC, priority DESC, next_run_at "
-            "LIMIT :limit::int8) AS d WHERE w.id = d.id AND w.state = 'ENQUEUED' "
+            "LIMIT :limit::int8) AS d WHERE w.id = d.id "
+            "AND w.id = ANY(ARRAY(SELECT id FROM due)) AND w.state = 'ENQUEUED' "
             f"RETURNING d.expedited AS due_expedited, d.next_run_at AS due_at, "
             f"{self._returning})"
         )
