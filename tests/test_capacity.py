@@ -74,7 +74,7 @@ async def test_the_next_works_are_claimed_while_outcomes_are_written() -> None:
             # The first two returned; their outcomes are held at the gate, and the
             # next two were claimed and run meanwhile.
             await second_pair.wait()
-            while manager.statistics()["recording"] < 4:  # noqa: ASYNC110  # no event for it
+            while manager.statistics()["recording"] != 4:  # noqa: ASYNC110  # no event for it
                 await anyio.sleep(0.01)
         stats = manager.statistics()
         # Four outcomes wait (two in the held write, two queued behind it): the
@@ -111,9 +111,12 @@ async def test_explain_says_capacity_is_full_only_when_no_work_can_be_claimed() 
             await running.wait()
         await manager.enqueue(second)
         explained = await manager.explain(second.id)
+        assert explained is not None
         assert explained.capacity_full
         release.set()
         with anyio.fail_after(10):
             await manager.wait(first.id)
             await manager.wait(second.id)
-        assert not (await manager.explain(second.id)).capacity_full
+        after = await manager.explain(second.id)
+        assert after is not None
+        assert not after.capacity_full
