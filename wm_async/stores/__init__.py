@@ -6,7 +6,7 @@ so an app on SQLite never imports asyncpg.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
 from ._base import Claimed as Claimed
 from ._base import ClaimParams as ClaimParams
@@ -23,7 +23,7 @@ __all__ = (
     "open_store",
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .memory import MemoryStore as MemoryStore
     from .postgres import PostgresStore as PostgresStore
     from .sqlite import SQLiteStore as SQLiteStore
