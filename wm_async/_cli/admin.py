@@ -17,17 +17,15 @@ import os
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from enum import Enum
-from typing import TYPE_CHECKING, TypeAlias, cast
-from uuid import UUID
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
-import attrs
 
 from .._api.operations import cancel_records as cancel_works
 from .._clock import SystemClock
 from .._core.errors import InvalidRequestError
+from .._core.jsonform import to_json
 from .._core.model import (
     UNFINISHED_STATES,
     WorkInfo,
@@ -163,28 +161,6 @@ def _run(command: object, *args: object) -> int:
 
 
 # -- JSON and tables
-
-
-def to_json(value: object) -> object:
-    """A JSON-ready form of a WorkInfo (and what it holds)."""
-    if attrs.has(type(value)):
-        fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(value)))
-        return {f.name: to_json(getattr(value, f.name)) for f in fields}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, frozenset | set):
-        return sorted(to_json(v) for v in value)  # type: ignore[type-var]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return value
 
 
 def print_json(value: object) -> None:
