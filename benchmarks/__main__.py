@@ -36,6 +36,8 @@ from benchmarks.systems._base import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where --publish copies the tables and charts: tracked, linked from the README.
+PUBLISHED = ROOT / "docs" / "benchmarks"
 
 TITLES = {
     "throughput": "N immediately due trivial async jobs, first enqueue to last completion",
@@ -103,6 +105,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-charts", action="store_true")
     parser.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"also copy latest.md and the charts to {PUBLISHED.relative_to(ROOT)}/ (tracked, "
+        "linked from the README); not with --quick, --only or --baseline",
+    )
+    parser.add_argument(
         "--baseline",
         type=Path,
         metavar="CHECKOUT",
@@ -113,6 +121,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     args = parser.parse_args(argv)
+    if args.publish and (args.quick or args.only or args.baseline or args.no_charts):
+        parser.error(
+            "--publish takes a full run: not with --quick, --only, --baseline, --no-charts"
+        )
     tokens = [t for item in args.only for t in item.split(",") if t]
     args.workloads = [w for w in WORKLOADS if w in tokens] or list(WORKLOADS)
     patterns = [t for t in tokens if t not in WORKLOADS]
@@ -335,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             written += _report.charts(results, labels, kinds, args.out)
         except ImportError as exc:
-            log(f"no charts: {exc} (pip install -e '.[bench]')")
+            log(f"no charts: {exc} (pip install -r requirements-bench.txt)")
+    if args.publish:
+        PUBLISHED.mkdir(parents=True, exist_ok=True)
+        for path in written[1:]:  # latest.md and the charts, not the raw results
+            target = PUBLISHED / path.name
+            target.write_bytes(path.read_bytes())
+            written.append(target)
     print("\nwritten: " + ", ".join(_shown(p) for p in written))
     return 0
 

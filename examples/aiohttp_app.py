@@ -31,25 +31,13 @@ def create_manager(store: str, *, shutdown_grace: float = 10.0) -> wm.WorkManage
 
     @manager.worker("report")
     async def report(ctx: wm.WorkContext) -> wm.Result:
-        seconds = float(ctx.input.get("seconds", 1))  # type: ignore[arg-type]
+        seconds = float(ctx.input.get("seconds", 1))
         for percent in range(10, 101, 10):
             await anyio.sleep(seconds / 10)
             await ctx.set_progress({"percent": percent})
         return wm.Result.success({"rows": 42})
 
     return manager
-
-
-def describe(info: wm.WorkInfo) -> dict[str, object]:
-    """The fields of a WorkInfo a client cares about, as JSON."""
-    return {
-        "id": str(info.id),
-        "state": info.state.value,
-        "attempts": info.run_attempt_count,
-        "progress": dict(info.progress),
-        "output": dict(info.output),
-        "stop_reason": info.stop_reason.value,
-    }
 
 
 async def create_report(request: web.Request) -> web.Response:
@@ -69,7 +57,7 @@ async def get_report(request: web.Request) -> web.Response:
         info = None
     if info is None:
         raise web.HTTPNotFound(text="no such report")
-    return web.json_response(describe(info))
+    return web.json_response(info.to_dict())
 
 
 def create_app(manager: wm.WorkManager) -> web.Application:

@@ -55,7 +55,7 @@ def create_manager() -> wm.WorkManager:
     @manager.worker("job")
     async def job(ctx: wm.WorkContext) -> wm.Result:
         record("start", ctx.id)
-        await anyio.sleep(float(ctx.input["seconds"]))  # type: ignore[arg-type]
+        await anyio.sleep(float(ctx.input["seconds"]))
         record("end", ctx.id)
         return wm.Result.success({"pid": os.getpid()})
 

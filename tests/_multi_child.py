@@ -40,7 +40,7 @@ async def worker(args: argparse.Namespace) -> None:
     @manager.worker("step")
     async def step(ctx: wm.WorkContext) -> None:
         os.write(runs, f"{os.getpid()} {ctx.id} {ctx.run_attempt_count}\n".encode())
-        await anyio.sleep(float(ctx.input.get("hold", 0)))  # type: ignore[arg-type]
+        await anyio.sleep(float(ctx.input.get("hold", 0)))
 
     async with manager:
         role = ""

@@ -158,8 +158,12 @@ def test_demo_runs_every_work_to_its_end(tmp_path: Path) -> None:
 
     assert "all finished in" in proc.stdout
     assert _DEMO_SUMMARY in proc.stdout
-    [db] = tmp_path.glob("wm-async-demo-*/demo.db")
-    assert f"store sqlite:///{db}" in proc.stdout
+    # the temporary store: named at the start, deleted at the end, and the user told so
+    shown = re.search(r"store sqlite:///(\S+)/demo\.db\n", proc.stdout)
+    assert shown, proc.stdout
+    assert Path(shown[1]).parent == tmp_path
+    assert f"deleted the temporary store {shown[1]} (--keep keeps it)" in proc.stdout
+    assert not list(tmp_path.glob("wm-async-demo-*"))
     assert "Each row is one state change" in proc.stdout  # the legend
     ended = proc.stdout.split("where each work ended:\n")[1].splitlines()[:7]
     assert [line.split()[:3] for line in ended] == [
@@ -207,7 +211,10 @@ def test_demo_stops_at_duration(capsys: pytest.CaptureFixture[str]) -> None:
         (["list"], "no store given: pass --store URL or set WM_ASYNC_STORE"),
         (["list", "--store", "memory://"], "memory:// holds works only inside the process"),
         (["list", "--store", "bogus"], "invalid store='bogus'"),
-        (["show", "not-an-id", "--store", "sqlite:///x.db"], "invalid id='not-an-id'"),
+        (
+            ["show", "not-an-id", "--store", "sqlite:///x.db"],
+            "a UUID, or its last 8 or more hex digits), got 'not-an-id'",
+        ),
         (["worker", "app"], "expected MODULE:ATTRIBUTE"),
     ],
     ids=[

@@ -5,8 +5,10 @@ the plugin's defaults, and ``is_scheduled_by_unique_name``."""
 from __future__ import annotations
 
 import importlib.util
+import logging
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import wm_async as wm
 from wm_async.compat import (
     TASK_NAME_KEY,
     WORKER_NAME,
+    WORKER_PREFIX,
     Workmanager,
 )
 from wm_async.testing import VirtualClock
@@ -169,7 +172,8 @@ async def test_default_policies_keep_one_off_and_update_periodic(
         )
         await wmgr.register_one_off_task("once", "second", input_data={"v": 2})  # KEEP: ignored
         once = await plugin.info("once")
-        assert once.input == {"v": 1, TASK_NAME_KEY: "first"}
+        assert once.input == {"v": 1}
+        assert once.worker == "wm_async.compat:first"
 
         await wmgr.register_periodic_task("every", "tick", frequency=timedelta(hours=1))
         before = await plugin.info("every")
@@ -185,7 +189,8 @@ async def test_default_policies_keep_one_off_and_update_periodic(
         await wmgr.register_one_off_task(
             "once", "third", existing_work_policy=wm.ExistingWorkPolicy.REPLACE
         )
-        assert (await plugin.info("once")).input == {TASK_NAME_KEY: "third"}
+        third = await plugin.info("once")
+        assert (third.worker, third.input) == ("wm_async.compat:third", {})
 
 
 async def test_cancel_by_unique_name_tag_and_all(plugin: Plugin, clock: VirtualClock) -> None:
@@ -219,13 +224,92 @@ async def test_cancel_by_unique_name_tag_and_all(plugin: Plugin, clock: VirtualC
         assert not await wmgr.is_scheduled_by_unique_name("never-registered")
 
 
-async def test_tasks_run_as_one_worker_tagged_with_it(plugin: Plugin, clock: VirtualClock) -> None:
+async def test_each_task_runs_as_a_worker_named_after_it(
+    plugin: Plugin, clock: VirtualClock
+) -> None:
     async with plugin.manager:
         await plugin.workmanager.register_one_off_task("x", "simpleTask", tag="mine")
+        await plugin.workmanager.register_periodic_task("p", "tick")
         info = await plugin.info("x")
+        periodic = await plugin.info("p")
+        await clock.advance(timedelta(0))
 
-        assert info.worker == WORKER_NAME
-        assert info.tags == {WORKER_NAME, "mine"}
+        # what `wm-async list`, the logs and statistics show: the task name
+        assert info.worker == f"{WORKER_PREFIX}simpleTask"
+        assert info.tags == {WORKER_NAME, f"{WORKER_PREFIX}simpleTask", "mine"}
+        assert periodic.worker == f"{WORKER_PREFIX}tick"
+        assert (await plugin.info("x")).state is wm.WorkState.SUCCEEDED
+        assert plugin.calls == [("simpleTask", {}), ("tick", {})]
+        assert plugin.manager.statistics()["workers"] == [
+            WORKER_NAME,
+            f"{WORKER_PREFIX}simpleTask",
+            f"{WORKER_PREFIX}tick",
+        ]
+
+
+async def test_tasks_stored_by_an_earlier_version_still_run(
+    plugin: Plugin, clock: VirtualClock
+) -> None:
+    # Before: worker "wm_async.compat", the task name in the input.
+    old = wm.OneTimeWorkRequest(WORKER_NAME, input={TASK_NAME_KEY: "legacy", "n": 1})
+    async with plugin.manager:
+        await plugin.manager.enqueue(old)
+        await clock.advance(timedelta(0))
+        info = await plugin.manager.get_work_info(old.id)
+
+    assert info is not None
+    assert info.state is wm.WorkState.SUCCEEDED
+    assert plugin.calls == [("legacy", {"n": 1})]
+
+
+@pytest.fixture
+def compat_logger() -> Iterator[logging.Logger]:
+    """The facade's logger, as it was before the test (debug mode adds a handler)."""
+    logger = logging.getLogger("wm_async.compat")
+    handlers, level = list(logger.handlers), logger.level
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+async def test_debug_mode_prints_without_logging_configured(
+    make_manager: MakeManager,
+    clock: VirtualClock,
+    compat_logger: logging.Logger,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No handler anywhere (as in a script that never configured logging).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    plugin = Plugin(make_manager())
+    plugin.workmanager.initialize(plugin.callback_dispatcher, is_in_debug_mode=True)
+    async with plugin.manager:
+        await plugin.workmanager.register_one_off_task("x", "simpleTask")
+        await clock.advance(timedelta(0))
+
+    err = capsys.readouterr().err
+    assert re.search(
+        r"wm_async.compat: task 'simpleTask' \(work [0-9a-f-]+\) starting, run 1", err
+    )
+    assert re.search(r"wm_async.compat: task 'simpleTask' \(work [0-9a-f-]+\): success", err)
+
+
+async def test_debug_mode_leaves_configured_logging_alone(
+    make_manager: MakeManager,
+    clock: VirtualClock,
+    compat_logger: logging.Logger,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plugin = Plugin(make_manager())
+    plugin.workmanager.initialize(plugin.callback_dispatcher, is_in_debug_mode=True)
+    async with plugin.manager:
+        await plugin.workmanager.register_one_off_task("x", "simpleTask")
+        await clock.advance(timedelta(0))
+
+    assert compat_logger.handlers == []  # pytest's handlers are configured: none added
+    assert "task 'simpleTask'" not in capsys.readouterr().err
+    assert any("task 'simpleTask'" in r.getMessage() for r in caplog.records)
 
 
 async def test_sync_handler_runs_in_a_thread(
@@ -292,8 +376,8 @@ async def test_misuse_is_reported(make_manager: MakeManager) -> None:
     with pytest.raises(wm.InvalidRequestError, match="already initialized"):
         workmanager.initialize(lambda: None)
     async with manager:
-        with pytest.raises(wm.InvalidRequestError, match="is reserved"):
-            await workmanager.register_one_off_task("a", "t", input_data={TASK_NAME_KEY: "x"})
+        with pytest.raises(wm.InvalidRequestError, match="task_name"):
+            await workmanager.register_one_off_task("a", "t" * 1000)
 
 
 def test_the_ported_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

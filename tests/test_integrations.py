@@ -102,7 +102,7 @@ async def test_aiohttp_request_enqueues_work_and_a_later_one_sees_it_succeed(
             body = await report.json()
             assert body["state"] == "SUCCEEDED"
             assert body["output"] == {"rows": 42}
-            assert body["attempts"] == 1
+            assert body["run_attempt_count"] == 1
 
             missing = await client.get(f"/reports/{uuid.uuid4()}")
             assert missing.status == 404

@@ -308,7 +308,7 @@ async def test_a_chain_enqueue_whose_commit_answer_was_lost_succeeds(
 ) -> None:
     @manager.worker("w")
     async def work(ctx: wm.WorkContext) -> wm.Result:
-        return wm.Result.success({"n": ctx.input.get("n", 0) + 1})  # type: ignore[operator]
+        return wm.Result.success({"n": ctx.input.get("n", 0) + 1})
 
     first, second = wm.OneTimeWorkRequest("w"), wm.OneTimeWorkRequest("w")
     with anyio.fail_after(30):

@@ -48,6 +48,7 @@ from ._core.model import WorkExplanation as WorkExplanation
 from ._core.model import WorkInfo as WorkInfo
 from ._core.model import WorkQuery as WorkQuery
 from ._core.model import WorkState as WorkState
+from ._core.version import __version__ as __version__
 from ._runtime.events import WorkWatcher as WorkWatcher
 from ._runtime.executor import WorkContext as WorkContext
 from .signals import Flag as Flag

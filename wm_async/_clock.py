@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 import anyio
@@ -48,6 +49,11 @@ class Clock:
     def now(self) -> float:
         """The current wall-clock time, UTC epoch seconds."""
         raise NotImplementedError
+
+    def now_datetime(self) -> datetime:
+        """The current wall-clock time as an aware UTC ``datetime``: what ``WorkInfo``'s
+        times (``next_schedule_time``, ``started_at``, …) compare with. From :meth:`now`."""
+        return datetime.fromtimestamp(self.now(), UTC)
 
     async def sleep_until(self, deadline: float | None, wakeup: Wakeup) -> None:
         """Return when ``wakeup`` is set or ``deadline`` (wall time) has passed.

@@ -15,17 +15,20 @@ Each subcommand adds its parser to the ``commands`` group and sets a ``handler``
 default: ``handler(args) -> int`` does the work and returns the exit status. :func:`main`
 parses, dispatches, and turns errors into one ``wm-async: error: …`` line on stderr
 instead of a traceback: status 2 for bad arguments, 1 for anything else that failed
-(an unreachable store, an unknown id).
+(an unreachable store, an unknown id). ``--traceback`` (before the subcommand) prints
+the traceback too, such as where an app's module failed to import.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeAlias
 
@@ -48,6 +51,7 @@ from ._core.errors import (
     WorkManagerError,
 )
 from ._core.redact import mask_text
+from ._core.version import __version__
 
 __all__ = ("build_parser", "main")
 
@@ -64,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog=_PROG,
         description="Durable background work for asyncio, as Android's WorkManager does it.",
     )
+    parser.add_argument("--version", action="version", version=f"{_PROG} {__version__}")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on an error, print its traceback too (e.g. where an app's module failed to import)",
+    )
     commands: _Commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
@@ -75,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str, status: int) -> int:
+def _fail(message: str, status: int, exc: BaseException | None = None) -> int:
+    if exc is not None:  # --traceback: the error's own, and that of what caused it
+        # Masked like the message: a frame's line may quote a store URL with its password.
+        shown = "".join(traceback.format_exception(exc))
+        print(mask_text(shown), end="", file=sys.stderr)
     # Masked: a message may quote a store URL (--store, or the app's) with its password.
     print(f"{_PROG}: error: {one_line(mask_text(message))}", file=sys.stderr)
     return status
@@ -98,12 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except BaseException as raised:
         exc = unwrap(raised)
+        shown = exc if args.traceback else None
         if isinstance(exc, CommandError):
-            return _fail(str(exc), exc.status)
+            return _fail(str(exc), exc.status, shown)
         if isinstance(exc, InvalidRequestError):
-            return _fail(str(exc), 2)
+            return _fail(str(exc), 2, shown)
         if isinstance(exc, WorkManagerError):
-            return _fail(str(exc), 1)
+            return _fail(str(exc), 1, shown)
         if isinstance(exc, BrokenPipeError):  # `wm-async list | head`: not an error
             # Python would complain again when it flushes stdout at exit.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -157,17 +172,34 @@ def _load_manager(spec: str) -> WorkManager:
     try:
         found: object = importlib.import_module(module_name)
     except Exception as exc:
-        raise CommandError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
+        raise CommandError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {exc} "
+            "(wm-async --traceback worker ... shows where)"
+        ) from exc
     for part in attribute.split("."):
         try:
             found = getattr(found, part)
         except AttributeError:
             raise CommandError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if inspect.iscoroutinefunction(found):  # calling it would make a coroutine nobody awaits
+        raise CommandError(
+            f"{spec} is an async function; give a WorkManager, or a plain (not async) "
+            "function returning one"
+        )
     if not isinstance(found, WorkManager) and callable(found):
         try:
             found = found()
         except Exception as exc:
-            raise CommandError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+            raise CommandError(
+                f"{spec}() raised {type(exc).__name__}: {exc} "
+                "(wm-async --traceback worker ... shows where)"
+            ) from exc
+        if inspect.iscoroutine(found):  # e.g. a callable object whose __call__ is async
+            found.close()
+            raise CommandError(
+                f"{spec}() returned a coroutine; give a WorkManager, or a plain (not async) "
+                "function returning one"
+            )
     if not isinstance(found, WorkManager):
         raise CommandError(
             f"{spec} is a {type(found).__name__}, not a WorkManager (or a function returning one)"

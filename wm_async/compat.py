@@ -18,14 +18,17 @@
 The plugin's camelCase names become snake_case (``registerOneOffTask`` →
 :meth:`~Workmanager.register_one_off_task`), its ``Duration`` arguments are
 ``timedelta`` (or seconds), its enums are wm_async's, and its Futures are coroutines.
-Every task runs as a work of one worker, ``"wm_async.compat"``; the task name travels in
-the work's input under :data:`TASK_NAME_KEY`, which the handler does not see.
+Every task runs as a work of the worker ``"wm_async.compat:<task name>"`` (so ``wm-async
+list`` and the logs show the task name), tagged ``"wm_async.compat"``; its input is the
+task's ``input_data``. Tasks stored by earlier versions (worker ``"wm_async.compat"``,
+the task name in the input under :data:`TASK_NAME_KEY`) still run.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TypeAlias
@@ -52,13 +55,16 @@ from ._core.model import (
 )
 from ._runtime.executor import WorkContext
 
-__all__ = ("TASK_NAME_KEY", "WORKER_NAME", "TaskHandler", "Workmanager")
+__all__ = ("TASK_NAME_KEY", "WORKER_NAME", "WORKER_PREFIX", "TaskHandler", "Workmanager")
 
 logger = logging.getLogger("wm_async.compat")
 
-#: The worker every facade task runs as (it is also each task's tag).
+#: The tag of every facade task; with ``:`` and the task name, its worker name.
 WORKER_NAME = "wm_async.compat"
-#: The input key that carries the task name (removed before the handler is called).
+#: The worker names of facade tasks begin with this; the task name follows.
+WORKER_PREFIX = f"{WORKER_NAME}:"
+#: Where tasks stored by earlier versions (worker ``WORKER_NAME``) carry their task name
+#: (removed before the handler is called).
 TASK_NAME_KEY = "wm_async.compat.task_name"
 #: The plugin's default period for periodic tasks.
 DEFAULT_FREQUENCY = timedelta(minutes=15)
@@ -104,7 +110,8 @@ class Workmanager:
 
         :param callback_dispatcher: the app's dispatcher function
         :param is_in_debug_mode: log every task run and its outcome at INFO on the
-            ``wm_async.compat`` logger (the plugin shows notifications instead)
+            ``wm_async.compat`` logger (the plugin shows notifications instead); printed to
+            stderr when the app has not configured logging
         :raises InvalidRequestError: if the dispatcher did not call :meth:`execute_task`,
             or this facade was initialized before
         """
@@ -122,7 +129,10 @@ class Workmanager:
                 "it must call workmanager.execute_task(handler)",
             )
         self._debug = bool(is_in_debug_mode)
-        self._manager.register_worker(WORKER_NAME, self._run)
+        if self._debug:
+            _show_debug_log()
+        self._manager._register_worker_family(WORKER_PREFIX, self._run)
+        self._manager.register_worker(WORKER_NAME, self._run)  # tasks of earlier versions
         self._initialized = True
 
     def execute_task(self, handler: TaskHandler) -> None:
@@ -138,7 +148,10 @@ class Workmanager:
         handler = self._handler
         assert handler is not None  # initialize() registers _run only after it is set
         data = dict(ctx.input)
-        task_name = str(data.pop(TASK_NAME_KEY, ""))
+        if ctx.worker.startswith(WORKER_PREFIX):
+            task_name = ctx.worker.removeprefix(WORKER_PREFIX)
+        else:  # stored by an earlier version
+            task_name = str(data.pop(TASK_NAME_KEY, ""))
         if self._debug:
             logger.info(
                 "task %r (work %s) starting, run %d", task_name, ctx.id, ctx.run_attempt_count + 1
@@ -171,13 +184,14 @@ class Workmanager:
     # -- registering
 
     @staticmethod
-    def _input(task_name: str, input_data: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
+    def _worker(task_name: str) -> str:
+        """The worker name of the task ``task_name``."""
         validators.check_name("task_name", task_name)
-        data: dict[str, JSONValue] = dict(input_data or {})
-        if TASK_NAME_KEY in data:
-            raise InvalidRequestError("input_data", input_data, f"{TASK_NAME_KEY!r} is reserved")
-        data[TASK_NAME_KEY] = task_name
-        return data
+        return validators.check_name("task_name", WORKER_PREFIX + task_name)
+
+    @staticmethod
+    def _tags(tag: str | None) -> frozenset[str]:
+        return frozenset({WORKER_NAME} if tag is None else {WORKER_NAME, tag})
 
     @staticmethod
     def _backoff(policy: BackoffPolicy | str | None, delay: timedelta | float | None) -> Backoff:
@@ -216,9 +230,9 @@ class Workmanager:
         """
         self._require("register_one_off_task")
         request = OneTimeWorkRequest(
-            WORKER_NAME,
-            input=self._input(task_name, input_data),
-            tags={tag} if tag is not None else frozenset(),
+            self._worker(task_name),
+            input=input_data,
+            tags=self._tags(tag),
             initial_delay=initial_delay,
             constraints=constraints if constraints is not None else Constraints(),
             backoff=self._backoff(backoff_policy, backoff_policy_delay),
@@ -252,11 +266,11 @@ class Workmanager:
         """
         self._require("register_periodic_task")
         request = PeriodicWorkRequest(
-            WORKER_NAME,
-            input=self._input(task_name, input_data),
+            self._worker(task_name),
+            input=input_data,
             repeat_interval=frequency,
             flex_interval=flex_interval,
-            tags={tag} if tag is not None else frozenset(),
+            tags=self._tags(tag),
             initial_delay=initial_delay,
             constraints=constraints if constraints is not None else Constraints(),
             backoff=self._backoff(backoff_policy, backoff_policy_delay),
@@ -290,3 +304,25 @@ class Workmanager:
             WorkQuery(unique_names={validators.check_name("unique_name", unique_name)})
         )
         return bool(infos) and all(info.state in _SCHEDULED for info in infos)
+
+
+def _show_debug_log() -> None:
+    """Debug mode: make the facade's INFO lines visible, on stderr unless the app has
+    configured logging (a handler on the ``wm_async.compat`` logger or above it)."""
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    if not _has_real_handler(logger):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def _has_real_handler(log: logging.Logger) -> bool:
+    """Whether a record of ``log`` reaches a handler that shows it (the library's own
+    NullHandler on ``wm_async`` does not count)."""
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(not isinstance(h, logging.NullHandler) for h in current.handlers):
+            return True
+        current = current.parent if current.propagate else None
+    return False

@@ -18,8 +18,22 @@ Writing a signal takes a few lines: anything with a ``value`` property and an as
         async def wait_changed(self) -> None:
             await self._changed.wait()
 
-The built-in sources read ``/proc`` and ``/sys`` directly (Linux), so wm_async needs no
-psutil; each reader takes the path to read, so tests inject fake files.
+The built-in sources need no psutil. On Linux they read ``/proc`` and ``/sys`` directly
+(each reader takes the path to read, so tests inject fake files). Elsewhere:
+
+- ``network`` (``NetworkType.CONNECTED``) asks the operating system for a route to the
+  internet (a UDP socket "connected" to a documentation address: no packet is sent), on
+  macOS, Windows and the BSDs alike;
+- ``device_idle`` reads the load average with :func:`os.getloadavg` (Unix; on Windows it
+  is never true: register your own);
+- ``charging`` and ``battery_not_low`` find no ``/sys/class/power_supply`` and count the
+  machine as on mains power (register your own on a laptop);
+- ``storage_not_low`` uses :func:`shutil.disk_usage`, which is portable.
+
+``NetworkType.UNMETERED``, ``NOT_ROAMING`` and ``METERED`` have no built-in signal on any
+platform (no operating system API tells them portably): a work that needs one is refused
+at enqueue until the app registers ``network_unmetered`` (or ``network_not_roaming``,
+``network_metered``) with :meth:`WorkManager.register_signal`.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -58,6 +73,7 @@ __all__ = (
     "default_signals",
     "device_idle",
     "has_default_route",
+    "has_internet_route",
     "negate",
     "network",
     "on_mains_power",
@@ -353,7 +369,7 @@ def negate(signal: Signal) -> Signal:
     return _Combined([signal], lambda values: not values[0])
 
 
-# -- built-in sources (Linux /proc and /sys)
+# -- built-in sources (Linux /proc and /sys; portable fallbacks elsewhere)
 
 
 def has_default_route(route_file: str | os.PathLike[str] = "/proc/net/route") -> bool:
@@ -379,17 +395,59 @@ def has_default_route(route_file: str | os.PathLike[str] = "/proc/net/route") ->
     return False
 
 
+#: Addresses reserved for documentation (RFC 5737, RFC 3849): routed like any address on
+#: the internet, never answered. Connecting a UDP socket to one sends nothing.
+_INTERNET_PROBES: Sequence[tuple[socket.AddressFamily, str]] = (
+    (socket.AF_INET, "192.0.2.1"),
+    (socket.AF_INET6, "2001:db8::1"),
+)
+_LINUX_ROUTES = "/proc/net/route"
+
+
+def has_internet_route(
+    probes: Sequence[tuple[socket.AddressFamily, str]] = _INTERNET_PROBES,
+) -> bool:
+    """Whether the operating system has a route to an internet address (IPv4 or IPv6): a
+    UDP socket is "connected" to a documentation address, which picks a route and sends
+    nothing. Portable (Linux, macOS, Windows, BSD); fails only without any route beyond
+    the local network."""
+    for family, address in probes:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((address, 9))
+                local = sock.getsockname()[0]
+        except OSError:
+            continue
+        if local not in ("0.0.0.0", "::"):
+            return True
+    return False
+
+
 def network(
     probe: tuple[str, int] | None = None,
     *,
     every: timedelta | float = timedelta(seconds=5),
-    route_file: str | os.PathLike[str] = "/proc/net/route",
+    route_file: str | os.PathLike[str] | None = None,
 ) -> Predicate:
     """``NetworkType.CONNECTED``: a default route exists and, if ``probe`` is given, a TCP
-    connection to that host and port succeeds within the check timeout."""
+    connection to that host and port succeeds within the check timeout.
+
+    :param route_file: the Linux routing table to read (:func:`has_default_route`); by
+        default ``/proc/net/route`` where it exists, and elsewhere (macOS, Windows, BSD)
+        the operating system is asked for a route (:func:`has_internet_route`)
+    """
+    if route_file is None and not Path(_LINUX_ROUTES).exists():
+
+        def routed() -> bool:
+            return has_internet_route()
+    else:
+        routes = _LINUX_ROUTES if route_file is None else route_file
+
+        def routed() -> bool:
+            return has_default_route(routes)
 
     async def connected() -> bool:
-        if not await anyio.to_thread.run_sync(has_default_route, route_file):
+        if not await anyio.to_thread.run_sync(routed):
             return False
         if probe is None:
             return True
@@ -491,15 +549,23 @@ def storage_not_low(
 def device_idle(
     *,
     max_load_per_cpu: float = 0.3,
-    loadavg_file: str | os.PathLike[str] = "/proc/loadavg",
+    loadavg_file: str | os.PathLike[str] | None = None,
     cpus: int | None = None,
     every: timedelta | float = timedelta(seconds=30),
 ) -> Predicate:
-    """``requires_device_idle``: the 1-minute load average per CPU is below a threshold."""
+    """``requires_device_idle``: the 1-minute load average per CPU is below a threshold.
+
+    :param loadavg_file: a file in ``/proc/loadavg``'s format to read; by default
+        :func:`os.getloadavg` (Linux, macOS, BSD; Windows has none, so there the signal is
+        false and logs why: register your own)
+    """
     count = cpus or os.cpu_count() or 1
 
     def idle() -> bool:
-        load = float(Path(loadavg_file).read_text().split()[0])
+        if loadavg_file is None:
+            load = os.getloadavg()[0]
+        else:
+            load = float(Path(loadavg_file).read_text().split()[0])
         return load / count < max_load_per_cpu
 
     return Predicate(idle, every=every, name="device_idle")

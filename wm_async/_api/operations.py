@@ -147,12 +147,18 @@ class Operations:
         )
         if missing and self._settings.run_work:
             # (A producer cannot tell: the workers' processes register their signals.)
-            raise InvalidRequestError(
-                "constraints",
-                request.constraints,
+            message = (
                 f"no signal is registered as {', '.join(map(repr, missing))}; register one "
-                "with manager.register_signal(name, signal)",
+                "with manager.register_signal(name, signal)"
             )
+            networks = [n for n in missing if n.startswith("network_")]
+            if networks:  # only CONNECTED has a built-in signal, on any platform
+                message += (
+                    f" ({request.constraints.required_network} has no built-in signal: no "
+                    "operating system tells it portably; register e.g. "
+                    f"manager.register_signal({networks[0]!r}, wm.Predicate(your_check)))"
+                )
+            raise InvalidRequestError("constraints", request.constraints, message)
         return request
 
     async def _writes(self, connection: object) -> Store | JoinedTransaction:

@@ -12,13 +12,44 @@ from .._core import validators
 from .._core.errors import InvalidRequestError
 from .._core.mergers import COMBINE_WORKER
 from .._core.model import Backoff
-from .._core.policy import WorkerPolicy
+from .._core.policy import NO_POLICY, WorkerPolicy
 from .._runtime.executor import (
     Worker,
     WorkerFn,
 )
 
 F = TypeVar("F", bound=WorkerFn)
+
+
+class WorkerTable(dict[str, Worker]):
+    """Worker name -> worker, and worker *families*: every name that begins with a
+    family's prefix runs that family's function (the Flutter facade runs each task under
+    a worker name of its own, ``wm_async.compat:<task name>``, with one function).
+
+    ``get`` and ``in`` see the family members; iteration lists the members met so far.
+    """
+
+    def __init__(self, workers: dict[str, Worker]) -> None:
+        super().__init__(workers)
+        self.families: dict[str, tuple[WorkerFn, WorkerPolicy]] = {}
+
+    def _member(self, name: str) -> Worker | None:
+        for prefix, (fn, policy) in self.families.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                worker = self[name] = Worker.wrap(name, fn, policy)
+                return worker
+        return None
+
+    def get(self, name: str, default: Worker | None = None) -> Worker | None:  # type: ignore[override]
+        found = super().get(name)
+        if found is None and self.families:
+            found = self._member(name)
+        return default if found is None else found
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (
+            isinstance(name, str) and bool(self.families) and self.get(name) is not None
+        )
 
 
 class WorkerRegistry:
@@ -29,7 +60,8 @@ class WorkerRegistry:
     """
 
     def __init__(self, combine: WorkerFn) -> None:
-        self._workers: dict[str, Worker] = {COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)}
+        self._worker_table = WorkerTable({COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)})
+        self._workers: dict[str, Worker] = self._worker_table
         self._on_start: list[Callable[[Self], Awaitable[None]]] = []
 
     def worker(
@@ -104,6 +136,20 @@ class WorkerRegistry:
         if name == COMBINE_WORKER:
             raise InvalidRequestError("worker", name, "this name is reserved for chains")
         self._workers[name] = Worker.wrap(name, fn, policy)
+
+    def _register_worker_family(self, prefix: str, fn: WorkerFn) -> None:
+        """Run every work whose worker name begins with ``prefix`` (and goes on) with
+        ``fn``: for the Flutter facade (``wm_async.compat``), one worker name per task.
+
+        :raises InvalidRequestError: if the prefix is taken or ``fn`` is not callable
+        """
+        validators.check_name("worker", prefix)
+        if not callable(fn):
+            raise InvalidRequestError("worker", fn, "expected a callable")
+        families = self._worker_table.families
+        if prefix in families:
+            raise InvalidRequestError("worker", prefix, "a worker family is already registered")
+        families[prefix] = (fn, NO_POLICY)
 
     def unregister_worker(self, name: str) -> None:
         """Remove a worker. Works enqueued for it fail when they run (with an error that

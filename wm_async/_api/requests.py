@@ -70,6 +70,11 @@ def _to_id(value: uuid.UUID | str) -> uuid.UUID:
     return validators.to_uuid("id", value)
 
 
+def _to_id_or_new(value: uuid.UUID | str | None) -> uuid.UUID:
+    """``id=``: the UUID given (or its text), or a new one for ``None`` (the default)."""
+    return new_id() if value is None else _to_id(value)
+
+
 def _check_worker(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
     validators.check_name("worker", value)
 
@@ -93,7 +98,6 @@ def _check_merger(
         )
 
 
-_NEW_ID: Final = cast("uuid.UUID", object())  # a fresh id
 _EMPTY_INPUT: Final = cast("Data", validators.EMPTY_DATA)
 #: Worker name -> its default tags; also the worker names already checked.
 _WORKER_TAGS: dict[str, frozenset[str]] = {}
@@ -124,7 +128,7 @@ class _WorkRequest:
     )
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
     priority: int = attrs.field(default=0, validator=_check_priority)
-    id: uuid.UUID = attrs.field(factory=new_id, converter=_to_id)
+    id: uuid.UUID = attrs.field(default=None, converter=_to_id_or_new)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.constraints, Constraints):
@@ -158,8 +162,8 @@ class OneTimeWorkRequest(_WorkRequest):
     :ivar expedited: dispatched ahead of ordinary due work; no initial delay, and only
         network and storage constraints
     :ivar input_merger: how a chained work merges its prerequisites' outputs into its input
-    :ivar id: the work's UUID (unless given, a new version-7 UUID: random, and
-        ordered by creation time)
+    :ivar id: the work's UUID (unless given, or given as ``None``, a new version-7 UUID:
+        random, and ordered by creation time)
     """
 
     expedited: bool = attrs.field(default=False, validator=_check_bool)
@@ -177,7 +181,7 @@ class OneTimeWorkRequest(_WorkRequest):
         timeout: timedelta | float | None = None,
         max_attempts: int | None = None,
         priority: int = 0,
-        id: uuid.UUID | str = _NEW_ID,  # the public field name
+        id: uuid.UUID | str | None = None,  # the public field name; None: a new id
         expedited: bool = False,
         input_merger: type[InputMerger] = _DEFAULT_MERGER,
     ) -> None:
@@ -202,7 +206,7 @@ class OneTimeWorkRequest(_WorkRequest):
             _check_max_attempts(self, _FIELD_MAX_ATTEMPTS, max_attempts)
         if priority.__class__ is not int or priority != 0:
             _check_priority(self, _FIELD_PRIORITY, priority)
-        work_id = new_id() if id is _NEW_ID else _to_id(id)
+        work_id = new_id() if id is None else _to_id(id)
         if expedited is not False:
             _check_bool(self, _FIELD_EXPEDITED, expedited)
         if input_merger is not _DEFAULT_MERGER:

@@ -14,18 +14,18 @@ import argparse
 import json
 import math
 import os
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
-from enum import Enum
-from typing import TYPE_CHECKING, TypeAlias, cast
-from uuid import UUID
+from datetime import datetime
+from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
-import attrs
 
 from .._api.operations import cancel_records as cancel_works
 from .._clock import SystemClock
+from .._core.errors import InvalidRequestError
+from .._core.jsonform import to_json
 from .._core.model import (
     UNFINISHED_STATES,
     WorkInfo,
@@ -89,12 +89,12 @@ def add_commands(commands: _Commands) -> None:
     show = commands.add_parser(
         "show", parents=[store, as_json], help="show one work", description="Show one work."
     )
-    show.add_argument("id", metavar="ID", help="the work's id")
+    show.add_argument("id", metavar="ID", help="the work's id, or its last 8 or more hex digits")
     show.set_defaults(handler=_run_show)
 
     cancel = commands.add_parser(
         "cancel",
-        parents=[store],
+        parents=[store, as_json],
         help="cancel works",
         description=(
             "Cancel unfinished works: one by id, or by tag, unique name, or all. A work "
@@ -102,7 +102,9 @@ def add_commands(commands: _Commands) -> None:
         ),
     )
     which = cancel.add_mutually_exclusive_group(required=True)
-    which.add_argument("id", metavar="ID", nargs="?", help="the work's id")
+    which.add_argument(
+        "id", metavar="ID", nargs="?", help="the work's id, or its last 8 or more hex digits"
+    )
     which.add_argument("--tag", help="every unfinished work with this tag")
     which.add_argument("--unique-name", help="every unfinished work under this unique name")
     which.add_argument("--all", action="store_true", help="every unfinished work")
@@ -110,7 +112,7 @@ def add_commands(commands: _Commands) -> None:
 
     prune = commands.add_parser(
         "prune",
-        parents=[store],
+        parents=[store, as_json],
         help="delete finished works",
         description=(
             "Delete finished (SUCCEEDED, FAILED, CANCELLED) works; a finished work that an "
@@ -159,28 +161,6 @@ def _run(command: object, *args: object) -> int:
 
 
 # -- JSON and tables
-
-
-def to_json(value: object) -> object:
-    """A JSON-ready form of a WorkInfo (and what it holds)."""
-    if attrs.has(type(value)):
-        fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(value)))
-        return {f.name: to_json(getattr(value, f.name)) for f in fields}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, frozenset | set):
-        return sorted(to_json(v) for v in value)  # type: ignore[type-var]
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return value
 
 
 def print_json(value: object) -> None:
@@ -250,10 +230,39 @@ async def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: A short id: the last hex digits of an id (at least 8), as ``wm-async demo`` prints them.
+_SHORT_ID = re.compile(r"[0-9a-f]{8,31}")
+
+
 async def _get(store: Store, text: str) -> WorkRecord:
+    """The work whose id is ``text``, or whose id ends with the hex digits ``text`` (a
+    short id, read off the demo's rows or a table: found by reading every work's id, so on
+    a large store give the whole id).
+
+    :raises CommandError: if no work (or, for a short id, more than one) matches
+    """
     from .._core.validators import to_uuid
 
-    work_id = str(to_uuid("id", text))
+    short = text.strip().lower()
+    if _SHORT_ID.fullmatch(short):
+        matches = [
+            r
+            for r in await store.query(WorkQuery(states=list(WorkState)))
+            if r.id.replace("-", "").endswith(short)
+        ]
+        if not matches:
+            raise CommandError(f"no work whose id ends with {short} in the store")
+        if len(matches) > 1:
+            raise CommandError(
+                f"{len(matches)} works have ids ending with {short}; give more of the id"
+            )
+        return matches[0]
+    try:
+        work_id = str(to_uuid("id", text))
+    except InvalidRequestError:
+        raise CommandError(
+            f"expected a work id (a UUID, or its last 8 or more hex digits), got {text!r}", 2
+        ) from None
     found = await store.get([work_id])
     if not found:
         raise CommandError(f"no work with id {work_id} in the store")
@@ -334,7 +343,10 @@ async def _cancel(args: argparse.Namespace) -> int:
         if args.id is not None:
             record = await _get(store, args.id)
             if record.state.is_finished:
-                print(f"work {record.id} is already {record.state.value}; nothing to cancel")
+                if args.json:
+                    print_json({"cancelled": [], "running": []})
+                else:
+                    print(f"work {record.id} is already {record.state.value}; nothing to cancel")
                 return 0
             targets = [record]
         else:
@@ -346,8 +358,11 @@ async def _cancel(args: argparse.Namespace) -> int:
             targets = await store.query(query)
         was_running = {r.id for r in targets if r.state is WorkState.RUNNING}
         cancelled = await cancel_records(store, targets)
-    print(f"cancelled {len(cancelled)} work(s)")
     running = [r for r in cancelled if r.id in was_running]
+    if args.json:  # the ids cancelled, and those of them that were RUNNING
+        print_json({"cancelled": [r.id for r in cancelled], "running": [r.id for r in running]})
+        return 0
+    print(f"cancelled {len(cancelled)} work(s)")
     if running:
         # The cancel's notification reaches the process running the work (PostgreSQL:
         # NOTIFY; SQLite: a datagram, or the manager's poll).
@@ -367,5 +382,8 @@ async def _prune(args: argparse.Namespace) -> int:
     before = math.inf if older_than is None else SystemClock().now() - older_than
     async with admin_store(args.store) as store:
         pruned = await store.prune(finished_before=before)
+    if args.json:
+        print_json({"pruned": pruned})
+        return 0
     print(f"pruned {pruned} finished work(s)")
     return 0

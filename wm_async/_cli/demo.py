@@ -3,13 +3,17 @@
 A handful of works show the main ideas: one reporting progress, one delayed, one that
 fails twice and succeeds on its third run, a periodic one (cancelled after three
 periods), and one waiting on a signal that the demo turns on after a moment. Each state
-change is printed as one row, after a short legend.
+change is printed as one row, after a short legend; on a terminal the states are in
+colour (``--color``). The temporary store is deleted at the end unless ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -52,12 +56,26 @@ _PERIODS = 3
 #: When the demo turns the gate signal on (seconds after it starts).
 _GATE_OPENS_AFTER = 1.5
 _STATE_WIDTH = max(len(s.value) for s in WorkState)
+#: How many hex digits of a work's id the rows show: its last ones (a UUIDv7 begins with
+#: the time it was made, the same for works made together; it ends with random bits).
+SHORT_ID = 8
+#: ANSI colours of the states, on a terminal.
+_COLOURS = {
+    WorkState.ENQUEUED: "\033[2m",  # dim
+    WorkState.BLOCKED: "\033[2m",
+    WorkState.RUNNING: "\033[36m",  # cyan
+    WorkState.SUCCEEDED: "\033[32m",  # green
+    WorkState.FAILED: "\033[31m",  # red
+    WorkState.CANCELLED: "\033[33m",  # yellow
+}
+_RESET = "\033[0m"
 
 _INTRO = """\
 Each row is one state change of a work:
   ENQUEUED  waits for its delay, backoff or signals   RUNNING    its worker runs
   BLOCKED   waits for the works before it in a chain
   SUCCEEDED / FAILED / CANCELLED: finished for good   attempts:  runs started so far
+  id: the last {short} hex digits of the work's id (wm-async show and cancel take them)
 The works: 'progress' reports progress; 'delayed' waits 2 s first; 'flaky' fails twice
 and succeeds on its third run; 'heartbeat' repeats every second until the demo cancels
 it; 'gated' waits for the signal {gate!r}, which the demo turns on after {after:g} s;
@@ -81,6 +99,19 @@ def add_command(commands: _Commands) -> None:
         help="store URL (default: a fresh SQLite file in a temporary directory)",
     )
     demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary store at the end (default: delete it), to look into it "
+        "with 'wm-async list' and 'wm-async show'",
+    )
+    demo.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the states: auto (default) when printing to a terminal and NO_COLOR is "
+        "not set",
+    )
+    demo.add_argument(
         "--duration",
         metavar="SECONDS",
         type=positive_seconds,
@@ -90,12 +121,31 @@ def add_command(commands: _Commands) -> None:
     demo.set_defaults(handler=_run_demo)
 
 
+def use_colour(choice: str) -> bool:
+    """Whether ``--color choice`` colours what is printed to stdout."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return sys.stdout.isatty()
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     store: str | None = args.store
-    if store is None:
-        path = Path(tempfile.mkdtemp(prefix="wm-async-demo-")) / "demo.db"
-        store = f"sqlite:///{path}"
-    result: int = anyio.run(_demo, store, args.duration, backend="asyncio")
+    colour = use_colour(args.color)
+    if store is not None:
+        result: int = anyio.run(_demo, store, args.duration, colour, backend="asyncio")
+        return result
+    folder = Path(tempfile.mkdtemp(prefix="wm-async-demo-"))
+    store = f"sqlite:///{folder / 'demo.db'}"
+    try:
+        result = anyio.run(_demo, store, args.duration, colour, backend="asyncio")
+    finally:
+        if args.keep:
+            print(f"the store is kept: wm-async list --store {store}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"deleted the temporary store {folder} (--keep keeps it)")
     return result
 
 
@@ -180,10 +230,13 @@ def _details(info: WorkInfo, now: float, gate: Flag) -> str:
     return "  ".join(parts)
 
 
-def _row(cells: tuple[str, str, str, str, str, str], worker_width: int) -> str:
+def _row(cells: tuple[str, str, str, str, str, str], worker_width: int, colour: str = "") -> str:
     time, work_id, worker, state, attempts, details = cells
+    state = f"{state:<{_STATE_WIDTH}}"
+    if colour:
+        state = f"{colour}{state}{_RESET}"
     return (
-        f"{time:>8}  {work_id:<8}  {worker:<{worker_width}}  {state:<{_STATE_WIDTH}}  "
+        f"{time:>8}  {work_id:<{SHORT_ID}}  {worker:<{worker_width}}  {state}  "
         f"{attempts:>8}  {details}"
     ).rstrip()
 
@@ -193,7 +246,7 @@ def _note(elapsed: float, text: str) -> None:
     print(f"{elapsed:>7.2f}s  -- {text}", flush=True)
 
 
-async def _demo(store: str, duration: float) -> int:
+async def _demo(store: str, duration: float, colour: bool = False) -> int:
     manager = WorkManager(store=store, shutdown_grace=1)
     _register_workers(manager)
     gate = Flag()
@@ -206,7 +259,7 @@ async def _demo(store: str, duration: float) -> int:
     width = max(len(r.worker) for r in requests)
     clock = manager.clock
     print(f"wm-async demo: store {mask_url(store)}", flush=True)
-    print(_INTRO.format(gate=_GATE, after=_GATE_OPENS_AFTER), flush=True)
+    print(_INTRO.format(gate=_GATE, after=_GATE_OPENS_AFTER, short=SHORT_ID), flush=True)
     async with manager:
         print(_row(("time", "id", "worker", "state", "attempts", "details"), width))
         start = clock.now()
@@ -227,13 +280,14 @@ async def _demo(store: str, duration: float) -> int:
                         now = clock.now()
                         cells = (
                             f"{now - start:.2f}s",
-                            info.id.hex[:8],
+                            info.id.hex[-SHORT_ID:],
                             info.worker,
                             info.state.value,
                             str(info.run_attempt_count),
                             _details(info, now, gate),
                         )
-                        print(_row(cells, width), flush=True)
+                        shade = _COLOURS[info.state] if colour else ""
+                        print(_row(cells, width, shade), flush=True)
                         if info.is_finished:
                             unfinished.discard(info.id)
                             if not unfinished:

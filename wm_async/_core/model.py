@@ -7,7 +7,7 @@ import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import attrs
 
@@ -17,6 +17,7 @@ from .errors import (
     InvalidRequestError,
     StoreCorruptError,
 )
+from .jsonform import to_json as _json_form
 
 
 class WorkState(enum.Enum):
@@ -408,7 +409,8 @@ class WorkInfo:
     :ivar input: its input data
     :ivar output: output data; empty unless SUCCEEDED or FAILED
     :ivar progress: the last ``set_progress`` data; empty unless RUNNING
-    :ivar run_attempt_count: how many runs have started
+    :ivar run_attempt_count: how many runs have started (also :attr:`runs_started`; not
+        ``WorkContext.run_attempt_count``, which counts the runs *before* the current one)
     :ivar generation: incremented by ``update_work``
     :ivar constraints: its constraints
     :ivar initial_delay: its initial delay
@@ -450,6 +452,18 @@ class WorkInfo:
     def is_finished(self) -> bool:
         """True once the work is SUCCEEDED, FAILED or CANCELLED."""
         return self.state.is_finished
+
+    @property
+    def runs_started(self) -> int:
+        """How many runs have started, a running one included: ``WorkContext.runs_started``
+        of the current run (the clear name of ``run_attempt_count``)."""
+        return self.run_attempt_count
+
+    def to_dict(self) -> dict[str, Any]:
+        """This snapshot as JSON-ready data (``json.dumps(info.to_dict())``), as ``wm-async
+        show --json`` prints it: times in ISO 8601, durations in seconds, enums as values."""
+        form: dict[str, Any] = _json_form(self)
+        return form
 
 
 class _Selectable(Protocol):

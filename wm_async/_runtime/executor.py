@@ -8,7 +8,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import anyio
 import attrs
@@ -135,9 +135,12 @@ class WorkContext:
 
     :ivar id: the work's UUID
     :ivar worker: the worker name
-    :ivar input: the work's input (merged with prerequisites' outputs for chained work)
+    :ivar input: the work's input (merged with prerequisites' outputs for chained work): a
+        JSON object, typed ``Mapping[str, Any]`` so that reading a value needs no cast
     :ivar tags: the work's tags
-    :ivar run_attempt_count: how many runs happened before this one (0 on the first)
+    :ivar run_attempt_count: how many runs happened *before* this one (0 on the first), as
+        Android's ``runAttemptCount``; :attr:`runs_started` counts this one too, as
+        ``WorkInfo.run_attempt_count`` does
     """
 
     # __weakref__: so apps (and tests) can check that nothing keeps a finished run's context.
@@ -158,7 +161,7 @@ class WorkContext:
     ) -> None:
         record = handle.record
         self.worker: str = record.worker
-        self.input: Data = record.input
+        self.input: Mapping[str, Any] = record.input
         self.tags: frozenset[str] = record.tags
         self.run_attempt_count: int = record.run_attempt_count - 1
         self._handle = handle
@@ -171,6 +174,12 @@ class WorkContext:
     def id(self) -> uuid.UUID:
         """The work's UUID."""
         return uuid.UUID(self._handle.record.id)
+
+    @property
+    def runs_started(self) -> int:
+        """How many runs have started, this one included (1 on the first run): the
+        ``WorkInfo.runs_started`` (and ``run_attempt_count``) that observers see now."""
+        return self.run_attempt_count + 1
 
     @property
     def stop_reason(self) -> StopReason:

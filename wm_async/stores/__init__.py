@@ -6,6 +6,8 @@ so an app on SQLite never imports asyncpg.
 
 from __future__ import annotations
 
+import typing
+
 from ._base import Claimed as Claimed
 from ._base import ClaimParams as ClaimParams
 from ._base import JoinedTransaction as JoinedTransaction
@@ -20,6 +22,24 @@ __all__ = (
     "StoreListener",
     "open_store",
 )
+
+if typing.TYPE_CHECKING:
+    from .memory import MemoryStore as MemoryStore
+    from .postgres import PostgresStore as PostgresStore
+    from .sqlite import SQLiteStore as SQLiteStore
+
+#: The backends, importable from here too; imported on first use (PostgresStore needs
+#: asyncpg, the ``postgres`` extra).
+_BACKENDS = {"MemoryStore": "memory", "SQLiteStore": "sqlite", "PostgresStore": "postgres"}
+
+
+def __getattr__(name: str) -> object:
+    module = _BACKENDS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def open_store(url: str) -> Store:
