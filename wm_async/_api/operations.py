@@ -10,7 +10,7 @@ cancelled works, and watching the signals new works need.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from .._core import lifecycle, validators
@@ -32,11 +32,11 @@ from .requests import (
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from .._runtime.executor import Worker
     from .._runtime.services import (
         Services,
         Settings,
     )
+    from .._runtime.workers import WorkerTable
     from ..stores import Store
     from ..stores._base import JoinedTransaction
     from .chains import WorkContinuation
@@ -107,7 +107,7 @@ class Operations:
         settings: Settings,
         store: Store,
         clock: Clock,
-        workers: Mapping[str, Worker],
+        workers: WorkerTable,
     ) -> None:
         self._services = services
         self._settings = settings
@@ -130,7 +130,7 @@ class Operations:
             raise InvalidRequestError(
                 "request", request, "expected a OneTimeWorkRequest or PeriodicWorkRequest"
             )
-        if request.worker not in self._workers:
+        if request.worker not in self._workers and self._workers.member(request.worker) is None:
             known = self._settings.known_workers
             if known is not None:
                 if request.worker not in known:

@@ -13,8 +13,8 @@ from .._core.mergers import COMBINE_WORKER
 
 if TYPE_CHECKING:
     from .._clock import Clock
-    from .._runtime.executor import Worker
     from .._runtime.services import Services
+    from .._runtime.workers import WorkerTable
     from ..stores import Store
 
 
@@ -26,7 +26,7 @@ class WorkerPause:
         _store: Store
         _clock: Clock
         _services: Services
-        _workers: dict[str, Worker]
+        _workers: WorkerTable
         _require: Callable[[str], None]
         _serving: Callable[[str], AbstractContextManager[None]]
         known_workers: frozenset[str] | None
@@ -35,7 +35,7 @@ class WorkerPause:
     def _is_known(self, name: str) -> bool:
         # The rule of enqueue: registered, or in known_workers; a producer without
         # known_workers knows any name.
-        if name in self._workers and name != COMBINE_WORKER:
+        if name != COMBINE_WORKER and self._workers.find(name) is not None:
             return True
         if self.known_workers is not None:
             return name in self.known_workers

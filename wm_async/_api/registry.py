@@ -17,39 +17,9 @@ from .._runtime.executor import (
     Worker,
     WorkerFn,
 )
+from .._runtime.workers import WorkerTable
 
 F = TypeVar("F", bound=WorkerFn)
-
-
-class WorkerTable(dict[str, Worker]):
-    """Worker name -> worker, and worker *families*: every name that begins with a
-    family's prefix runs that family's function (the Flutter facade runs each task under
-    a worker name of its own, ``wm_async.compat:<task name>``, with one function).
-
-    ``get`` and ``in`` see the family members; iteration lists the members met so far.
-    """
-
-    def __init__(self, workers: dict[str, Worker]) -> None:
-        super().__init__(workers)
-        self.families: dict[str, tuple[WorkerFn, WorkerPolicy]] = {}
-
-    def _member(self, name: str) -> Worker | None:
-        for prefix, (fn, policy) in self.families.items():
-            if name.startswith(prefix) and len(name) > len(prefix):
-                worker = self[name] = Worker.wrap(name, fn, policy)
-                return worker
-        return None
-
-    def get(self, name: str, default: Worker | None = None) -> Worker | None:  # type: ignore[override]
-        found = super().get(name)
-        if found is None and self.families:
-            found = self._member(name)
-        return default if found is None else found
-
-    def __contains__(self, name: object) -> bool:
-        return super().__contains__(name) or (
-            isinstance(name, str) and bool(self.families) and self.get(name) is not None
-        )
 
 
 class WorkerRegistry:
@@ -60,8 +30,7 @@ class WorkerRegistry:
     """
 
     def __init__(self, combine: WorkerFn) -> None:
-        self._worker_table = WorkerTable({COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)})
-        self._workers: dict[str, Worker] = self._worker_table
+        self._workers = WorkerTable({COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)})
         self._on_start: list[Callable[[Self], Awaitable[None]]] = []
 
     def worker(
@@ -146,7 +115,7 @@ class WorkerRegistry:
         validators.check_name("worker", prefix)
         if not callable(fn):
             raise InvalidRequestError("worker", fn, "expected a callable")
-        families = self._worker_table.families
+        families = self._workers.families
         if prefix in families:
             raise InvalidRequestError("worker", prefix, "a worker family is already registered")
         families[prefix] = (fn, NO_POLICY)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .._core.model import StopReason
@@ -18,8 +17,8 @@ if TYPE_CHECKING:
     )
     from .executor import (
         RunHandle,
-        Worker,
     )
+    from .workers import WorkerTable
 
 logger = logging.getLogger("wm_async.scheduler")
 
@@ -36,7 +35,7 @@ class Deadlines:
     on the hot path, and almost every run shares the manager's default timeout.)
     """
 
-    def __init__(self, clock: Clock, workers: Mapping[str, Worker]) -> None:
+    def __init__(self, clock: Clock, workers: WorkerTable) -> None:
         self._clock = clock
         self._workers = workers
         # Handles, each with its deadline set (no tuple per run to allocate).
@@ -68,7 +67,7 @@ class Deadlines:
     def _fire(self) -> None:
         self._timer, self._timer_at = None, math.inf
         for handle in self.expired(self._clock.monotonic()):
-            worker = self._workers.get(handle.record.worker)
+            worker = self._workers.find(handle.record.worker)
             if handle.in_worker and worker is not None and not worker.is_async:
                 logger.warning(
                     "%r passed its timeout; a sync worker's thread cannot be cancelled, so "

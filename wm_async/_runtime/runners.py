@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -15,7 +15,6 @@ from .._core import lifecycle, validators
 from .._core.model import StopReason
 from .executor import (
     RunHandle,
-    Worker,
     execute,
 )
 
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from .recorder import Recorder
     from .runs import RunTable
     from .settle import Settle
+    from .workers import WorkerTable
 
 logger = logging.getLogger("wm_async.scheduler")
 
@@ -47,7 +47,7 @@ class RunnerPool:
         *,
         store: Store,
         clock: Clock,
-        workers: Mapping[str, Worker],
+        workers: WorkerTable,
         default_timeout: float | None,
         max_data_bytes: int,
         publish: Callable[[Sequence[WorkRecord]], None],
@@ -163,6 +163,8 @@ class RunnerPool:
                     # fewer per run).
                     record = handle.record
                     worker = workers.get(record.worker)
+                    if worker is None:
+                        worker = workers.member(record.worker)
                     timeout = record.timeout
                     if worker is not None:
                         # Its defaults for what the request leaves open (semantics 46).

@@ -92,7 +92,12 @@ class RunTable:
             return
         handle.returned = True
         self.slots_used -= 1
-        self.on_released()
+        # Wake the dispatcher only if this frees the first place: with places free
+        # already, it is not waiting for one (it sleeps until a due time or a wake-up).
+        if self.slots_used == self.max_concurrency - 1 and len(self.running) < (
+            2 * self.max_concurrency
+        ):
+            self.on_released()
 
     def claimable(self) -> int:
         """How many works may be claimed now: free places, while no more than

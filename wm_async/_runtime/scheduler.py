@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,6 @@ from anyio.abc import TaskGroup, TaskStatus
 from .._core.model import StopReason
 from .deadlines import Deadlines
 from .dispatcher import Dispatcher
-from .executor import Worker
 from .health import StoreHealth
 from .hooks import TestHooks
 from .leases import LeaseKeeper
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from .._clock import Clock
     from .._core.record import WorkRecord
     from ..stores._base import Store
+    from .workers import WorkerTable
 
 logger = logging.getLogger("wm_async.scheduler")
 
@@ -53,7 +53,7 @@ class Scheduler:
 
     store: Store
     clock: Clock
-    workers: Mapping[str, Worker]
+    workers: WorkerTable
     max_concurrency: int
     default_timeout: float | None
     owner: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import Protocol
 
@@ -38,13 +38,13 @@ from .constraints import (
 )
 from .events import EventHub
 from .executor import (
-    Worker,
     task_cancelled,
 )
 from .hooks import TestHooks
 from .scheduler import Scheduler
 from .transitions import Publisher
 from .watchdog import LoopWatchdog
+from .workers import WorkerTable
 
 logger = logging.getLogger("wm_async")
 
@@ -102,7 +102,7 @@ class Services:
         settings: Settings,
         store: Store,
         clock: Clock,
-        workers: Mapping[str, Worker],
+        workers: WorkerTable,
         hooks: TestHooks,
     ) -> None:
         self._settings = settings
