@@ -29,6 +29,8 @@ from ._core.errors import StoreGoneError as StoreGoneError
 from ._core.errors import StoreReadOnlyError as StoreReadOnlyError
 from ._core.errors import UnknownWorkerError as UnknownWorkerError
 from ._core.errors import WorkManagerError as WorkManagerError
+from ._core.limits import HeldBy as HeldBy
+from ._core.limits import RateLimit as RateLimit
 from ._core.mergers import ArrayCreatingInputMerger as ArrayCreatingInputMerger
 from ._core.mergers import InputMerger as InputMerger
 from ._core.mergers import OverwritingInputMerger as OverwritingInputMerger
@@ -77,6 +79,7 @@ __all__ = (
     "OverwritingInputMerger",
     "ArrayCreatingInputMerger",
     "WorkContinuation",
+    "RateLimit",
     "Data",
     "JSONValue",
     # observation
@@ -86,6 +89,7 @@ __all__ = (
     "StopReason",
     "WorkError",
     "WorkExplanation",
+    "HeldBy",
     "Periodicity",
     "WorkWatcher",
     # from synchronous code

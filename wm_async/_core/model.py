@@ -17,6 +17,7 @@ from .errors import (
     InvalidRequestError,
     StoreCorruptError,
 )
+from .limits import HELD_REASONS, HeldBy
 
 
 class WorkState(enum.Enum):
@@ -422,6 +423,9 @@ class WorkInfo:
     :ivar finished_at: when it reached a terminal state (UTC)
     :ivar error: the exception of the failed run, if it FAILED by raising
     :ivar priority: its priority (higher is claimed first among due works)
+    :ivar held_by: what holds back this due ENQUEUED work (its worker paused, or at its
+        ``max_running`` or ``rate_limit``: semantics 49), as the manager that answers
+        knows it; ``None`` otherwise
     """
 
     id: uuid.UUID
@@ -445,6 +449,7 @@ class WorkInfo:
     finished_at: datetime | None
     error: WorkError | None
     priority: int = 0
+    held_by: HeldBy | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -473,6 +478,8 @@ class WorkExplanation:
     :ivar capacity_full: every ``max_concurrency`` slot is taken
     :ivar reasons: the above in words, most important first
     :ivar worker_paused: the work's worker is paused (``manager.pause_worker``)
+    :ivar held_by: the worker's limit that holds the due work back (semantics 49), or
+        :attr:`HeldBy.PAUSED`; ``None`` if none does
     """
 
     info: WorkInfo
@@ -481,6 +488,7 @@ class WorkExplanation:
     capacity_full: bool
     reasons: tuple[str, ...]
     worker_paused: bool = False
+    held_by: HeldBy | None = None
 
     @classmethod
     def build(
@@ -492,6 +500,7 @@ class WorkExplanation:
         unmet_signals: Mapping[str, str],
         capacity_full: bool,
         worker_paused: bool = False,
+        held_by: HeldBy | None = None,
     ) -> WorkExplanation:
         """Assemble the explanation and its sentences."""
         reasons: list[str] = []
@@ -513,6 +522,8 @@ class WorkExplanation:
                 reasons.append(f"delayed until {due_at.isoformat()} ({due - now:.1f}s from now)")
             for name, why in unmet_signals.items():
                 reasons.append(f"waiting for signal {name!r}: {why}")
+            if held_by in HELD_REASONS and due_at is None:
+                reasons.append(f"due, but its worker {info.worker!r} {HELD_REASONS[held_by]}")
             if capacity_full and due_at is None and not unmet_signals and not worker_paused:
                 reasons.append("due, but every max_concurrency slot is taken")
             if not reasons:
@@ -524,6 +535,7 @@ class WorkExplanation:
             capacity_full=capacity_full,
             reasons=tuple(reasons),
             worker_paused=worker_paused and state is WorkState.ENQUEUED,
+            held_by=held_by if state is WorkState.ENQUEUED else None,
         )
 
     def __str__(self) -> str:

@@ -138,6 +138,17 @@ PAUSE: Final = "INSERT OR IGNORE INTO wm_paused (worker, since) VALUES (?, ?)"
 RESUME: Final = "DELETE FROM wm_paused WHERE worker = ?"
 PAUSED: Final = "SELECT worker FROM wm_paused"
 
+#: A claim of limited workers' works (semantics 49): their RUNNING counts, their token
+#: buckets, and writing a bucket back.
+RUNNING_OF: Final = (
+    "SELECT worker, count(*) FROM wm_work WHERE state = 'RUNNING' "
+    "AND worker IN (SELECT value FROM json_each(?)) GROUP BY worker"
+)
+BUCKETS_OF: Final = (
+    "SELECT worker, tokens, at FROM wm_limits WHERE worker IN (SELECT value FROM json_each(?))"
+)
+WRITE_BUCKET: Final = "INSERT OR REPLACE INTO wm_limits (worker, tokens, at) VALUES (?, ?, ?)"
+
 SIGNALS_IN_USE: Final = (
     "SELECT DISTINCT constraints FROM wm_work "
     "WHERE signals != '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
@@ -161,7 +172,7 @@ CLAIM_LEVELS: Final = _LEVELS_CTE + "SELECT e, p FROM lv WHERE p IS NOT NULL"
 
 
 @functools.lru_cache(maxsize=128)
-def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
+def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = False) -> str:
     """Everything a claim reads, from the due index alone (unless workers are paused),
     in one statement.
 
@@ -169,7 +180,8 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
     levels the caller expects. Rows are ``(level, later, rowid, due)``: with ``later`` 0,
     the level's works due at ``:now`` (at most ``:k``), with 1 the first not yet due;
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
-    with ``paused`` those of the workers in the JSON array ``:paused``.
+    with ``paused`` those of the workers in the JSON array ``:paused``; with ``only``,
+    every work but those of the worker ``:only``.
     Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
     NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
     from the expected ones, the caller claims again with them.
@@ -180,6 +192,8 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
         unparked = f" AND (signals = '' OR ({absent}))"
     if paused:
         unparked += " AND worker NOT IN (SELECT value FROM json_each(:paused))"
+    if only:
+        unparked += " AND worker = :only"
     branches = [
         f"SELECT * FROM (SELECT {i} AS level, {later} AS later, rowid AS rid, "
         "next_run_at AS due FROM wm_work WHERE state = 'ENQUEUED' "
