@@ -378,8 +378,8 @@ class Schema:
         )
         self._returning = returning
 
-    @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
-    def claim(self, blocked: bool, paused: bool = False) -> Statement:
+    @functools.lru_cache(maxsize=8)  # noqa: B019  # a few variants per Schema, kept with it
+    def claim(self, blocked: bool, paused: bool = False, only: bool = False) -> Statement:
         """Claim up to ``:limit`` due unparked works, expedited first, then higher priority,
         then earlier due (semantics 48), locking them with
         SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner,
@@ -391,11 +391,14 @@ class Schema:
         earliest due time of the claimable ENQUEUED works left (NULL for none; in the
         past if ``:limit`` was reached), ``compared_with`` the clock the claim compared
         with (to convert between the database's clock and the caller's), then each
-        claimed work's expedited flag and due time before the claim (for ordering)."""
+        claimed work's expedited flag and due time before the claim (for ordering).
+        With ``only``, the works of the worker ``:only`` alone (semantics 49)."""
         t = self.table
         unparked = self._unparked(blocked)
         if paused:  # the workers in :paused are paused: their works stay ENQUEUED
             unparked += " AND worker <> ALL(:paused::text[])"
+        if only:
+            unparked += " AND worker = :only"
         # One row more than the limit is locked: if it exists, works are still due now.
         # (The statement sees its own snapshot, in which the claimed rows are still
         # ENQUEUED: the next due time must come from rows it did not claim.) A
@@ -431,6 +434,30 @@ class Schema:
             f"WITH {due}, {write}, {_NOTIFY}, {next_due} "
             f"SELECT nd.next_due, nd.compared_with, {names} FROM nd "
             "CROSS JOIN (SELECT count(*) FROM n) AS m LEFT JOIN w ON true"
+        )
+
+    @functools.cached_property
+    def limits(self) -> tuple[Statement, Statement, Statement]:
+        """A limited claim's statements on ``wm_limits`` (semantics 49): make the
+        workers' rows; lock them (in name order: claims never deadlock) with the count
+        of each worker's RUNNING works whose lease is live, the works of a crashed
+        process counting no more once their lease ends, and the time compared with;
+        write a bucket back."""
+        q, t = self.quoted, self.table
+        return (
+            Statement(
+                f"INSERT INTO {q}.wm_limits (worker) SELECT unnest(:workers::text[]) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            Statement(
+                f"SELECT l.worker, l.tokens, l.at, (SELECT count(*) FROM {t} "
+                "WHERE state = 'RUNNING' AND worker = l.worker "
+                f"AND lease_until > {_BASE}), {_BASE} FROM {q}.wm_limits AS l "
+                "WHERE l.worker = ANY(:workers::text[]) ORDER BY l.worker FOR UPDATE OF l"
+            ),
+            Statement(
+                f"UPDATE {q}.wm_limits SET tokens = :tokens, at = :at WHERE worker = :worker"
+            ),
         )
 
     @staticmethod
