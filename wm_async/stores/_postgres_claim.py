@@ -116,21 +116,22 @@ async def _claim_limited(
     """In the claim's transaction: lock the limited workers' rows, claim each one's due
     works within its allowance; the claim statements' rows, and the earliest time (the
     caller's clock) one of their works left may start. Fills ``held``."""
-    ensure, lock, write = ops.sql.limits
+    ensure, lock, count, write = ops.sql.limits
     args = {"workers": limited, "base": values["base"]}
     rows = await conn.fetch(lock.text, *lock.args(**args))
     if len(rows) < len(limited):  # a worker's first limited claim: make its row
         await conn.execute(ensure.text, *ensure.args(**args))
         rows = await conn.fetch(lock.text, *lock.args(**args))
+    running = dict(await conn.fetch(count.text, *count.args(**args)))
     statement = ops.sql.claim(bool(values["blocked"]), bool(params.paused_workers), True)
     values["paused"] = sorted(params.paused_workers)
     taken: list[Any] = []
     first: float | None = None
-    for worker, tokens, at, running, compared_with in rows:
+    for worker, tokens, at, compared_with in rows:
         # The bucket is kept on the clock SQL compares with (``compared_with``).
         allowance = Allowance.of(
             params.limits[worker],
-            running=running,
+            running=running.get(worker, 0),
             bucket=None if tokens is None else Bucket(tokens, at),
             now=compared_with,
         )

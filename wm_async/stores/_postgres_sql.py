@@ -437,12 +437,13 @@ class Schema:
         )
 
     @functools.cached_property
-    def limits(self) -> tuple[Statement, Statement, Statement]:
-        """A limited claim's statements on ``wm_limits`` (semantics 49): make the
-        workers' rows; lock them (in name order: claims never deadlock) with the count
-        of each worker's RUNNING works whose lease is live, the works of a crashed
-        process counting no more once their lease ends, and the time compared with;
-        write a bucket back."""
+    def limits(self) -> tuple[Statement, Statement, Statement, Statement]:
+        """A limited claim's statements (semantics 49): make the workers' rows of
+        ``wm_limits``; lock them (in name order: claims never deadlock), with their
+        buckets and the time compared with; count each worker's RUNNING works whose
+        lease is live (the works of a crashed process count no more once their lease
+        ends) in a statement of its own, whose snapshot, taken once the locks are held,
+        sees the claims committed while it waited for them; write a bucket back."""
         q, t = self.quoted, self.table
         return (
             Statement(
@@ -450,10 +451,12 @@ class Schema:
                 "ON CONFLICT DO NOTHING"
             ),
             Statement(
-                f"SELECT l.worker, l.tokens, l.at, (SELECT count(*) FROM {t} "
-                "WHERE state = 'RUNNING' AND worker = l.worker "
-                f"AND lease_until > {_BASE}), {_BASE} FROM {q}.wm_limits AS l "
-                "WHERE l.worker = ANY(:workers::text[]) ORDER BY l.worker FOR UPDATE OF l"
+                f"SELECT worker, tokens, at, {_BASE} FROM {q}.wm_limits "
+                "WHERE worker = ANY(:workers::text[]) ORDER BY worker FOR UPDATE"
+            ),
+            Statement(
+                f"SELECT worker, count(*) FROM {t} WHERE state = 'RUNNING' "
+                f"AND worker = ANY(:workers::text[]) AND lease_until > {_BASE} GROUP BY worker"
             ),
             Statement(
                 f"UPDATE {q}.wm_limits SET tokens = :tokens, at = :at WHERE worker = :worker"
