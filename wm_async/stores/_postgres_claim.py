@@ -1,12 +1,12 @@
 """PostgresStore's claim (``PostgresStore.claim_due``): one statement when no worker is
-limited; with limited workers (semantics 49) a transaction that first takes their works
-within their allowances, counted across every process, then the others' works.
+limited; with limited workers (semantics 49), first one statement per limited worker that
+takes its works within its allowance, counted across every process (see
+``Schema._limited``: it checks the version of the worker's row of ``wm_limits``, and is
+tried again with the row as it is when another process's claim of that worker came
+first), then one for the other workers' works, unless the first ones filled the claim.
 
-A limited worker's row of ``wm_limits`` is locked (``FOR UPDATE``, in name order) for the
-rest of the claim's transaction: claims of that worker's works serialise across
-processes, so the RUNNING count they read (works whose lease is live: a crashed
-process's slots come back when its leases end) and the tokens they take are exact. The
-bucket is kept on the clock the claim compares with (the database's, in real time).
+A rate-limited worker's bucket is refilled on the claiming process's clock (the ``now``
+the claim is given): processes sharing a bucket should keep their clocks in sync (NTP).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import StoreError
-from .._core.limits import Allowance, Bucket, HeldBy
+from .._core.limits import Allowance, Bucket, HeldBy, WorkerLimits
 from . import _postgres_sql as pg_sql
 from ._base import Claimed
 from ._codec import record_from_row, signal_key
@@ -64,32 +64,38 @@ async def claim(
     statement = ops.sql.claim(bool(blocked), bool(excluded))
     adopted: list[WorkRecord] = []
     held: dict[str, HeldBy] = {}
+    # Kept across retries of ``go``: a statement that committed gave us its works.
+    taken: list[Any] = []
+    done: set[str] = set()
+    first: list[float] = []
 
-    async def go(conn: _Conn) -> tuple[list[Any], list[Any], float | None]:
+    async def go(conn: _Conn) -> list[Any]:
         if ops.lost_claims and len(adopted) < limit:
             adopted.extend(await ops.adopt(conn, params, limit - len(adopted), base=base))
-        room = limit - len(adopted)
-        taken: list[Any] = []
-        first: float | None = None
         if limited:
-            held.clear()
-            taken, first = await _claim_limited(ops, conn, params, limited, values, room, held)
-        values["limit"] = room - len(taken)
+            await _claim_limited(
+                ops, conn, params, limited, values, limit - len(adopted), db_clock,
+                taken=taken, done=done, first=first, held=held,
+            )  # fmt: skip
+        room = limit - len(adopted) - sum(1 for row in taken if row[4] is not None)
+        if limited and room <= 0:
+            return []  # full: the dispatcher claims again at once
+        values["limit"] = room
         values["paused"] = excluded
-        rows = await ops.claim_statement(conn, statement, params.owner, values)
-        return rows, taken, first
+        rows: list[Any] = await ops.claim_statement(conn, statement, params.owner, values)
+        return rows
 
     try:
-        rows, taken, first = await run("claiming", go, transaction=bool(limited))
+        rows = await run("claiming", go, transaction=False)
     except StoreError:
-        if not adopted:
+        if not adopted and not taken:
             raise
-        # Works already taken over must reach the scheduler; the next claim meets the
-        # error again, if it persists.
-        return Claimed(records=adopted, next_due=params.now)
-    due = _due(rows, params.now, db_clock)
-    if first is not None and (due is None or first < due):
-        due = first
+        # Works already taken must reach the scheduler; the next claim meets the error
+        # again, if it persists.
+        rows = []
+    due = _due(rows, params.now, db_clock) if rows else params.now
+    if first and (due is None or min(first) < due):
+        due = min(first)
     claimed = [row[2:] for row in (*taken, *rows) if row[4] is not None]  # row[4]: seq
     claimed.sort(key=lambda r: (-r[0], -r[pg_sql.CLAIMED_PRIORITY], r[1], r[2]))
     records = [*adopted, *(record_from_row(tuple(row)[2:]) for row in claimed)]
@@ -111,47 +117,76 @@ async def _claim_limited(
     limited: list[str],
     values: dict[str, object],
     room: int,
+    db_clock: bool,
+    *,
+    taken: list[Any],
+    done: set[str],
+    first: list[float],
     held: dict[str, HeldBy],
-) -> tuple[list[Any], float | None]:
-    """In the claim's transaction: lock the limited workers' rows, claim each one's due
-    works within its allowance; the claim statements' rows, and the earliest time (the
-    caller's clock) one of their works left may start. Fills ``held``."""
-    ensure, lock, count, write = ops.sql.limits
-    args = {"workers": limited, "base": values["base"]}
-    rows = await conn.fetch(lock.text, *lock.args(**args))
-    if len(rows) < len(limited):  # a worker's first limited claim: make its row
-        await conn.execute(ensure.text, *ensure.args(**args))
-        rows = await conn.fetch(lock.text, *lock.args(**args))
-    running = dict(await conn.fetch(count.text, *count.args(**args)))
+) -> None:
+    """Claim each limited worker's due works within its allowance, one statement each
+    (tried again while another process's claim of the worker came first); add their
+    rows to ``taken`` (without the trailing columns), each worker to ``done``, the
+    earliest time (the caller's clock) one of its works left may start to ``first``;
+    fill ``held``."""
+    ensure, read = ops.sql.limits
     statement = ops.sql.claim(bool(values["blocked"]), bool(params.paused_workers), True)
     values["paused"] = sorted(params.paused_workers)
-    taken: list[Any] = []
-    first: float | None = None
-    for worker, tokens, at, compared_with in rows:
-        # The bucket is kept on the clock SQL compares with (``compared_with``).
-        allowance = Allowance.of(
-            params.limits[worker],
-            running=running.get(worker, 0),
-            bucket=None if tokens is None else Bucket(tokens, at),
-            now=compared_with,
-        )
-        values["only"] = worker
-        values["limit"] = max(0, min(allowance.take, room - len(taken)))
-        got = await ops.claim_statement(conn, statement, params.owner, values)
-        n = sum(1 for row in got if row[4] is not None)
-        taken += got
-        left = got[0][0]  # the worker's earliest claimable work left, SQL's clock
-        start = allowance.next_start(n, left)
-        if start is not None:
-            start = start - compared_with + params.now
-            if first is None or start < first:
-                first = start
-        why = allowance.held_by(n)
-        if why is not None and left is not None and left <= compared_with:
-            held[worker] = why
-        bucket = allowance.bucket_after(n)
-        if bucket is not None:
-            await conn.execute(
-                write.text, *write.args(worker=worker, tokens=bucket.tokens, at=bucket.at)
+    rows_seen = ops.limit_rows
+    for worker in limited:
+        if worker in done:
+            continue
+        limits = params.limits[worker]
+        for _ in range(_TRIES):
+            seen = rows_seen.get(worker)
+            if seen is None:
+                await conn.execute(ensure.text, *ensure.args(workers=[worker]))
+                row = await conn.fetchrow(read.text, *read.args(only=worker))
+                seen = rows_seen[worker] = (row[0], row[1], row[2])
+            tokens, at, version = seen
+            bucket = None if tokens is None else Bucket(tokens, at)
+            # The tokens part of the allowance (the cap's part is counted in SQL).
+            by_tokens = Allowance.of(
+                WorkerLimits(rate=limits.rate), running=0, bucket=bucket, now=params.now
             )
-    return taken, first
+            left_room = max(0, room - sum(1 for r in taken if r[4] is not None))
+            values.update(
+                only=worker,
+                expect=version,
+                limit=left_room,
+                take=min(by_tokens.take, left_room),
+                cap=limits.max_running,
+                tokens=by_tokens.tokens,
+                at=params.now,
+            )
+            got = await ops.claim_statement(conn, statement, params.owner, values)
+            fresh, running, *now_seen = got[0][-5:]
+            if not fresh:  # another process claimed the worker's works first
+                rows_seen[worker] = (now_seen[0], now_seen[1], now_seen[2])
+                continue
+            claimed = [row[:-5] for row in got]
+            n = sum(1 for row in claimed if row[4] is not None)
+            taken += [row for row in claimed if row[4] is not None]
+            allowance = Allowance.of(limits, running=running, bucket=bucket, now=params.now)
+            after = allowance.bucket_after(n)
+            rows_seen[worker] = (
+                None if after is None else after.tokens,
+                None if after is None else after.at,
+                version + 1,
+            )
+            left = _due(claimed, params.now, db_clock)
+            start = allowance.next_start(n, left)
+            if start is not None:
+                first.append(start)
+            why = allowance.held_by(n)
+            if why is not None and left is not None and left <= params.now:
+                held[worker] = why
+            break
+        else:  # contended throughout: claim it next time, at once
+            first.append(params.now)
+        done.add(worker)
+
+
+#: How many times a limited worker's claim is tried while other processes' claims of
+#: the worker keep coming first.
+_TRIES = 8

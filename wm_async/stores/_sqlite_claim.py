@@ -4,11 +4,11 @@ limited workers' allowances (semantics 49), and the next due time."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .._core.limits import Allowance, Bucket, HeldBy
+from .._core.limits import Allowance, Bucket, HeldBy, WorkerLimits
 from . import _codec as codec
 from . import _sqlite_sql as sqlite_sql
 
@@ -45,10 +45,13 @@ async def claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None, 
         limited = sorted(w for w in params.limits if w not in excluded)
         excluded = excluded | set(limited)
         chosen, next_due = await _claim_limited(db, params, limited, held)
-    taken, due = await _choose(db, params, limit - len(chosen), excluded, None)
-    chosen += taken
-    if due is not None and (next_due is None or due < next_due):
-        next_due = due
+    if params.limits and len(chosen) >= limit:
+        next_due = params.now  # full: the dispatcher claims again at once
+    else:
+        taken, due, _ = await _choose(db, params, limit - len(chosen), excluded, None)
+        chosen += taken
+        if due is not None and (next_due is None or due < next_due):
+            next_due = due
     if not chosen:
         return [], next_due, held
     rows = list(
@@ -65,25 +68,28 @@ async def _claim_limited(
     db: _DB, params: ClaimParams, limited: list[str], held: dict[str, HeldBy]
 ) -> tuple[list[int], float | None]:
     """The rowids a claim takes of the limited workers' due works, in their order, and
-    the earliest time one of their works left may start; fills ``held``."""
-    names = json.dumps(limited)
-    running = dict(await db.execute_fetchall(sqlite_sql.RUNNING_OF, (names,)))
-    buckets = {
-        w: Bucket(tokens, at)
-        for w, tokens, at in await db.execute_fetchall(sqlite_sql.BUCKETS_OF, (names,))
-    }
+    the earliest time one of their works left may start; fills ``held``.
+
+    Each worker's due works, RUNNING count and bucket are read by one statement; no
+    other process claims on the file meanwhile (the scheduler lock), and runs that end
+    meanwhile only make the count read too high."""
     chosen: list[int] = []
     next_due: float | None = None
     for worker in limited:
-        allowance = Allowance.of(
-            params.limits[worker],
-            running=running.get(worker, 0),
-            bucket=buckets.get(worker),
-            now=params.now,
-        )
+        limits = params.limits[worker]
+
+        def allowance_of(extras: dict[int, Any], limits: WorkerLimits = limits) -> Allowance:
+            bucket = extras.get(-3)
+            return Allowance.of(
+                limits,
+                running=extras[-2][1] if -2 in extras else 0,
+                bucket=None if bucket is None else Bucket(bucket[1], bucket[2]),
+                now=params.now,
+            )
+
         room = max(params.limit, 0) - len(chosen)
-        taken, left = await _choose(
-            db, params, min(allowance.take, room), params.paused_workers, worker
+        taken, left, allowance = await _choose(
+            db, params, room, params.paused_workers, worker, allowance_of
         )
         chosen += taken
         start = allowance.next_start(len(taken), left)
@@ -93,17 +99,23 @@ async def _claim_limited(
         if why is not None and left is not None and left <= params.now:
             held[worker] = why
         bucket = allowance.bucket_after(len(taken))
-        if bucket is not None:
+        if bucket is not None and taken:  # untouched, the stored bucket refills alike
             await db.execute_fetchall(sqlite_sql.WRITE_BUCKET, (worker, bucket.tokens, bucket.at))
     return chosen, next_due
 
 
 async def _choose(
-    db: _DB, params: ClaimParams, limit: int, excluded: Collection[str], only: str | None
-) -> tuple[list[int], float | None]:
+    db: _DB,
+    params: ClaimParams,
+    limit: int,
+    excluded: Collection[str],
+    only: str | None,
+    allowance_of: Callable[[dict[int, Any]], Allowance] | None = None,
+) -> tuple[list[int], float | None, Allowance]:
     """The rowids of up to ``limit`` due works to claim, in claim order (of the worker
-    ``only``, or of every worker not ``excluded``), and the earliest due time of the
-    claimable works left (in the past if more are due now)."""
+    ``only``, or of every worker not ``excluded``), the earliest due time of the
+    claimable works left (in the past if more are due now), and with ``only``, the
+    worker's allowance (``allowance_of`` the extra rows read), which bounds ``limit``."""
     global _expected_levels
     limit = max(limit, 0)
     blocked = sorted(params.blocked_signals)
@@ -122,13 +134,17 @@ async def _choose(
             args[f"p{i}"] = priority
         statement = sqlite_sql.claim_sql(len(blocked), len(used), paused, only is not None)
         read = await db.execute_fetchall(statement, args)
-        found_levels = sorted(((r[1], r[2]) for r in read if r[0] < 0), reverse=True)
+        found_levels = sorted(((r[1], r[2]) for r in read if r[0] == -1), reverse=True)
         if found_levels == used:
             break
         # Others than expected: read again with them. (Should another connection change
         # them again in between, the rows read are still due works, and its commit
         # wakes this store to claim the rest.)
         levels = _expected_levels = found_levels
+    allowance = _UNLIMITED
+    if allowance_of is not None:
+        allowance = allowance_of({r[0]: r for r in read if r[0] < -1})
+        limit = min(limit, allowance.take)
     found: list[tuple[list[tuple[float, int]], list[tuple[float, int]]]] = [([], []) for _ in used]
     for level, later, rowid, due in read:
         if level >= 0:
@@ -142,4 +158,8 @@ async def _choose(
         rest = due_now[take:] or future
         if rest and (next_due is None or rest[0][0] < next_due):
             next_due = rest[0][0]
-    return chosen, next_due
+    return chosen, next_due, allowance
+
+
+#: The allowance of a worker without limits.
+_UNLIMITED: Final = Allowance.of(WorkerLimits(), running=0, bucket=None, now=0.0)

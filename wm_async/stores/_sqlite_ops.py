@@ -231,8 +231,11 @@ async def transact(
     # A claim alone needs no explicit transaction: it writes with one statement, an
     # UPDATE … RETURNING guarded by state = 'ENQUEUED', which commits atomically by
     # itself. That saves two round trips to the connection's thread on the path from a
-    # timer firing to its work starting.
-    single = len(ops) == 1 and ops[0].kind is Kind.CLAIM and not ops[0].arg.limits
+    # timer firing to its work starting. (A claim of limited workers also writes their
+    # token buckets, each by a statement of its own: only this process claims on the
+    # file, the scheduler lock's holder, so the RUNNING counts it read cannot grow
+    # before its update; other processes' writes can only end runs.)
+    single = len(ops) == 1 and ops[0].kind is Kind.CLAIM
     if _IN_THREAD:
         if inline and _inline(ops):
             done = _transact_inline(db._conn, ops, check, round(busy_timeout * 1000))

@@ -138,15 +138,7 @@ PAUSE: Final = "INSERT OR IGNORE INTO wm_paused (worker, since) VALUES (?, ?)"
 RESUME: Final = "DELETE FROM wm_paused WHERE worker = ?"
 PAUSED: Final = "SELECT worker FROM wm_paused"
 
-#: A claim of limited workers' works (semantics 49): their RUNNING counts, their token
-#: buckets, and writing a bucket back.
-RUNNING_OF: Final = (
-    "SELECT worker, count(*) FROM wm_work WHERE state = 'RUNNING' "
-    "AND worker IN (SELECT value FROM json_each(?)) GROUP BY worker"
-)
-BUCKETS_OF: Final = (
-    "SELECT worker, tokens, at FROM wm_limits WHERE worker IN (SELECT value FROM json_each(?))"
-)
+#: A limited worker's token bucket written back by a claim (semantics 49).
 WRITE_BUCKET: Final = "INSERT OR REPLACE INTO wm_limits (worker, tokens, at) VALUES (?, ?, ?)"
 
 SIGNALS_IN_USE: Final = (
@@ -181,7 +173,8 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = 
     the level's works due at ``:now`` (at most ``:k``), with 1 the first not yet due;
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
     with ``paused`` those of the workers in the JSON array ``:paused``; with ``only``,
-    every work but those of the worker ``:only``.
+    every work but those of the worker ``:only``, and two rows more: ``(-2, running)``,
+    its RUNNING count, and ``(-3, tokens, at)``, its bucket, if it has one.
     Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
     NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
     from the expected ones, the caller claims again with them.
@@ -203,6 +196,11 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = 
         for later, op, limit in ((0, "<=", ":k"), (1, ">", "1"))
     ]
     branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
+    if only:  # the worker's RUNNING count and its token bucket (semantics 49)
+        branches.append(
+            "SELECT -2, count(*), 0, NULL FROM wm_work WHERE state = 'RUNNING' AND worker = :only"
+        )
+        branches.append("SELECT -3, tokens, at, NULL FROM wm_limits WHERE worker = :only")
     return _LEVELS_CTE + " UNION ALL ".join(branches)
 
 
