@@ -11,7 +11,8 @@ Prints, per store (SQLite, and PostgreSQL when reachable), side by side:
   slot freed, the claim made), beside the same chain held by ``max_concurrency=1``.
 
     python -m benchmarks.flow_control [--n 3000] [--rounds 3] [--chain 300]
-        [--concurrency 64] [--pg postgresql://postgres@127.0.0.1:5432/test | --pg none]
+        [--concurrency 64] [--stores sqlite,postgres]
+        [--pg postgresql://postgres@127.0.0.1:5432/test | --pg none]
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ async def main() -> None:
     parser.add_argument("--chain", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--pg", default=DEFAULT_DSN, help="a PostgreSQL DSN, or 'none'")
+    parser.add_argument("--stores", default="sqlite,postgres")
     args = parser.parse_args()
-    kinds = ["sqlite"]
-    if args.pg != "none" and await _pg_url(args.pg) is not None:
-        kinds.append("postgres")
+    kinds = [k for k in ("sqlite", "postgres") if k in args.stores.split(",")]
+    if "postgres" in kinds and (args.pg == "none" or await _pg_url(args.pg) is None):
+        kinds.remove("postgres")
     rows: list[list[object]] = []
     latency_rows: list[list[object]] = []
     for kind in kinds:

@@ -403,6 +403,8 @@ class Schema:
             limit = "(SELECT k FROM kk)"
             before, after, extra = self._limited()
         # One row more than the limit is locked: if it exists, works are still due now.
+        # (A limited claim takes fewer, ``k``; its ``:limit`` is a parameter here: a
+        # LIMIT the planner cannot see would make it sort every due work.)
         # (The statement sees its own snapshot, in which the claimed rows are still
         # ENQUEUED: the next due time must come from rows it did not claim.) A
         # materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
@@ -410,7 +412,7 @@ class Schema:
         due = (
             f"due AS MATERIALIZED (SELECT id, expedited, priority, next_run_at FROM {t} "
             f"WHERE state = 'ENQUEUED' AND next_run_at <= {_BASE}{unparked} "
-            f"ORDER BY expedited DESC, priority DESC, next_run_at LIMIT {limit} + 1 "
+            "ORDER BY expedited DESC, priority DESC, next_run_at LIMIT :limit::int8 + 1 "
             "FOR UPDATE SKIP LOCKED)"
         )
         write = (
