@@ -8,7 +8,9 @@ Prints, per store (SQLite, and PostgreSQL when reachable), side by side:
   the unlimited figure;
 - the latency from a slot freeing (a run returning) to the next waiting work starting,
   p50 and p99, for a worker with ``max_running=1`` (the run's outcome is written, the
-  slot freed, the claim made), beside the same chain held by ``max_concurrency=1``.
+  slot freed, the claim made), beside the same chain held by ``max_concurrency=1``;
+  on PostgreSQL also with two managers (two stores: as two processes), split by whether
+  the next work started in the manager whose run ended or in the other one.
 
     python -m benchmarks.flow_control [--n 3000] [--rounds 3] [--chain 300]
         [--concurrency 64] [--stores sqlite,postgres]
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import statistics
@@ -85,6 +88,37 @@ async def slot_latency(url: str, chain: int, capped: bool) -> list[float]:
         with anyio.fail_after(600):
             await done.wait()
     return [s - e for e, s in zip(ends, starts[1:], strict=False)]
+
+
+async def slot_latency_two(url: str, chain: int) -> tuple[list[float], list[float]]:
+    """Two managers on one PostgreSQL schema, each with its own store (connections,
+    listener: as two processes), running a worker with ``max_running=1``: the seconds
+    from each run returning to the next start, split by whether the next started in
+    the same manager or in the other one (woken by the first's notification)."""
+    events: list[tuple[float, str, str]] = []  # (time, "start" | "end", manager)
+    done = anyio.Event()
+    managers = [wm.WorkManager(url, max_concurrency=64) for _ in range(2)]
+    for tag, manager in zip("ab", managers, strict=True):
+
+        async def work(ctx: wm.WorkContext, tag: str = tag) -> None:
+            events.append((time.perf_counter(), "start", tag))
+            await anyio.sleep(0.001)
+            if sum(1 for e in events if e[1] == "start") >= chain:
+                done.set()
+            events.append((time.perf_counter(), "end", tag))
+
+        manager.register_worker("w", work, max_running=1)
+    async with managers[0], managers[1]:
+        await managers[0].enqueue(*(wm.OneTimeWorkRequest("w") for _ in range(chain)))
+        with anyio.fail_after(600):
+            await done.wait()
+    same: list[float] = []
+    other: list[float] = []
+    ordered = sorted(events)
+    for (t0, kind0, tag0), (t1, kind1, tag1) in itertools.pairwise(ordered):
+        if kind0 == "end" and kind1 == "start":
+            (same if tag0 == tag1 else other).append(t1 - t0)
+    return same, other
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -167,6 +201,20 @@ async def main() -> None:
             latency_rows.append(
                 [kind, label, _pct(gaps, 0.5) * 1000, _pct(gaps, 0.99) * 1000, len(gaps)]
             )
+        if kind == "postgres":
+            url, token = await fresh(kind, args.pg)
+            try:
+                same, other = await slot_latency_two(url, args.chain)
+            finally:
+                await cleanup(kind, args.pg, token)
+            for label, gaps in (
+                ("2 managers, next in the same", same),
+                ("2 managers, next in the other", other),
+            ):
+                if gaps:
+                    latency_rows.append(
+                        [kind, label, _pct(gaps, 0.5) * 1000, _pct(gaps, 0.99) * 1000, len(gaps)]
+                    )
     print(
         f"flow control: {args.n:,} trivial works, max_concurrency={args.concurrency}, "
         f"median of {args.rounds} rounds"
