@@ -254,4 +254,8 @@ class Dispatcher:
         if forced:
             self._start(forced, sent)
         due = [t for t in (claimed.next_due, later) if t is not None]
-        return Claimed(records=[*claimed.records, *forced], next_due=min(due, default=None))
+        return Claimed(
+            records=[*claimed.records, *forced],
+            next_due=min(due, default=None),
+            held=claimed.held,
+        )

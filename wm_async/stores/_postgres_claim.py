@@ -162,7 +162,10 @@ async def _claim_limited(
             got = await ops.claim_statement(conn, statement, params.owner, values)
             fresh, running, *now_seen = got[0][-5:]
             if not fresh:  # another process claimed the worker's works first
-                rows_seen[worker] = (now_seen[0], now_seen[1], now_seen[2])
+                if now_seen[2] is None:  # the row is gone: make it again
+                    rows_seen.pop(worker, None)
+                else:
+                    rows_seen[worker] = (now_seen[0], now_seen[1], now_seen[2])
                 continue
             claimed = [row[:-5] for row in got]
             n = sum(1 for row in claimed if row[4] is not None)
