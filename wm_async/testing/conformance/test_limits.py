@@ -5,6 +5,8 @@ rate-limited one's counted no earlier than its next token."""
 
 from __future__ import annotations
 
+import pytest
+
 from ..._core.lifecycle import Succeeded, finish
 from ..._core.limits import HeldBy, RateLimit, WorkerLimits
 from ...stores import Claimed, ClaimParams, Store
@@ -118,3 +120,17 @@ async def test_a_paused_limited_worker_stays_paused(store: Store) -> None:
     assert claimed.records == []
     assert claimed.next_due is None
     assert dict(claimed.held) == {}
+
+
+async def test_works_whose_lease_expired_count_no_more(store: Store) -> None:
+    lease = store.lease_duration
+    if lease is None:
+        pytest.skip("the store has no leases: only its scheduling process runs works")
+    works = [record("capped", at=NOW - 10 + i) for i in range(4)]
+    await store.insert(works)
+    dead = await _claim(store, CAP2, owner="a process that died")
+    assert len(dead.records) == 2
+    assert (await _claim(store, CAP2, now=NOW + lease / 2)).records == []
+    # Its leases ended (not renewed): its slots are free before anyone re-enqueues them.
+    later = await _claim(store, CAP2, now=NOW + lease + 1)
+    assert ids(later.records) == [works[2].id, works[3].id]
