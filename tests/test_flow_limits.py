@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 import wm_async as wm
+from wm_async.stores.memory import MemoryStore
 from wm_async.testing import VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]
@@ -226,3 +227,33 @@ def test_a_rate_limit_is_a_value() -> None:
     assert rate.interval == 20.0
     with pytest.raises(AttributeError):
         rate.n = 4  # type: ignore[misc]
+
+
+async def test_a_rate_limits_bucket_outlives_a_restart(
+    make_manager: MakeManager, clock: VirtualClock, store_url: str
+) -> None:
+    # memory:// opens a new store each time: the memory store keeps its buckets, like
+    # its works, in the store object.
+    store: object = MemoryStore() if store_url == "memory://" else store_url
+    starts: list[float] = []
+
+    def make() -> wm.WorkManager:
+        manager = make_manager(store=store)
+
+        @manager.worker("rated", rate_limit=wm.RateLimit(1, per=timedelta(hours=1)))
+        async def rated(ctx: wm.WorkContext) -> None:
+            starts.append(clock.now())
+
+        return manager
+
+    works = [wm.OneTimeWorkRequest("rated") for _ in range(2)]
+    t0 = clock.now()
+    async with make() as first:
+        await first.enqueue(*works)
+        await clock.advance(0)
+    assert starts == [t0]
+    async with make():
+        await clock.advance(60)
+        assert starts == [t0]  # the token the first run took is not back yet
+        await clock.advance(3600)
+    assert starts == [t0, t0 + 3600]
