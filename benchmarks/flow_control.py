@@ -193,8 +193,10 @@ async def main() -> None:
     latency_rows: list[list[object]] = []
     for kind in kinds:
         figures: dict[str, list[float]] = {case: [] for case in CASES}
-        for _ in range(args.rounds):
-            for case in CASES:  # interleaved: a drifting machine load hits each alike
+        for r in range(args.rounds):
+            # Interleaved, and each round starts with the next case: a drifting machine
+            # load, and whatever the first measurement of a round pays, hit each alike.
+            for case in CASES[r % len(CASES) :] + CASES[: r % len(CASES)]:
                 url, token = await fresh(kind, args.pg)
                 try:
                     analyze = (args.pg, str(token)) if kind == "postgres" else None
