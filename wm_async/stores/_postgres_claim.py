@@ -137,6 +137,10 @@ async def _claim_limited(
         if worker in done:
             continue
         limits = params.limits[worker]
+        if sum(1 for r in taken if r[4] is not None) >= room:
+            first.append(params.now)  # the claim is full: the dispatcher claims again
+            done.add(worker)
+            continue
         for _ in range(_TRIES):
             seen = rows_seen.get(worker)
             if seen is None:
