@@ -391,6 +391,25 @@ def test_show_prints_a_priority_other_than_the_default(tmp_path: Path, seeded: S
     assert shown["priority"] == 4
 
 
+def test_show_names_a_pause_that_holds_a_due_work(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/wm.db"
+    request = wm.OneTimeWorkRequest("mailer")
+
+    async def seed() -> None:
+        async with wm.WorkManager(url, run_work=False) as producer:
+            await producer.pause_worker("mailer")
+            await producer.enqueue(request)
+
+    anyio.run(seed)
+    proc = _run_cli(tmp_path, "show", str(request.id), store=url)
+    assert proc.returncode == 0, proc.stderr
+    fields = dict(line.split(":", 1) for line in proc.stdout.splitlines())
+    assert fields["held by"].strip() == "its worker is paused"
+    shown = _json(tmp_path, "show", str(request.id), store=url)
+    assert isinstance(shown, dict)
+    assert shown["held_by"] == "paused"
+
+
 def test_show_unknown_id_is_one_line(tmp_path: Path, seeded: Seeded) -> None:
     unknown = str(uuid.uuid4())
     proc = _run_cli(tmp_path, "show", unknown, store=seeded.url)

@@ -29,6 +29,9 @@ from ._core.errors import StoreGoneError as StoreGoneError
 from ._core.errors import StoreReadOnlyError as StoreReadOnlyError
 from ._core.errors import UnknownWorkerError as UnknownWorkerError
 from ._core.errors import WorkManagerError as WorkManagerError
+from ._core.explanation import WorkExplanation as WorkExplanation
+from ._core.limits import HeldBy as HeldBy
+from ._core.limits import RateLimit as RateLimit
 from ._core.mergers import ArrayCreatingInputMerger as ArrayCreatingInputMerger
 from ._core.mergers import InputMerger as InputMerger
 from ._core.mergers import OverwritingInputMerger as OverwritingInputMerger
@@ -44,7 +47,6 @@ from ._core.model import ResultKind as ResultKind
 from ._core.model import StopReason as StopReason
 from ._core.model import UpdateResult as UpdateResult
 from ._core.model import WorkError as WorkError
-from ._core.model import WorkExplanation as WorkExplanation
 from ._core.model import WorkInfo as WorkInfo
 from ._core.model import WorkQuery as WorkQuery
 from ._core.model import WorkState as WorkState
@@ -78,6 +80,7 @@ __all__ = (
     "OverwritingInputMerger",
     "ArrayCreatingInputMerger",
     "WorkContinuation",
+    "RateLimit",
     "Data",
     "JSONValue",
     # observation
@@ -87,6 +90,7 @@ __all__ = (
     "StopReason",
     "WorkError",
     "WorkExplanation",
+    "HeldBy",
     "Periodicity",
     "WorkWatcher",
     # from synchronous code

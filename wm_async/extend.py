@@ -9,7 +9,10 @@ one place.
   to, :class:`UniquePlan` what a unique enqueue decided, :class:`JoinedTransaction`
   the writes of an enqueue in an app's own transaction (what ``join_transaction``
   returns, in a store that can share one). Stores persist; they never decide (the
-  lifecycle functions do). Run the store conformance suite
+  lifecycle functions do). A claim given workers' flow limits (``ClaimParams.limits``,
+  :class:`WorkerLimits`) counts their RUNNING works and keeps their token buckets
+  (:class:`Bucket`); :class:`Allowance` says how many works it may take, what the
+  bucket becomes, and when the worker's next work may start. Run the store conformance suite
   (:mod:`wm_async.testing.conformance`) against it.
 - **A clock**: subclass :class:`Clock` (``now``, ``sleep_until``, ``call_at``; and
   ``monotonic``/``call_later`` if its time can step). :class:`Wakeup` is what a sleep can
@@ -27,12 +30,15 @@ from __future__ import annotations
 
 from ._clock import Clock, Timer, Wakeup
 from ._core.lifecycle import Change, UniquePlan
+from ._core.limits import Allowance, Bucket, WorkerLimits
 from ._core.mergers import InputMerger
 from ._core.record import WorkRecord
 from .signals import Signal
 from .stores._base import Claimed, ClaimParams, JoinedTransaction, Store, StoreListener
 
 __all__ = (
+    "Allowance",
+    "Bucket",
     "Change",
     "ClaimParams",
     "Claimed",
@@ -46,6 +52,7 @@ __all__ = (
     "UniquePlan",
     "Wakeup",
     "WorkRecord",
+    "WorkerLimits",
 )
 
 for _name in __all__:

@@ -31,10 +31,8 @@ from .._core.model import (
     ExistingWorkPolicy,
     Result,
     UpdateResult,
-    WorkExplanation,
     WorkInfo,
     WorkQuery,
-    WorkState,
 )
 from .._core.record import WorkRecord
 from .._core.redact import mask_text
@@ -181,6 +179,7 @@ class WorkManager(WorkerRegistry, WorkerPause):
             clock=self._clock,
             workers=self._workers,
             hooks=self._hooks,
+            limits=self._limits,
         )
         self._ops = Operations(
             services=services,
@@ -344,37 +343,6 @@ class WorkManager(WorkerRegistry, WorkerPause):
             )
         self._signals.register(name, signal)
 
-    async def explain(self, work_id: uuid.UUID | str) -> WorkExplanation | None:
-        """Why a work is not running (or what it is doing), or ``None`` for an unknown id.
-
-        It names the delay it waits out, each needed signal that does not hold now and
-        why, whether its worker is paused, and whether the concurrency limit is reached.
-        """
-        self._require("explain")
-        with self._serving("explain"):
-            found = await self._store.get([work_key(work_id)])
-            paused = await self._store.paused_workers() if found else frozenset()
-        if not found:
-            return None
-        record = found[0]
-        now = self._clock.now()
-        unmet: dict[str, str] = {}
-        if not self._hooks.ignores_signals(record.id):
-            for name in sorted(record.signal_names):
-                if name in self._signals.blocked or not self._signals.is_registered(name):
-                    unmet[name] = self._signals.describe(name)
-        due = record.next_run_at if record.state is WorkState.ENQUEUED else None
-        stats = self._scheduler.statistics()
-        capacity_full = stats["claimable"] == 0
-        return WorkExplanation.build(
-            record.to_info(),
-            now=now,
-            due=due,
-            unmet_signals=unmet,
-            capacity_full=capacity_full,
-            worker_paused=record.worker in paused,
-        )
-
     async def enqueue_unique_work(
         self,
         name: str,
@@ -481,7 +449,7 @@ class WorkManager(WorkerRegistry, WorkerPause):
         self._require("get_work_info")
         with self._serving("get_work_info"):
             found = await self._store.get([work_key(work_id)])
-        return found[0].to_info() if found else None
+        return self._infos(found)[0] if found else None
 
     async def get_work_infos(self, query: WorkQuery) -> list[WorkInfo]:
         """WorkInfos of the works ``query`` selects, oldest first."""
@@ -489,7 +457,7 @@ class WorkManager(WorkerRegistry, WorkerPause):
         if not isinstance(query, WorkQuery):
             raise InvalidRequestError("query", query, "expected a WorkQuery")
         with self._serving("get_work_infos"):
-            return [r.to_info() for r in await self._store.query(query)]
+            return self._infos(await self._store.query(query))
 
     async def wait(
         self,

@@ -1,25 +1,36 @@
 """Pausing and resuming a worker name, durably and for every process using the store
-(semantics 47): the methods :class:`~wm_async.WorkManager` inherits."""
+(semantics 47), and what holds a work back (``explain``, ``WorkInfo.held_by``: semantics
+47, 49): the methods :class:`~wm_async.WorkManager` inherits."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+import attrs
+
 from .._core import validators
 from .._core.errors import UnknownWorkerError
+from .._core.explanation import WorkExplanation
+from .._core.limits import HeldBy
 from .._core.mergers import COMBINE_WORKER
+from .._core.model import WorkInfo, WorkState
+from .operations import work_key
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._core.record import WorkRecord
+    from .._runtime.constraints import SignalBoard
+    from .._runtime.hooks import TestHooks
     from .._runtime.services import Services
     from .._runtime.workers import WorkerTable
     from ..stores import Store
 
 
 class WorkerPause:
-    """``pause_worker``, ``resume_worker`` and ``paused_workers`` of a
+    """``pause_worker``, ``resume_worker``, ``paused_workers`` and ``explain`` of a
     :class:`~wm_async.WorkManager` (which is one)."""
 
     if TYPE_CHECKING:
@@ -31,6 +42,66 @@ class WorkerPause:
         _serving: Callable[[str], AbstractContextManager[None]]
         known_workers: frozenset[str] | None
         run_work: bool
+        max_concurrency: int
+        _hooks: TestHooks
+        _signals: SignalBoard
+
+    def _held_by(self, record: WorkRecord, paused: frozenset[str]) -> HeldBy | None:
+        """What holds back ``record`` if it is a due ENQUEUED work: its worker paused,
+        or its limit as this process's last claim found it (semantics 50)."""
+        if record.state is not WorkState.ENQUEUED or record.next_run_at is None:
+            return None
+        if record.worker in paused:
+            return HeldBy.PAUSED
+        if record.next_run_at > self._clock.now():
+            return None
+        return self._services.scheduler.held.get(record.worker)
+
+    def _infos(self, records: Sequence[WorkRecord]) -> list[WorkInfo]:
+        """The WorkInfos of ``records``, with ``held_by`` where something holds them."""
+        infos = [r.to_info() for r in records]
+        paused = self._services.paused
+        if not paused and not self._services.scheduler.held:
+            return infos
+        return [
+            attrs.evolve(info, held_by=held) if (held := self._held_by(r, paused)) else info
+            for r, info in zip(records, infos, strict=True)
+        ]
+
+    async def explain(self, work_id: uuid.UUID | str) -> WorkExplanation | None:
+        """Why a work is not running (or what it is doing), or ``None`` for an unknown id.
+
+        It names the delay it waits out, each needed signal that does not hold now and
+        why, whether its worker is paused or at its ``max_running`` or ``rate_limit``,
+        and whether the concurrency limit is reached.
+        """
+        self._require("explain")
+        with self._serving("explain"):
+            found = await self._store.get([work_key(work_id)])
+            paused = await self._store.paused_workers() if found else frozenset()
+        if not found:
+            return None
+        record = found[0]
+        now = self._clock.now()
+        unmet: dict[str, str] = {}
+        if not self._hooks.ignores_signals(record.id):
+            for name in sorted(record.signal_names):
+                if name in self._signals.blocked or not self._signals.is_registered(name):
+                    unmet[name] = self._signals.describe(name)
+        due = record.next_run_at if record.state is WorkState.ENQUEUED else None
+        stats = self._services.scheduler.statistics()
+        capacity_full = stats["claimable"] == 0
+        held = self._held_by(record, paused)
+        info = record.to_info()
+        return WorkExplanation.build(
+            attrs.evolve(info, held_by=held) if held else info,
+            now=now,
+            due=due,
+            unmet_signals=unmet,
+            capacity_full=capacity_full,
+            worker_paused=record.worker in paused,
+            held_by=held,
+        )
 
     def _is_known(self, name: str) -> bool:
         # The rule of enqueue: registered, or in known_workers; a producer without

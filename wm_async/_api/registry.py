@@ -10,6 +10,7 @@ from typing import Self, TypeVar
 
 from .._core import validators
 from .._core.errors import InvalidRequestError
+from .._core.limits import RateLimit, WorkerLimits
 from .._core.mergers import COMBINE_WORKER
 from .._core.model import Backoff
 from .._core.policy import NO_POLICY, WorkerPolicy
@@ -31,6 +32,8 @@ class WorkerRegistry:
 
     def __init__(self, combine: WorkerFn) -> None:
         self._workers = WorkerTable({COMBINE_WORKER: Worker.wrap(COMBINE_WORKER, combine)})
+        #: The flow limits of the workers that have some (what claims take).
+        self._limits: dict[str, WorkerLimits] = {}
         self._on_start: list[Callable[[Self], Awaitable[None]]] = []
 
     def worker(
@@ -41,6 +44,8 @@ class WorkerRegistry:
         timeout: timedelta | float | None = None,
         backoff: Backoff | None = None,
         max_attempts: int | None = None,
+        max_running: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated async (or sync) function as the worker ``name``.
 
@@ -60,13 +65,26 @@ class WorkerRegistry:
           (``Backoff()``: a request that sets a backoff equal to it gets the worker's);
         - ``max_attempts``: the attempt limit of works whose request sets none.
 
+        And its flow limits, applied when works are claimed (semantics 50):
+
+        - ``max_running``: at most this many of its works run at once (across every
+          process on PostgreSQL; in the scheduling process on SQLite and memory);
+        - ``rate_limit``: at most ``RateLimit(n, per=…, burst=…)`` starts (across every
+          process on PostgreSQL).
+
         :raises InvalidRequestError: if the name is invalid or already registered, or a
             policy value is bad (``retry_on`` not exception classes, a timeout not
-            positive, ``max_attempts`` below 1, ``backoff`` not a ``Backoff``)
+            positive, ``max_attempts`` below 1, ``backoff`` not a ``Backoff``,
+            ``max_running`` not an int from 1, ``rate_limit`` not a ``RateLimit``)
         """
         validators.check_name("worker", name)
         policy = WorkerPolicy.build(
-            retry_on=retry_on, timeout=timeout, backoff=backoff, max_attempts=max_attempts
+            retry_on=retry_on,
+            timeout=timeout,
+            backoff=backoff,
+            max_attempts=max_attempts,
+            max_running=max_running,
+            rate_limit=rate_limit,
         )
 
         def register(fn: F) -> F:
@@ -84,15 +102,22 @@ class WorkerRegistry:
         timeout: timedelta | float | None = None,
         backoff: Backoff | None = None,
         max_attempts: int | None = None,
+        max_running: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """Register ``fn`` as the worker ``name`` (the non-decorator form of
-        :meth:`worker`, with the same retry policy keywords).
+        :meth:`worker`, with the same policy and limit keywords).
 
         :raises InvalidRequestError: if the name is invalid or already registered, or a
             policy value is bad
         """
         policy = WorkerPolicy.build(
-            retry_on=retry_on, timeout=timeout, backoff=backoff, max_attempts=max_attempts
+            retry_on=retry_on,
+            timeout=timeout,
+            backoff=backoff,
+            max_attempts=max_attempts,
+            max_running=max_running,
+            rate_limit=rate_limit,
         )
         self._register(name, fn, policy)
 
@@ -105,6 +130,8 @@ class WorkerRegistry:
         if name == COMBINE_WORKER:
             raise InvalidRequestError("worker", name, "this name is reserved for chains")
         self._workers[name] = Worker.wrap(name, fn, policy)
+        if policy.limits is not None:
+            self._limits[name] = policy.limits
 
     def _register_worker_family(self, prefix: str, fn: WorkerFn) -> None:
         """Run every work whose worker name begins with ``prefix`` (and goes on) with
@@ -125,6 +152,7 @@ class WorkerRegistry:
         says so)."""
         if name != COMBINE_WORKER:
             self._workers.pop(name, None)
+            self._limits.pop(name, None)
 
     def on_start(
         self, hook: Callable[[Self], Awaitable[None]]

@@ -21,11 +21,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
+import attrs
 
 from .._api.operations import cancel_records as cancel_works
 from .._clock import SystemClock
 from .._core.errors import InvalidRequestError
 from .._core.jsonform import to_json
+from .._core.limits import HeldBy
 from .._core.model import (
     UNFINISHED_STATES,
     WorkInfo,
@@ -309,16 +311,24 @@ def _show_lines(info: WorkInfo, now: float) -> list[tuple[str, str]]:
         lines.append(("periodic", f"{every}; {info.period_count} period(s) done"))
     if info.error is not None:
         lines.append(("error", f"{info.error.type}: {info.error.message}"))
+    if info.held_by is not None:
+        lines.append(("held by", f"its worker is {info.held_by.value}"))
     return lines
 
 
 async def _show(args: argparse.Namespace) -> int:
     async with admin_store(args.store) as store:
-        info = (await _get(store, args.id)).to_info()
+        record = await _get(store, args.id)
+        info = record.to_info()
+        now = SystemClock().now()
+        due = record.state is WorkState.ENQUEUED and (record.next_run_at or now) <= now
+        if due and record.worker in await store.paused_workers():
+            # Limits (semantics 50) are declared by the worker processes, not stored.
+            info = attrs.evolve(info, held_by=HeldBy.PAUSED)
     if args.json:
         print_json(info)
         return 0
-    lines = _show_lines(info, SystemClock().now())
+    lines = _show_lines(info, now)
     width = max(len(label) for label, _ in lines) + 1
     for label, value in lines:
         print(f"{label + ':':<{width}} {value}")

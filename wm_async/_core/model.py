@@ -6,7 +6,7 @@ import enum
 import functools
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 import attrs
@@ -18,6 +18,7 @@ from .errors import (
     StoreCorruptError,
 )
 from .jsonform import to_json as _json_form
+from .limits import HeldBy
 
 
 class WorkState(enum.Enum):
@@ -424,6 +425,9 @@ class WorkInfo:
     :ivar finished_at: when it reached a terminal state (UTC)
     :ivar error: the exception of the failed run, if it FAILED by raising
     :ivar priority: its priority (higher is claimed first among due works)
+    :ivar held_by: what holds back this due ENQUEUED work (its worker paused, or at its
+        ``max_running`` or ``rate_limit``: semantics 50), as the manager that answers
+        knows it; ``None`` otherwise
     """
 
     id: uuid.UUID
@@ -447,6 +451,7 @@ class WorkInfo:
     finished_at: datetime | None
     error: WorkError | None
     priority: int = 0
+    held_by: HeldBy | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -475,74 +480,6 @@ class _Selectable(Protocol):
     def unique_name(self) -> str | None: ...
     @property
     def state(self) -> WorkState: ...
-
-
-@attrs.frozen(kw_only=True)
-class WorkExplanation:
-    """Why a work is (not) running, from ``manager.explain(id)``.
-
-    :ivar info: the work's WorkInfo
-    :ivar due_at: when an ENQUEUED work's delay or backoff ends (UTC), if in the future
-    :ivar unmet_signals: each needed signal that does not hold now, with the reason
-    :ivar capacity_full: no work can be claimed now: every ``max_concurrency`` place is
-        taken, or as many outcomes wait to be written
-    :ivar reasons: the above in words, most important first
-    :ivar worker_paused: the work's worker is paused (``manager.pause_worker``)
-    """
-
-    info: WorkInfo
-    due_at: datetime | None
-    unmet_signals: Mapping[str, str]
-    capacity_full: bool
-    reasons: tuple[str, ...]
-    worker_paused: bool = False
-
-    @classmethod
-    def build(
-        cls,
-        info: WorkInfo,
-        *,
-        now: float,
-        due: float | None,
-        unmet_signals: Mapping[str, str],
-        capacity_full: bool,
-        worker_paused: bool = False,
-    ) -> WorkExplanation:
-        """Assemble the explanation and its sentences."""
-        reasons: list[str] = []
-        due_at = None
-        state = info.state
-        if state.is_finished:
-            reasons.append(f"finished: {state.value}")
-        elif state is WorkState.RUNNING:
-            reasons.append("running")
-        elif state is WorkState.BLOCKED:
-            reasons.append("waiting for its prerequisites to succeed")
-        else:
-            if worker_paused:
-                reasons.append(
-                    f"its worker {info.worker!r} is paused: it waits for resume_worker()"
-                )
-            if due is not None and due > now:
-                due_at = datetime.fromtimestamp(due, UTC)
-                reasons.append(f"delayed until {due_at.isoformat()} ({due - now:.1f}s from now)")
-            for name, why in unmet_signals.items():
-                reasons.append(f"waiting for signal {name!r}: {why}")
-            if capacity_full and due_at is None and not unmet_signals and not worker_paused:
-                reasons.append("due, but every max_concurrency slot is taken")
-            if not reasons:
-                reasons.append("due now; it starts at the next dispatch")
-        return cls(
-            info=info,
-            due_at=due_at,
-            unmet_signals=dict(unmet_signals) if state is WorkState.ENQUEUED else {},
-            capacity_full=capacity_full,
-            reasons=tuple(reasons),
-            worker_paused=worker_paused and state is WorkState.ENQUEUED,
-        )
-
-    def __str__(self) -> str:
-        return f"work {self.info.id} ({self.info.worker}): " + "; ".join(self.reasons)
 
 
 def _to_ids(value: Iterable[uuid.UUID | str]) -> frozenset[uuid.UUID]:

@@ -16,6 +16,7 @@ import attrs
 
 from . import validators
 from .errors import InvalidRequestError
+from .limits import RateLimit, WorkerLimits, to_max_running, to_rate_limit
 from .model import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
@@ -72,12 +73,23 @@ class WorkerPolicy:
     :ivar timeout: the run time limit (seconds) of works whose request sets none
     :ivar backoff: the backoff of works whose request keeps the library's default
     :ivar max_attempts: the attempt limit of works whose request sets none
+    :ivar max_running: at most this many of its works RUNNING at once (semantics 50)
+    :ivar rate_limit: at most so many starts per period (semantics 50)
     """
 
     retry_on: tuple[type[Exception], ...] = attrs.field(default=(), converter=to_retry_on)
     timeout: float | None = attrs.field(default=None, converter=to_timeout)
     backoff: Backoff | None = attrs.field(default=None, validator=_check_backoff)
     max_attempts: int | None = attrs.field(default=None, validator=_check_max_attempts)
+    max_running: int | None = attrs.field(default=None, converter=to_max_running)
+    rate_limit: RateLimit | None = attrs.field(default=None, converter=to_rate_limit)
+
+    @property
+    def limits(self) -> WorkerLimits | None:
+        """The worker's flow limits, if it has any."""
+        if self.max_running is None and self.rate_limit is None:
+            return None
+        return WorkerLimits(self.max_running, self.rate_limit)
 
     @classmethod
     def build(
@@ -87,13 +99,20 @@ class WorkerPolicy:
         timeout: timedelta | float | None = None,
         backoff: Backoff | None = None,
         max_attempts: int | None = None,
+        max_running: int | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> WorkerPolicy:
         """The policy for these registration keywords (:data:`NO_POLICY` if none is set).
 
         :raises InvalidRequestError: for a bad value
         """
         policy = cls(
-            retry_on=retry_on, timeout=timeout, backoff=backoff, max_attempts=max_attempts
+            retry_on=retry_on,
+            timeout=timeout,
+            backoff=backoff,
+            max_attempts=max_attempts,
+            max_running=max_running,
+            rate_limit=rate_limit,
         )
         return NO_POLICY if policy == NO_POLICY else policy
 

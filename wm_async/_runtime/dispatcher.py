@@ -8,7 +8,7 @@ signal change, shutdown). It never polls.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,6 +25,7 @@ from .health import backoff
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._core.limits import HeldBy, WorkerLimits
     from .._core.record import WorkRecord
     from ..stores._base import Store
     from .executor import RunHandle
@@ -54,6 +55,7 @@ class Dispatcher:
         pool: RunnerPool,
         blocked_signals: Callable[[], frozenset[str]],
         paused_workers: Callable[[], frozenset[str]],
+        limits: Mapping[str, WorkerLimits],
         require_signals: Callable[[frozenset[str]], None],
         hooks: TestHooks,
         settle: Settle,
@@ -66,6 +68,10 @@ class Dispatcher:
         self._pool = pool
         self._blocked_signals = blocked_signals
         self._paused_workers = paused_workers
+        self._limits = limits
+        #: The limited workers whose due works the last claim held back, and by what
+        #: (semantics 50).
+        self.held: Mapping[str, HeldBy] = {}
         self._require_signals = require_signals
         self._hooks = hooks
         self._settle = settle
@@ -186,6 +192,7 @@ class Dispatcher:
                     owner=self._owner,
                     blocked_signals=self._blocked_signals(),
                     paused_workers=self._paused_workers(),
+                    limits=self._limits,
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.
@@ -210,6 +217,7 @@ class Dispatcher:
                     await clock.sleep_until(retry, self._wakeup)
                     continue
                 failures = 0
+                self.held = claimed.held
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
                     # More may be due: claim again, the first time at once, before the
                     # runners start the works just claimed: a store with a writer thread
@@ -246,4 +254,8 @@ class Dispatcher:
         if forced:
             self._start(forced, sent)
         due = [t for t in (claimed.next_due, later) if t is not None]
-        return Claimed(records=[*claimed.records, *forced], next_due=min(due, default=None))
+        return Claimed(
+            records=[*claimed.records, *forced],
+            next_due=min(due, default=None),
+            held=claimed.held,
+        )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from .settle import Settle
 
 if TYPE_CHECKING:
     from .._clock import Clock
+    from .._core.limits import HeldBy, WorkerLimits
     from .._core.record import WorkRecord
     from ..stores._base import Store
     from .workers import WorkerTable
@@ -62,6 +63,8 @@ class Scheduler:
     blocked_signals: Callable[[], frozenset[str]] = frozenset
     #: The paused worker names (their works stay ENQUEUED).
     paused_workers: Callable[[], frozenset[str]] = frozenset
+    #: The flow limits of the workers that have some (semantics 50).
+    limits: Mapping[str, WorkerLimits] = attrs.field(factory=dict)
     #: Called with the signal names claimed works need (the board watches new ones).
     require_signals: Callable[[frozenset[str]], None] = lambda names: None
     hooks: TestHooks = attrs.field(factory=TestHooks)
@@ -117,6 +120,7 @@ class Scheduler:
             pool=self._pool,
             blocked_signals=self.blocked_signals,
             paused_workers=self.paused_workers,
+            limits=self.limits,
             require_signals=self.require_signals,
             hooks=self.hooks,
             settle=settle,
@@ -141,6 +145,12 @@ class Scheduler:
     def statistics(self) -> dict[str, object]:
         """Capacity figures for the manager's stats."""
         return self._runs.statistics()
+
+    @property
+    def held(self) -> Mapping[str, HeldBy]:
+        """The limited workers whose due works the last claim held back, and by what
+        (semantics 50)."""
+        return self._dispatcher.held
 
     def is_busy(self) -> bool:
         """True while runs are in progress (safe to call from another thread)."""

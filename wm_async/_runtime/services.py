@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from .._core.errors import (
     SchedulerError,
     StoreError,
 )
+from .._core.limits import WorkerLimits
 from .._core.model import (
     StopReason,
     WorkState,
@@ -104,12 +105,14 @@ class Services:
         clock: Clock,
         workers: WorkerTable,
         hooks: TestHooks,
+        limits: Mapping[str, WorkerLimits] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._clock = clock
         self._workers = workers
         self._hooks = hooks
+        self._limits: Mapping[str, WorkerLimits] = {} if limits is None else limits
         self.events = EventHub()
         self.publish = Publisher(self.events).publish
         self.signals = SignalBoard(clock, self._signal_changed)
@@ -150,6 +153,7 @@ class Services:
             publish=self.publish,
             blocked_signals=lambda: self.signals.blocked,
             paused_workers=lambda: self.paused,
+            limits=self._limits,
             require_signals=self.signals.require,
             hooks=self._hooks,
         )
@@ -416,6 +420,10 @@ class Services:
         ones someone here waits on or watches, and those running here: a run whose work
         was cancelled or taken over elsewhere stops (semantics 29, 30)."""
         scheduler, events = self.scheduler, self.events
+        if scheduler.held:
+            # Works due here wait for a slot of a capped worker (or a token): a run that
+            # ended in another process may have freed one (semantics 50).
+            scheduler.wake()
         if ids is None:  # a worker may have been paused or resumed elsewhere
             await self.reload_paused()
             wanted = {*events.waited_ids(), *scheduler.running_ids()}

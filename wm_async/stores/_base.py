@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         Change,
         UniquePlan,
     )
+    from .._core.limits import HeldBy, WorkerLimits
     from .._core.model import WorkQuery
     from .._core.record import WorkRecord
 
@@ -68,6 +69,12 @@ class ClaimParams:
     :ivar lease_until: lease expiry for stores shared by several processes
     :ivar paused_workers: paused worker names (:meth:`Store.pause_worker`); their works
         stay ENQUEUED and are not counted in ``next_due``
+    :ivar limits: the flow limits of the workers that have some (semantics 50): the
+        claim starts at most ``max_running`` minus the worker's RUNNING works (all
+        processes' on a shared store; on PostgreSQL those whose lease is live), and no
+        more than its token bucket holds (stored by the store, and taken from in the
+        claim's transaction); ``next_due`` counts a capped-out worker's works not at
+        all and a rate-limited one's no earlier than its next token
     """
 
     now: float
@@ -76,6 +83,7 @@ class ClaimParams:
     blocked_signals: frozenset[str] = frozenset()
     lease_until: float | None = None
     paused_workers: frozenset[str] = frozenset()
+    limits: Mapping[str, WorkerLimits] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -85,10 +93,13 @@ class Claimed:
     :ivar records: the works now RUNNING, expedited first, then by due time
     :ivar next_due: the earliest due time among the remaining claimable ENQUEUED works
         (``None`` if there are none); may be in the past if ``limit`` was reached
+    :ivar held: the limited workers (:attr:`ClaimParams.limits`) with works due now that
+        their own limit held back, and which limit
     """
 
     records: list[WorkRecord]
     next_due: float | None
+    held: Mapping[str, HeldBy] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)

@@ -92,6 +92,8 @@ class Transactions:
     _tokens: Iterator[int] = attrs.field(init=False, factory=count)
     #: Claims whose answer was lost: token -> (owner, until when to look for its works).
     lost_claims: dict[str, tuple[str, float]] = attrs.field(init=False, factory=dict)
+    #: Limited workers' rows of wm_limits as last seen: worker -> (tokens, at, version).
+    limit_rows: dict[str, tuple[Any, Any, int]] = attrs.field(init=False, factory=dict)
 
     def new_write(self) -> Write:
         """A new logical write, with a token of its own."""

@@ -378,8 +378,8 @@ class Schema:
         )
         self._returning = returning
 
-    @functools.lru_cache(maxsize=4)  # noqa: B019  # a few variants per Schema, kept with it
-    def claim(self, blocked: bool, paused: bool = False) -> Statement:
+    @functools.lru_cache(maxsize=8)  # noqa: B019  # a few variants per Schema, kept with it
+    def claim(self, blocked: bool, paused: bool = False, limited: bool = False) -> Statement:
         """Claim up to ``:limit`` due unparked works, expedited first, then higher priority,
         then earlier due (semantics 48), locking them with
         SKIP LOCKED so concurrent claimers take disjoint batches; the attempt, owner,
@@ -391,12 +391,20 @@ class Schema:
         earliest due time of the claimable ENQUEUED works left (NULL for none; in the
         past if ``:limit`` was reached), ``compared_with`` the clock the claim compared
         with (to convert between the database's clock and the caller's), then each
-        claimed work's expedited flag and due time before the claim (for ordering)."""
+        claimed work's expedited flag and due time before the claim (for ordering).
+        With ``limited``, see :meth:`_limited`."""
         t = self.table
         unparked = self._unparked(blocked)
         if paused:  # the workers in :paused are paused: their works stay ENQUEUED
             unparked += " AND worker <> ALL(:paused::text[])"
+        limit, before, after, extra = ":limit::int8", "", "", ""
+        if limited:
+            unparked += " AND worker = :only"
+            limit = "(SELECT k FROM kk)"
+            before, after, extra = self._limited()
         # One row more than the limit is locked: if it exists, works are still due now.
+        # (A limited claim takes fewer, ``k``; its ``:limit`` is a parameter here: a
+        # LIMIT the planner cannot see would make it sort every due work.)
         # (The statement sees its own snapshot, in which the claimed rows are still
         # ENQUEUED: the next due time must come from rows it did not claim.) A
         # materialised CTE: the LIMIT applies before the UPDATE joins it, so a claim
@@ -415,7 +423,7 @@ class Schema:
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
             f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "
             "FROM (SELECT * FROM due ORDER BY expedited DESC, priority DESC, next_run_at "
-            "LIMIT :limit::int8) AS d WHERE w.id = d.id "
+            f"LIMIT {limit}) AS d WHERE w.id = d.id "
             "AND w.id = ANY(ARRAY(SELECT id FROM due)) AND w.state = 'ENQUEUED' "
             f"RETURNING d.expedited AS due_expedited, d.next_run_at AS due_at, "
             f"{self._returning})"
@@ -426,14 +434,68 @@ class Schema:
         )
         next_due = (
             "nd AS (SELECT coalesce((SELECT next_run_at FROM due ORDER BY expedited DESC, "
-            f"priority DESC, next_run_at OFFSET :limit::int8 LIMIT 1), LEAST({later % 1}, {later % 0})) "
+            f"priority DESC, next_run_at OFFSET {limit} LIMIT 1), LEAST({later % 1}, {later % 0})) "
             f"AS next_due, {_BASE} AS compared_with)"
         )
         names = ", ".join(f"w.{c}" for c in ("due_expedited", "due_at", *SELECT_COLUMNS))
         return Statement(
-            f"WITH {due}, {write}, {_NOTIFY}, {next_due} "
-            f"SELECT nd.next_due, nd.compared_with, {names} FROM nd "
+            f"WITH {before}{due}, {write}, {_NOTIFY}, {next_due}{after} "
+            f"SELECT nd.next_due, nd.compared_with, {names}{extra} FROM nd "
             "CROSS JOIN (SELECT count(*) FROM n) AS m LEFT JOIN w ON true"
+        )
+
+    def _limited(self) -> tuple[str, str, str]:
+        """The parts of a limited worker's claim (semantics 50): its works alone
+        (``:only``), at most its allowance, in one statement.
+
+        The worker's row of ``wm_limits`` is locked (``FOR UPDATE``); the claim is
+        valid only if the row's ``version`` is ``:expect`` both as locked (the latest)
+        and in the statement's snapshot: then no claim of this worker committed after
+        the snapshot was taken, nor is one in progress (it would hold the lock), so
+        the RUNNING count the snapshot gives is exact (works whose lease is live: a
+        crashed process's slots come back when its leases end). Its allowance is
+        ``LEAST(:limit, :take, :cap - running)`` (``:take``: the tokens, counted by the
+        caller from the row at ``:expect``); the row gets ``:tokens`` less the works
+        claimed, ``:at``, and the next version. Otherwise nothing is claimed or
+        written, and the caller tries again with the row as it is now.
+
+        The rows end with ``(fresh, running, tokens, at, version)``: whether the claim
+        was valid, then the RUNNING count and the row as locked."""
+        q, t = self.quoted, self.table
+        limits = f"{q}.wm_limits"
+        before = (
+            "lim AS MATERIALIZED (SELECT tokens, at, version FROM "
+            f"{limits} WHERE worker = :only FOR UPDATE), "
+            f"snap AS MATERIALIZED (SELECT version FROM {limits} WHERE worker = :only), "
+            f"run AS MATERIALIZED (SELECT count(*) AS n FROM {t} WHERE state = 'RUNNING' "
+            f"AND worker = :only AND lease_until > {_BASE}), "
+            "fr AS MATERIALIZED (SELECT coalesce((SELECT version FROM lim) = :expect::int8 "
+            "AND (SELECT version FROM snap) = :expect::int8, false) AS fresh), "
+            "kk AS MATERIALIZED (SELECT CASE WHEN fresh THEN GREATEST(0, LEAST(:limit::int8, "
+            ":take::int8, coalesce(:cap::int8 - (SELECT n FROM run), :limit::int8))) "
+            "ELSE 0 END AS k FROM fr), "
+        )
+        after = (
+            f", b AS (UPDATE {limits} SET tokens = :tokens::float8 - (SELECT count(*) FROM w), "
+            "at = :at::float8, version = version + 1 "
+            "WHERE worker = :only AND (SELECT fresh FROM fr))"
+        )
+        extra = (
+            ", (SELECT fresh FROM fr), (SELECT n FROM run), (SELECT tokens FROM lim), "
+            "(SELECT at FROM lim), (SELECT version FROM lim)"
+        )
+        return before, after, extra
+
+    @functools.cached_property
+    def limits(self) -> tuple[Statement, Statement]:
+        """Make limited workers' rows of ``wm_limits`` (semantics 50); read one."""
+        q = self.quoted
+        return (
+            Statement(
+                f"INSERT INTO {q}.wm_limits (worker) SELECT unnest(:workers::text[]) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            Statement(f"SELECT tokens, at, version FROM {q}.wm_limits WHERE worker = :only"),
         )
 
     @staticmethod

@@ -8,7 +8,6 @@ import enum
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiosqlite
@@ -23,6 +22,7 @@ from . import _sqlite_errors as errors
 from . import _sqlite_sql as sqlite_sql
 from ._group_commit import Op
 from ._propagation import propagate
+from ._sqlite_claim import claim as _claim
 
 if TYPE_CHECKING:
     from .._core.data import Data
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     )
     from .._core.record import WorkRecord
     from ._base import (
-        ClaimParams,
         UniquePlanner,
     )
 
@@ -232,7 +231,10 @@ async def transact(
     # A claim alone needs no explicit transaction: it writes with one statement, an
     # UPDATE … RETURNING guarded by state = 'ENQUEUED', which commits atomically by
     # itself. That saves two round trips to the connection's thread on the path from a
-    # timer firing to its work starting.
+    # timer firing to its work starting. (A claim of limited workers also writes their
+    # token buckets, each by a statement of its own: only this process claims on the
+    # file, the scheduler lock's holder, so the RUNNING counts it read cannot grow
+    # before its update; other processes' writes can only end runs.)
     single = len(ops) == 1 and ops[0].kind is Kind.CLAIM
     if _IN_THREAD:
         if inline and _inline(ops):
@@ -524,60 +526,3 @@ async def _apply(db: _DB, ops: list[WriteOp], out: Outcomes) -> None:
             extra.setdefault(id(slot), []).append(record)
     for op, slot in zip(ops, slots, strict=True):
         out[op] = ([r for r in slot if r is not None] + extra.get(id(slot), []), None)
-
-
-#: The (expedited, priority) levels the last claim found: the next claim expects them
-#: (one statement), and claims again if the statement finds others (see claim_sql).
-_expected_levels: list[tuple[int, int]] = []
-
-
-async def _claim(db: _DB, params: ClaimParams) -> tuple[list[Any], float | None]:
-    """Claim in the database; the caller decodes the rows (``claim_due``).
-
-    Expedited first, then higher priority, then earlier due (semantics 48)."""
-    global _expected_levels
-    limit = max(params.limit, 0)
-    blocked = sorted(params.blocked_signals)
-    args: dict[str, object] = {"now": params.now, "k": limit + 1}
-    args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
-    paused = bool(params.paused_workers)
-    if paused:
-        args["paused"] = json.dumps(sorted(params.paused_workers))
-    levels = _expected_levels
-    for _ in range(2):
-        used = levels
-        for i, (expedited, priority) in enumerate(used):
-            args[f"e{i}"] = expedited
-            args[f"p{i}"] = priority
-        statement = sqlite_sql.claim_sql(len(blocked), len(used), paused)
-        read = await db.execute_fetchall(statement, args)
-        found_levels = sorted(((r[1], r[2]) for r in read if r[0] < 0), reverse=True)
-        if found_levels == used:
-            break
-        # Others than expected: read again with them. (Should another connection change
-        # them again in between, the rows read are still due works, and its commit
-        # wakes this store to claim the rest.)
-        levels = _expected_levels = found_levels
-    found: list[tuple[list[tuple[float, int]], list[tuple[float, int]]]] = [([], []) for _ in used]
-    for level, later, rowid, due in read:
-        if level >= 0:
-            found[level][later].append((due, rowid))
-    chosen: list[int] = []
-    next_due: float | None = None
-    for due_now, future in found:
-        due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
-        take = min(len(due_now), limit - len(chosen))
-        chosen += [rowid for _, rowid in due_now[:take]]
-        rest = due_now[take:] or future
-        if rest and (next_due is None or rest[0][0] < next_due):
-            next_due = rest[0][0]
-    if not chosen:
-        return [], next_due
-    rows = list(
-        await db.execute_fetchall(
-            sqlite_sql.CLAIM_UPDATE, (params.now, params.owner, json.dumps(chosen))
-        )
-    )
-    order = {rowid: i for i, rowid in enumerate(chosen)}
-    rows.sort(key=lambda row: order[row[0]])
-    return rows, next_due

@@ -138,6 +138,9 @@ PAUSE: Final = "INSERT OR IGNORE INTO wm_paused (worker, since) VALUES (?, ?)"
 RESUME: Final = "DELETE FROM wm_paused WHERE worker = ?"
 PAUSED: Final = "SELECT worker FROM wm_paused"
 
+#: A limited worker's token bucket written back by a claim (semantics 50).
+WRITE_BUCKET: Final = "INSERT OR REPLACE INTO wm_limits (worker, tokens, at) VALUES (?, ?, ?)"
+
 SIGNALS_IN_USE: Final = (
     "SELECT DISTINCT constraints FROM wm_work "
     "WHERE signals != '' AND state IN ('ENQUEUED', 'RUNNING', 'BLOCKED')"
@@ -161,7 +164,7 @@ CLAIM_LEVELS: Final = _LEVELS_CTE + "SELECT e, p FROM lv WHERE p IS NOT NULL"
 
 
 @functools.lru_cache(maxsize=128)
-def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
+def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = False) -> str:
     """Everything a claim reads, from the due index alone (unless workers are paused),
     in one statement.
 
@@ -169,7 +172,9 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
     levels the caller expects. Rows are ``(level, later, rowid, due)``: with ``later`` 0,
     the level's works due at ``:now`` (at most ``:k``), with 1 the first not yet due;
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
-    with ``paused`` those of the workers in the JSON array ``:paused``.
+    with ``paused`` those of the workers in the JSON array ``:paused``; with ``only``,
+    every work but those of the worker ``:only``, and two rows more: ``(-2, running)``,
+    its RUNNING count, and ``(-3, tokens, at)``, its bucket, if it has one.
     Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
     NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
     from the expected ones, the caller claims again with them.
@@ -180,6 +185,8 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
         unparked = f" AND (signals = '' OR ({absent}))"
     if paused:
         unparked += " AND worker NOT IN (SELECT value FROM json_each(:paused))"
+    if only:
+        unparked += " AND worker = :only"
     branches = [
         f"SELECT * FROM (SELECT {i} AS level, {later} AS later, rowid AS rid, "
         "next_run_at AS due FROM wm_work WHERE state = 'ENQUEUED' "
@@ -189,6 +196,11 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False) -> str:
         for later, op, limit in ((0, "<=", ":k"), (1, ">", "1"))
     ]
     branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
+    if only:  # the worker's RUNNING count and its token bucket (semantics 50)
+        branches.append(
+            "SELECT -2, count(*), 0, NULL FROM wm_work WHERE state = 'RUNNING' AND worker = :only"
+        )
+        branches.append("SELECT -3, tokens, at, NULL FROM wm_limits WHERE worker = :only")
     return _LEVELS_CTE + " UNION ALL ".join(branches)
 
 

@@ -15,6 +15,7 @@ from .._core.lifecycle import (
     claim,
     resolve_new,
 )
+from .._core.limits import Allowance, Bucket, HeldBy
 from .._core.model import (
     NO_CONSTRAINTS,
     WorkState,
@@ -60,6 +61,8 @@ class MemoryStore(Store):
     _prerequisites: dict[str, tuple[str, ...]] = attrs.field(init=False, factory=dict)
     _dependents: dict[str, list[str]] = attrs.field(init=False, factory=dict)
     _waiting: dict[str, int] = attrs.field(init=False, factory=dict)
+    # The token buckets of rate-limited workers (semantics 50).
+    _buckets: dict[str, Bucket] = attrs.field(init=False, factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryStore(works={len(self._records)})"
@@ -168,8 +171,8 @@ class MemoryStore(Store):
         """Claim due works, expedited first, then by priority (higher first), then by due
         time (semantics 48), from the groups whose signals hold."""
         blocked, now, limit = params.blocked_signals, params.now, params.limit
-        if params.paused_workers:
-            return self._claim_unpaused(params)
+        if params.paused_workers or params.limits:
+            return self._claim_scan(params)
         claimed: list[WorkRecord] = []
         records = self._records
         owner = params.owner
@@ -198,29 +201,69 @@ class MemoryStore(Store):
                 tops.extend(top[0] for heap in heaps if (top := heap.peek()) is not None)
         return Claimed(records=claimed, next_due=min(tops) if tops else None)
 
-    def _claim_unpaused(self, params: ClaimParams) -> Claimed:
-        """A claim while some workers are paused: a scan of the unparked due works (slower
-        than the heaps, which do not know workers; pauses are rare and short)."""
-        paused, blocked = params.paused_workers, params.blocked_signals
+    def _claim_scan(self, params: ClaimParams) -> Claimed:
+        """A claim while some workers are paused or limited (semantics 47, 49): a scan of
+        the unparked due works (slower than the heaps, which do not know workers)."""
+        paused, blocked, now = params.paused_workers, params.blocked_signals, params.now
+        records = self._records
         candidates = sorted(
             (not r.expedited, -r.priority, r.next_run_at, r.id)
             for levels in (self._active(blocked, True), self._active(blocked, False))
             for heaps in levels
             for heap in heaps
             for rid in heap.members()
-            if (r := self._records[rid]).worker not in paused and r.next_run_at is not None
+            if (r := records[rid]).worker not in paused and r.next_run_at is not None
         )
+        allowances = self._allowances(params)
+        taken = dict.fromkeys(allowances, 0)
+        left: dict[str, float] = {}  # a limited worker's earliest claimable work not taken
         claimed: list[WorkRecord] = []
         next_due: float | None = None
         for _, _, due, rid in candidates:
-            if due <= params.now and len(claimed) < params.limit:
-                running = claim(self._records[rid], now=params.now, owner=params.owner)
-                self._records[rid] = running
+            worker = records[rid].worker
+            allowance = allowances.get(worker)
+            if (
+                due <= now
+                and len(claimed) < params.limit
+                and (allowance is None or taken[worker] < allowance.take)
+            ):
+                running = claim(records[rid], now=now, owner=params.owner)
+                records[rid] = running
                 self._index(running)
                 claimed.append(running)
+                if allowance is not None:
+                    taken[worker] += 1
+            elif allowance is not None:
+                if worker not in left or due < left[worker]:
+                    left[worker] = due
             elif next_due is None or due < next_due:
                 next_due = due
-        return Claimed(records=claimed, next_due=next_due)
+        held: dict[str, HeldBy] = {}
+        for worker, allowance in allowances.items():
+            first = left.get(worker)
+            start = allowance.next_start(taken[worker], first)
+            if start is not None and (next_due is None or start < next_due):
+                next_due = start
+            why = allowance.held_by(taken[worker])
+            if why is not None and first is not None and first <= now:
+                held[worker] = why
+            bucket = allowance.bucket_after(taken[worker])
+            if bucket is not None:
+                self._buckets[worker] = bucket
+        return Claimed(records=claimed, next_due=next_due, held=held)
+
+    def _allowances(self, params: ClaimParams) -> dict[str, Allowance]:
+        limited = {w: lim for w, lim in params.limits.items() if w not in params.paused_workers}
+        if not limited:
+            return {}
+        running = dict.fromkeys(limited, 0)
+        for record in self._records.values():
+            if record.state is WorkState.RUNNING and record.worker in running:
+                running[record.worker] += 1
+        return {
+            w: Allowance.of(lim, running=running[w], bucket=self._buckets.get(w), now=params.now)
+            for w, lim in limited.items()
+        }
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes, resolving dependents of finished works; return the

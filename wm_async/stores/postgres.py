@@ -46,9 +46,10 @@ from ._base import (
     Store,
     StoreListener,
 )
-from ._codec import record_from_row, signal_key
+from ._codec import record_from_row
 from ._group_commit import GroupCommit, Op
 from ._postgres_apply import apply as apply_changes
+from ._postgres_claim import claim
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
     ChangeFeed,
@@ -331,47 +332,14 @@ class PostgresStore(PausedWorkers, Store):
 
         :raises StoreError: if the database fails
         """
-        limit = max(params.limit, 0)
-        blocked = sorted(f",{signal_key(n)}," for n in params.blocked_signals)
-        values: dict[str, object] = {
-            "base": self._base(params.now),
-            "now": params.now,
-            "limit": limit,
-            "owner": params.owner,
-            "lease": self._lease,
-            "lease_until": params.lease_until,
-            "blocked": blocked,
-            "paused": sorted(params.paused_workers),
-            **self._ops.notify_args(),
-        }
-        claim = self._sql.claim(bool(blocked), bool(params.paused_workers))
-        adopted: list[WorkRecord] = []
-
-        async def run(conn: _Conn) -> list[Any]:
-            if self._ops.lost_claims and len(adopted) < limit:
-                adopted.extend(
-                    await self._ops.adopt(
-                        conn, params, limit - len(adopted), base=self._base(params.now)
-                    )
-                )
-            values["limit"] = limit - len(adopted)
-            return await self._ops.claim_statement(conn, claim, params.owner, values)
-
-        try:
-            rows = await self._run("claiming", run, transaction=False)
-        except StoreError:
-            if not adopted:
-                raise
-            # Works already taken over must reach the scheduler; the next claim meets
-            # the error again, if it persists.
-            return Claimed(records=adopted, next_due=params.now)
-        due, compared_with = rows[0][0], rows[0][1]
-        if due is not None and self._db_clock:
-            due = due - compared_with + params.now  # the database's clock → the caller's
-        claimed = [row[2:] for row in rows if row[4] is not None]  # row[4]: seq
-        claimed.sort(key=lambda r: (-r[0], -r[pg_sql.CLAIMED_PRIORITY], r[1], r[2]))
-        records = [*adopted, *(record_from_row(tuple(row)[2:]) for row in claimed)]
-        return Claimed(records=records, next_due=due)
+        return await claim(
+            self._ops,
+            self._run,
+            params,
+            base=self._base(params.now),
+            lease=self._lease,
+            db_clock=self._db_clock,
+        )
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes; return the records written. Concurrent calls share one

@@ -369,7 +369,7 @@ class SQLiteStore(Store):
 
         :raises StoreError: if the database fails
         """
-        rows, next_due = await self._submit(Kind.CLAIM, params)
+        rows, next_due, held = await self._submit(Kind.CLAIM, params)
         # The rows are decoded here, on the loop, not in the transaction: the writer
         # thread is the busier one.
         records: list[WorkRecord] = []
@@ -384,7 +384,7 @@ class SQLiteStore(Store):
                 unreadable.append((params.now, str(exc), row[0]))
         if unreadable:
             await self._submit(Kind.QUARANTINE, unreadable)
-        return Claimed(records=records, next_due=next_due)
+        return Claimed(records=records, next_due=next_due, held=held)
 
     async def apply(self, changes: Sequence[Change]) -> list[WorkRecord]:
         """Apply guarded changes; return the records written.

@@ -87,6 +87,7 @@ from . import (  # after register_assert_rewrite, on purpose
     test_get,
     test_insert,
     test_leases,
+    test_limits,
     test_paused_workers,
     test_prune,
     test_query,
@@ -122,6 +123,7 @@ _TESTS = _collect(
     test_leases,
     test_signals_in_use,
     test_paused_workers,
+    test_limits,
 )
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)
