@@ -28,18 +28,24 @@ if typing.TYPE_CHECKING:
     from .postgres import PostgresStore as PostgresStore
     from .sqlite import SQLiteStore as SQLiteStore
 
-#: The backends, importable from here too; imported on first use (PostgresStore needs
-#: asyncpg, the ``postgres`` extra).
-_BACKENDS = {"MemoryStore": "memory", "SQLiteStore": "sqlite", "PostgresStore": "postgres"}
-
 
 def __getattr__(name: str) -> object:
-    module = _BACKENDS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    """The backends, importable from here too, each imported on first use
+    (PostgresStore needs asyncpg, the ``postgres`` extra). No name is imported by a
+    string: each backend is one fixed import."""
+    if name == "MemoryStore":
+        from .memory import MemoryStore
 
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        return MemoryStore
+    if name == "SQLiteStore":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_store(url: str) -> Store:
