@@ -82,12 +82,15 @@ class SQLiteStore(Store):
     A file with several hard links is refused (SQLite keeps the WAL by name), and writes
     fail with :class:`StoreGoneError` once the file is deleted or moved away.
 
-    :param path: the database file; created if missing
-    :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
-        (it survives power loss too, at a cost per commit)
-    :param busy_timeout: seconds to wait for another process's lock before retrying
-    :param poll_interval: while following the file (:meth:`follow`), seconds between
-        checks for writes of other processes that no notification announced
+    The constructor's arguments (attrs writes ``__init__``):
+
+    - ``path``: the database file; created if missing
+    - ``synchronous``: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
+      (it survives power loss too, at a cost per commit)
+    - ``busy_timeout``: seconds to wait for another process's lock before retrying
+    - ``poll_interval``: while following the file (:meth:`follow`), seconds between
+      checks for writes of other processes that no notification announced
+
     :raises InvalidRequestError: for an invalid argument
     """
 
