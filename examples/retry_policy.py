@@ -8,7 +8,9 @@ Runs on a VirtualClock and a memory store, so the minute of waiting takes no tim
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import anyio
 
@@ -31,16 +33,15 @@ connection_errors = 2
 async def charge_card(ctx: wm.WorkContext) -> wm.Result | None:
     if rate_limited:
         return wm.Result.retry(delay=timedelta(seconds=60))  # this once, not the backoff
-    ...
-    return _charge(ctx)
+    return await charge(ctx.input)
 
 
-def _charge(ctx: wm.WorkContext) -> wm.Result:
+async def charge(order: Mapping[str, Any]) -> wm.Result:
     global connection_errors
     if connection_errors:
         connection_errors -= 1
         raise ConnectionError("payment gateway unreachable")
-    return wm.Result.success({"charged": ctx.input["amount"]})
+    return wm.Result.success({"charged": order["amount"]})
 
 
 async def main() -> None:
@@ -57,7 +58,8 @@ async def main() -> None:
         await clock.advance(timedelta(seconds=10))  # run 3: ConnectionError, backoff 5·3 s
         await clock.advance(timedelta(seconds=15))  # run 4: success
         done = await manager.get_work_info(request.id)
-        assert done is not None and done.state is wm.WorkState.SUCCEEDED, done
+        assert done is not None
+        assert done.state is wm.WorkState.SUCCEEDED, done
         print(f"{done.state.value} after {done.runs_started} runs: {dict(done.output)}")
 
 

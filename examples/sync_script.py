@@ -27,7 +27,7 @@ async def rebuild_index(ctx: wm.WorkContext) -> wm.Result:
 
 async def run_worker_side() -> None:
     async with worker_side:
-        while not stop.is_set():
+        while not stop.is_set():  # noqa: ASYNC110 (a threading.Event, set by main())
             await anyio.sleep(0.05)
 
 
