@@ -80,9 +80,7 @@ class SQLiteStore(Store):
     A new file is created readable by its owner only. Concurrent writes are committed
     together (group commit), so throughput comes from batching, not from weaker durability.
     A file with several hard links is refused (SQLite keeps the WAL by name), and writes
-    fail with :class:`StoreGoneError` once the file is deleted or moved away.
-
-    The constructor's arguments (attrs writes ``__init__``):
+    fail with :class:`StoreGoneError` once the file is deleted or moved away. Arguments:
 
     - ``path``: the database file; created if missing
     - ``synchronous``: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
