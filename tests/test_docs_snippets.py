@@ -18,6 +18,8 @@ site and on GitHub):
   must stop on SIGINT with exit status 0 (the manager stopped gracefully with it).
 - ``<!-- run: excerpt examples/NAME.py -->``: the block is a piece of that example
   (its text occurs in the file verbatim, at some indentation), and the example runs as a program (rule 1).
+- A program that imports asyncpg needs the tests' PostgreSQL: without a server it is
+  skipped locally (the page's other blocks still run), and fails under ``CI=true``.
 - ``<!-- not-run: peer library -->``: the other library's side of a migration guide
   (Celery, arq, APScheduler code), skipped; allowed only in docs/migration/.
 - ``<!-- not-run: needs Django -->``: a Django project's files, not installed here;
@@ -123,6 +125,18 @@ def _run_program(path: Path, project: Path, what: str) -> None:
     assert done.returncode == 0, f"{what}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
 
 
+def _postgres_missing(source: str) -> str | None:
+    """Why a program that uses the tests' PostgreSQL cannot run here, or None. Under
+    ``CI=true`` the server must be there (as for the other PostgreSQL tests)."""
+    if "asyncpg" not in source or os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return None
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError as exc:
+        return f"no PostgreSQL on 127.0.0.1:5432 ({exc})"
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -195,6 +209,7 @@ def test_every_block_of_the_page_runs(page: str, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     ran = 0
+    skipped: list[str] = []
     for number, block in enumerate(blocks(page)):
         kind, rest = block.marker or ("run", "")
         # An excerpt may be the body of an async function (await at its top level).
@@ -217,12 +232,18 @@ def test_every_block_of_the_page_runs(page: str, tmp_path: Path) -> None:
             path = project / example.name
             path.write_text(example.read_text())
         _check_names(path, block.id)
+        missing = _postgres_missing(path.read_text())
+        if missing is not None:
+            skipped.append(f"{block.id}: {missing}")
+            continue
         if rest.startswith("serve "):
             _serve(block, path, project)
         else:
             _run_program(path, project, block.id)
         ran += 1
     assert ran or not blocks(page) or all(b.marker for b in blocks(page))
+    if skipped:
+        pytest.skip("; ".join(skipped))
 
 
 def test_markers_are_known_and_in_their_place() -> None:
