@@ -21,13 +21,16 @@ site and on GitHub):
 - A program that imports asyncpg needs the tests' PostgreSQL: without a server it is
   skipped locally (the page's other blocks still run), and fails under ``CI=true``.
 - ``<!-- not-run: peer library -->``: the other library's side of a migration guide
-  (Celery, arq, APScheduler code), skipped; allowed only in docs/migration/.
-- ``<!-- not-run: needs Django -->``: a Django project's files, not installed here;
-  compiled and linted (below) but not run. ``test_not_run_blocks_are_the_listed_ones``
-  pins how many there are, so a new one is a decision, not an accident.
+  (Celery, arq, APScheduler code), not run (only compiled and linted); allowed only in
+  docs/migration/, and the only blocks not run.
+- ``<!-- run: django -->``: a file of a Django project (views, a management command).
+  It is imported, as Django would, under minimal settings written by the test
+  (``django.contrib.auth`` and the project's apps, a SQLite database, migrated,
+  ``WM_ASYNC_STORE``): its imports and module-level code run, and, for a module with
+  views, each view is called with a request from Django's ``RequestFactory`` and must
+  answer 2xx or 404.
 
-Every block, run or not, must also compile, and a block that runs as a program must use
-no undefined name (ruff F821).
+Every block, run or not, must also compile and use no undefined name (ruff F821).
 """
 
 from __future__ import annotations
@@ -54,8 +57,36 @@ TIMEOUT = 60.0
 _FENCE = re.compile(r"^(\s*)```python\b.*$")
 _MARKER = re.compile(r"^\s*<!--\s*(run|not-run):\s*(.*?)\s*-->\s*$")
 _FILE = re.compile(r"^#\s*([\w./-]+\.py)\b")
-#: The blocks marked ``not-run: needs Django`` (docs/deployment.md's Django recipe).
-DJANGO_BLOCKS = 3
+#: Settings for ``run: django`` blocks; the project's apps are added when present.
+_DJANGO_SETTINGS = """
+SECRET_KEY = "docs"
+ALLOWED_HOSTS = ["testserver"]
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", *APPS]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "django.db"}}
+USE_TZ = True
+WM_ASYNC_STORE = "sqlite:///wm.db"
+"""
+#: Imports the block's module under Django and calls its views (see the docstring).
+_DJANGO_DRIVER = """
+import importlib, inspect, sys
+import django
+django.setup()
+from django.core.management import call_command
+from django.test import RequestFactory
+call_command("migrate", verbosity=0)
+module = importlib.import_module(sys.argv[1])
+for name, view in vars(module).items():
+    if not inspect.isfunction(view) or view.__module__ != module.__name__:
+        continue
+    params = list(inspect.signature(view).parameters)
+    if not params or params[0] != "request":
+        continue
+    request = RequestFactory().post("/", {"email": "ada@example.org"})
+    args = ["00000000-0000-7000-8000-000000000000"] * (len(params) - 1)
+    answer = view(request, *args)
+    assert answer.status_code < 300 or answer.status_code == 404, (name, answer.status_code)
+    print(name, answer.status_code)
+"""
 
 
 @dataclass(frozen=True)
@@ -137,6 +168,28 @@ def _postgres_missing(source: str) -> str | None:
     return None
 
 
+def _run_django(path: Path, project: Path, what: str) -> None:
+    apps = sorted(
+        str(folder.name)
+        for folder in project.iterdir()
+        if (folder / "__init__.py").exists() and folder.name not in ("myproject",)
+    )
+    (project / "docs_settings.py").write_text(f"APPS = {apps!r}\n" + _DJANGO_SETTINGS)
+    driver = project / "docs_django_driver.py"
+    driver.write_text(_DJANGO_DRIVER)
+    module = ".".join(path.relative_to(project).with_suffix("").parts)
+    done = subprocess.run(
+        [sys.executable, str(driver), module],
+        cwd=project,
+        env=_env(project, DJANGO_SETTINGS_MODULE="docs_settings"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, f"{what}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,11 +265,15 @@ def test_every_block_of_the_page_runs(page: str, tmp_path: Path) -> None:
     skipped: list[str] = []
     for number, block in enumerate(blocks(page)):
         kind, rest = block.marker or ("run", "")
+        if kind == "not-run":
+            lint = project / f"not_run_{number}.py"
+            lint.write_text(block.code)
+            _check_names(lint, block.id)
+            lint.unlink()
+            continue
         # An excerpt may be the body of an async function (await at its top level).
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if rest.startswith("excerpt ") else 0
         compile(block.code, block.id, "exec", flags=flags)
-        if kind == "not-run":
-            continue
         name = block.file or f"snippet_{number}.py"
         path = project / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +293,9 @@ def test_every_block_of_the_page_runs(page: str, tmp_path: Path) -> None:
         if missing is not None:
             skipped.append(f"{block.id}: {missing}")
             continue
-        if rest.startswith("serve "):
+        if rest == "django":
+            _run_django(path, project, block.id)
+        elif rest.startswith("serve "):
             _serve(block, path, project)
         else:
             _run_program(path, project, block.id)
@@ -252,17 +311,18 @@ def test_markers_are_known_and_in_their_place() -> None:
             continue
         kind, rest = block.marker
         if kind == "not-run":
-            assert rest in ("peer library", "needs Django"), f"{block.id}: {rest!r}"
-            if rest == "peer library":
-                assert block.page.startswith("docs/migration/"), block.id
+            assert rest == "peer library", f"{block.id}: {rest!r}"
+            assert block.page.startswith("docs/migration/"), block.id
         else:
-            assert rest.split(" ")[0] in ("serve", "excerpt"), f"{block.id}: run: {rest!r}"
+            assert rest.split(" ")[0] in ("serve", "excerpt", "django"), f"{block.id}: {rest!r}"
 
 
-def test_not_run_blocks_are_the_listed_ones() -> None:
-    django = [b.id for b in ALL if b.marker == ("not-run", "needs Django")]
-    assert len(django) == DJANGO_BLOCKS, django
-    assert sum(1 for b in ALL if b.marker is None or b.marker[0] == "run") > 20
+def test_only_peer_code_is_not_run() -> None:
+    not_run = [b for b in ALL if b.marker is not None and b.marker[0] == "not-run"]
+    assert {b.page for b in not_run} <= {
+        f"docs/migration/{name}.md" for name in ("celery", "arq", "apscheduler")
+    }
+    assert sum(1 for b in ALL if b.marker is None or b.marker[0] == "run") >= 40
 
 
 def test_a_broken_block_fails(tmp_path: Path) -> None:
