@@ -5,6 +5,8 @@
     python -m benchmarks --only throughput --only 'wm-*' --only raw-asyncio
     python -m benchmarks --only throughput --only 'wm-*' --baseline ../wm-base
         # each wm-* system also runs on another checkout's wm_async, interleaved
+    python -m benchmarks --headline      # the README's chart: throughput, every system,
+                                         # 1 round of 5,000 jobs (about 2 minutes)
 
 Every (workload, system) measurement runs in its own child process, in interleaved
 rounds (A B C A B C …). Prints the tables and the targets, writes
@@ -120,7 +122,24 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
             "interleaved rounds, so the two compare side by side"
         ),
     )
+    parser.add_argument(
+        "--headline",
+        action="store_true",
+        help=f"the README's chart: the throughput workload for every system, 1 round of "
+        f"N={HEADLINE_N:,} (--rounds and --n override); writes "
+        f"{PUBLISHED.relative_to(ROOT)}/headline.png and headline.md (the table, the "
+        "command, the machine and its load)",
+    )
     args = parser.parse_args(argv)
+    if args.headline:
+        if args.quick or args.only or args.baseline or args.no_charts or args.publish:
+            parser.error(
+                "--headline is its own run: not with --quick, --only, --baseline, "
+                "--no-charts, --publish"
+            )
+        args.only = ["throughput"]
+        args.rounds = 1 if args.rounds is None else args.rounds
+        args.n = HEADLINE_N if args.n is None else args.n
     if args.publish and (args.quick or args.only or args.baseline or args.no_charts):
         parser.error(
             "--publish takes a full run: not with --quick, --only, --baseline, --no-charts"
@@ -146,6 +165,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.rounds = 1 if args.quick else 3
     return args
 
+
+#: Jobs per system in ``--headline``'s throughput run: short enough for every peer (the
+#: slowest, about 100 jobs/s, takes under a minute), long enough that wm_async's run is
+#: not over in a few milliseconds.
+HEADLINE_N = 5_000
 
 #: Suffix of a system run on the ``--baseline`` checkout's wm_async.
 BASELINE = "@baseline"
@@ -354,8 +378,35 @@ def main(argv: list[str] | None = None) -> int:
             target = PUBLISHED / path.name
             target.write_bytes(path.read_bytes())
             written.append(target)
+    if args.headline:
+        written += _publish_headline(report, results, labels, args.out)
     print("\nwritten: " + ", ".join(_shown(p) for p in written))
     return 0
+
+
+def _publish_headline(
+    report: dict[str, Any], results: dict[str, Any], labels: dict[str, str], out: Path
+) -> list[Path]:
+    """docs/benchmarks/headline.png (the throughput chart) and headline.md (its table,
+    with how and where it was measured)."""
+    chart = out / "throughput.png"
+    if not chart.exists():
+        log("no headline chart: matplotlib missing (pip install -r requirements-bench.txt)")
+        return []
+    PUBLISHED.mkdir(parents=True, exist_ok=True)
+    png, md = PUBLISHED / "headline.png", PUBLISHED / "headline.md"
+    png.write_bytes(chart.read_bytes())
+    m, load = report["machine"], report["load_average_during"]
+    n = report["params"]["throughput"]["n"]
+    md.write_text(
+        f"Measured {report['started'][:16].replace('T', ' ')} UTC with `{report['command']}`"
+        f" ({report['rounds']} round of {n:,} jobs per system): {m['cores']} cores "
+        f"({m['cpu']}), {m['implementation']} {m['python']}, SQLite {m['sqlite']}; "
+        f"1-minute load average {load['mean']} (max {load['max']}) during the run, on a "
+        "machine shared with other work, so the figures are indicative.\n\n"
+        + _report.markdown_tables(results, labels, {"throughput": TITLES["throughput"]})
+    )
+    return [png, md]
 
 
 def _shown(path: Path) -> str:

@@ -92,25 +92,28 @@ class PostgresStore(PausedWorkers, Store):
     ``open_store("postgresql://user@host/db?schema=myapp")`` makes the same. Needs the
     ``postgres`` extra (asyncpg).
 
-    :param dsn: a ``postgresql://`` URL; a ``schema`` query parameter sets ``schema``
-    :param schema: the PostgreSQL schema holding wm_async's tables (default
-        ``wm_async``), so several apps can share one database; created if missing
-    :param lease: how long a claim's lease lasts; each process renews its running works'
-        leases every half of it, and another process re-runs a work whose lease expired
-    :param poll_interval: the fallback poll (jittered ±25 %) that bounds the delay when a
-        notification is missed; only while the manager runs on the system clock
-    :param clock: which clock due times and leases are compared with: ``"database"``
-        (the server's, immune to host clock skew), ``"caller"`` (the ``now`` the manager
-        passes, e.g. a VirtualClock's) or ``"auto"`` (the database's when the manager
-        runs on the system clock)
-    :param pool_size: the most connections the pool opens (the listener uses one more)
-    :param retry_timeout: how long an operation retries transient errors (lost
-        connections, a restarting server) before it raises :class:`StoreError`
-    :param rescue_interval: how often (jittered ±25 %) each process re-enqueues works
-        whose lease expired (their process died), whatever the traffic; only while the
-        manager runs on the system clock. A dead process's works run again within
-        about ``lease`` plus this. Default: half the lease (a rescue that finds nothing
-        is one index probe)
+    The constructor's arguments (attrs writes ``__init__``):
+
+    - ``dsn``: a ``postgresql://`` URL; a ``schema`` query parameter sets ``schema``
+    - ``schema``: the PostgreSQL schema holding wm_async's tables (default
+      ``wm_async``), so several apps can share one database; created if missing
+    - ``lease``: how long a claim's lease lasts; each process renews its running works'
+      leases every half of it, and another process re-runs a work whose lease expired
+    - ``poll_interval``: the fallback poll (jittered ±25 %) that bounds the delay when a
+      notification is missed; only while the manager runs on the system clock
+    - ``clock``: which clock due times and leases are compared with: ``"database"``
+      (the server's, immune to host clock skew), ``"caller"`` (the ``now`` the manager
+      passes, e.g. a VirtualClock's) or ``"auto"`` (the database's when the manager
+      runs on the system clock)
+    - ``pool_size``: the most connections the pool opens (the listener uses one more)
+    - ``retry_timeout``: how long an operation retries transient errors (lost
+      connections, a restarting server) before it raises :class:`StoreError`
+    - ``rescue_interval``: how often (jittered ±25 %) each process re-enqueues works
+      whose lease expired (their process died), whatever the traffic; only while the
+      manager runs on the system clock. A dead process's works run again within
+      about ``lease`` plus this. Default: half the lease (a rescue that finds nothing
+      is one index probe)
+
     :raises InvalidRequestError: for an invalid argument
     """
 

@@ -80,14 +80,15 @@ class SQLiteStore(Store):
     A new file is created readable by its owner only. Concurrent writes are committed
     together (group commit), so throughput comes from batching, not from weaker durability.
     A file with several hard links is refused (SQLite keeps the WAL by name), and writes
-    fail with :class:`StoreGoneError` once the file is deleted or moved away.
+    fail with :class:`StoreGoneError` once the file is deleted or moved away. Arguments:
 
-    :param path: the database file; created if missing
-    :param synchronous: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
-        (it survives power loss too, at a cost per commit)
-    :param busy_timeout: seconds to wait for another process's lock before retrying
-    :param poll_interval: while following the file (:meth:`follow`), seconds between
-        checks for writes of other processes that no notification announced
+    - ``path``: the database file; created if missing
+    - ``synchronous``: ``"NORMAL"`` (a commit survives a process crash) or ``"FULL"``
+      (it survives power loss too, at a cost per commit)
+    - ``busy_timeout``: seconds to wait for another process's lock before retrying
+    - ``poll_interval``: while following the file (:meth:`follow`), seconds between
+      checks for writes of other processes that no notification announced
+
     :raises InvalidRequestError: for an invalid argument
     """
 

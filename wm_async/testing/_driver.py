@@ -19,7 +19,9 @@ __all__ = ("TestDriver",)
 class TestDriver:
     """Short-cuts WorkManager's waiting in tests, as ``androidx.work.testing.TestDriver``.
 
-    :param manager: a started manager
+    The constructor's arguments (attrs writes ``__init__``):
+
+    - ``manager``: a started manager
     """
 
     __test__ = False  # not a pytest test class
