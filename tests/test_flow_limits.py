@@ -126,6 +126,29 @@ async def test_a_rate_limited_worker_starts_within_its_tokens(
         assert [s - t0 for s in starts] == [0, 0, 10, 20, 30]
 
 
+async def test_a_token_due_at_a_fraction_of_a_second_starts_its_work(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    """Refilled from epoch times (floats 2.4e-7 s apart near 1.9e9), a token due 0.1 s
+    later can come out as 0.9999990 tokens: the claimer must still start the work then,
+    not wake again and again at the same instant (it once spun there forever)."""
+    manager = make_manager()
+    starts: list[float] = []
+
+    @manager.worker("rated", rate_limit=wm.RateLimit(10, per=timedelta(seconds=1)))
+    async def rated(ctx: wm.WorkContext) -> None:
+        starts.append(clock.now())
+
+    works = [wm.OneTimeWorkRequest("rated") for _ in range(4)]
+    async with manager:
+        t0 = clock.now()
+        await manager.enqueue(*works)
+        with anyio.fail_after(30):
+            await clock.advance(1)
+        assert await states(manager, works) == ["SUCCEEDED"] * 4
+        assert [round(s - t0, 3) for s in starts] == [0.0, 0.1, 0.2, 0.3]
+
+
 async def test_limits_are_per_worker_and_combine(
     make_manager: MakeManager, clock: VirtualClock
 ) -> None:

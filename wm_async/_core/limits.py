@@ -116,6 +116,18 @@ class WorkerLimits:
     rate: RateLimit | None = None
 
 
+#: Seconds within which two times count as one when a bucket is refilled. Times are
+#: epoch seconds (about 1.9e9), whose floats are 2.4e-7 s apart: a token due "now" may
+#: come out as 0.9999990 tokens, and waiting the 1e-7 s left would not move the clock
+#: at all, so a claimer would wake at the same instant again and again.
+TIME_SLACK: Final = 1e-6
+
+
+def _slack(rate: RateLimit) -> float:
+    """The tokens a bucket gains in :data:`TIME_SLACK` (what counts as a whole token)."""
+    return TIME_SLACK * rate.n / rate.per + 1e-9
+
+
 @attrs.frozen
 class Bucket:
     """A rate-limited worker's token bucket as stored: ``tokens`` at time ``at``."""
@@ -162,7 +174,7 @@ class Allowance:
         tokens = None
         if limits.rate is not None:
             tokens = (bucket or Bucket.full(limits.rate, now)).refilled(limits.rate, now)
-            take = min(take, math.floor(tokens + 1e-9))
+            take = min(take, math.floor(tokens + _slack(limits.rate)))
         return cls(limits, running, take, tokens, now)
 
     def bucket_after(self, taken: int) -> Bucket | None:
@@ -177,7 +189,8 @@ class Allowance:
         limits = self.limits
         if limits.max_running is not None and self.running + taken >= limits.max_running:
             return HeldBy.MAX_RUNNING
-        if self.tokens is not None and self.tokens - taken < 1 - 1e-9:
+        rate = limits.rate
+        if rate is not None and self.tokens is not None and self.tokens - taken < 1 - _slack(rate):
             return HeldBy.RATE_LIMIT
         return None
 
@@ -193,6 +206,8 @@ class Allowance:
             return None if next_due <= self.now else next_due
         rate, tokens = self.limits.rate, self.tokens
         if held is HeldBy.RATE_LIMIT and rate is not None and tokens is not None:
-            token_at = self.now + (1 - (tokens - taken)) * rate.interval
-            return max(next_due, token_at)
+            # Never less than TIME_SLACK ahead: a token due sooner counts as there now
+            # (see _slack), so a wake-up before it would find nothing to start.
+            wait = max((1 - (tokens - taken)) * rate.interval, TIME_SLACK)
+            return max(next_due, self.now + wait)
         return next_due
