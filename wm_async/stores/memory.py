@@ -318,6 +318,12 @@ class MemoryStore(Store):
         found.sort(key=lambda r: r.enqueued_at)
         return found
 
+    async def edges(self, ids: Collection[str]) -> list[tuple[str, str]]:
+        """The chain edges touching ``ids``."""
+        found = {(p, i) for i in ids for p in self._prerequisites.get(i, ())}
+        found.update((i, c) for i in ids for c in self._dependents.get(i, ()))
+        return list(found)
+
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished works older than the given time, except those an unfinished
         work depends on."""
