@@ -72,7 +72,7 @@ async def test_browse_filters_and_pages_newest_first(
 def test_browse_filter_refuses_bad_values() -> None:
     for bad in ({"limit": 0}, {"limit": 501}, {"limit": True}, {"id_prefix": "XYZ%"}):
         with pytest.raises(wm.InvalidRequestError):
-            BrowseFilter(**bad)  # type: ignore[arg-type]
+            BrowseFilter(**bad)
 
 
 async def test_overview_counts_throughput_due_and_running(
@@ -132,9 +132,7 @@ async def test_run_again_makes_a_new_work_with_the_same_spec(
         runs.append(dict(ctx.input))
         return wm.Result.failure() if len(runs) == 1 else wm.Result.success()
 
-    req = wm.OneTimeWorkRequest(
-        "flaky", input={"n": 1}, tags={"x"}, priority=3, max_attempts=2
-    )
+    req = wm.OneTimeWorkRequest("flaky", input={"n": 1}, tags={"x"}, priority=3, max_attempts=2)
     async with manager:
         await manager.enqueue(req)
         failed = await manager.wait(req.id)
@@ -188,7 +186,9 @@ async def test_run_again_refuses_what_it_cannot_do(
         assert {i.id for i in names} == {u1.id, rerun.id}  # the original is kept
 
 
-async def test_run_now_skips_the_delay_only(make_manager: MakeManager, clock: VirtualClock) -> None:
+async def test_run_now_skips_the_delay_only(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
     manager = make_manager()
     ran: list[str] = []
 

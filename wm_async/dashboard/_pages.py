@@ -68,7 +68,11 @@ def layout(page: Page, heading: str, body: str, *, live: str | None = None) -> s
     mode = '<span class="muted">read-only</span>' if not page.can_act else ""
     logout = ""
     if page.login:
-        logout = _form(page, "logout", {}, "log out")
+        logout = (
+            f'<form class="inline" method="post" action="{r}/logout">'
+            f'<input type="hidden" name="csrf" value="{escape(page.csrf)}">'
+            '<button type="submit">log out</button></form>'
+        )
     live_attr = f' data-live="{escape(live)}"' if live else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
