@@ -278,7 +278,7 @@ class Dashboard:
 
     async def _overview(self, request: Request, page: pages.Page) -> Response:
         window = self._window(request)
-        body = await self._overviews.get(self._overview_key(window, page))
+        body = await self._render_overview(self._overview_key(window, page))  # fresh
         live = f"{request.root}/events/overview?window={window}"
         return Response(pages.layout(page, "Overview", body, live=live))
 
