@@ -343,7 +343,10 @@ class Dashboard:
         manager = self.manager
         result = await manager.store.browse(flt)
         infos = [r.to_info() for r in result.records]
-        workers = {w for w, _, _ in (await self._counts())}
+        # The workers a select offers: registered here, paused, or on this page (a
+        # count over every work would cost more than the page).
+        workers = {i.worker for i in infos} | set(await manager.paused_workers())
+        workers.update(str(w) for w in manager.statistics()["workers"])  # type: ignore[attr-defined]
         now = manager.clock.now()
         pager = []
         if flt.before is not None:
@@ -361,11 +364,6 @@ class Dashboard:
             + f'<div class="pager">{" ".join(pager)}</div>'
         )
         return Response(pages.layout(page, "Works", body, live=live))
-
-    async def _counts(self) -> list[tuple[str, WorkState, int]]:
-        now = self.manager.clock.now()
-        ov = await self.manager.store.overview(now=now, since=now - 3600, bucket=3600)
-        return ov.counts
 
     def _shown(self, info: WorkInfo) -> dict[str, Mapping[str, JSONValue]]:
         out = {}

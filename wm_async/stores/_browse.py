@@ -138,7 +138,8 @@ class Overview:
     :ivar since: the window's start: finished works are counted from then
     :ivar counts: ``(worker, state, n)``: every unfinished work, and the works finished
         since ``since``
-    :ivar tag_counts: ``(tag, state, n)``, counted likewise (a work counts once per tag)
+    :ivar tag_counts: ``(tag, state, n)`` of the unfinished works (a work counts once
+        per tag; finished works by tag would cost a read of each)
     :ivar buckets: the finished works of the window, by finishing time
     :ivar due: the ENQUEUED works due at ``now`` (their delay over), longest due first
     :ivar due_count: how many ENQUEUED works are due at ``now``
@@ -306,7 +307,8 @@ def overview_records(
         if finished and (r.finished_at is None or r.finished_at < since):
             continue
         tally.count(r.worker, r.state)
-        tally.count_tags(r.tags, r.state)
+        if not finished:
+            tally.count_tags(r.tags, r.state)
         if finished:
             assert r.finished_at is not None
             ran = r.started_at is not None and r.state is not WorkState.CANCELLED

@@ -47,12 +47,6 @@ class _Statements:
             f"FROM {t} WHERE finished_at IS NOT NULL AND finished_at >= :since::float8 "
             f"AND {_FINISHED} GROUP BY 1, 2, 3"
         )
-        self.finished_tags = Statement(
-            "SELECT j.tag, w.state, count(*) FROM "
-            f"{t} AS w, jsonb_array_elements_text(w.tags::jsonb) AS j(tag) "
-            "WHERE w.finished_at IS NOT NULL AND w.finished_at >= :since::float8 "
-            f"AND w.{_FINISHED} GROUP BY 1, 2"
-        )
         self.due = Statement(
             f"SELECT {s} FROM {t} WHERE state = 'ENQUEUED' AND next_run_at <= :now::float8 "
             f"ORDER BY next_run_at, id LIMIT {MAX_LISTED}"
@@ -163,18 +157,15 @@ class PostgresBrowse:
                 await rows(sql.counts),
                 await rows(sql.tag_counts),
                 await rows(sql.finished, since=since, bucket=bucket),
-                await rows(sql.finished_tags, since=since),
                 await rows(sql.due, now=now),
                 await rows(sql.due_count, now=now),
                 await rows(sql.running),
             )
 
-        counts, tags, finished, finished_tags, due, due_count, running = await self._run(
-            "reading", read
-        )
+        counts, tags, finished, due, due_count, running = await self._run("reading", read)
         for worker, state, n in counts:
             tally.count(worker, _STATES[state], n)
-        for tag, state, n in [*tags, *finished_tags]:
+        for tag, state, n in tags:
             tally.count_tags((tag,), _STATES[state], n)
         for i, state, worker, n, runs, run_total, lates, late_total, late_max in finished:
             tally.count(worker, _STATES[state], n)

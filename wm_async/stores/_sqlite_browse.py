@@ -25,10 +25,14 @@ _UNFINISHED: Final = "state IN ('BLOCKED', 'ENQUEUED', 'RUNNING')"
 _FINISHED: Final = "state IN ('CANCELLED', 'FAILED', 'SUCCEEDED')"
 _STATES: Final = {s.value: s for s in WorkState}
 
-COUNTS: Final = f"SELECT worker, state, count(*) FROM wm_work WHERE {_UNFINISHED} GROUP BY 1, 2"
+#: From the state index alone (which holds the worker), never a scan of all works.
+COUNTS: Final = (
+    "SELECT worker, state, count(*) FROM wm_work INDEXED BY wm_work_browse_state "
+    f"WHERE {_UNFINISHED} GROUP BY 1, 2"
+)
 TAG_COUNTS: Final = (
-    "SELECT j.value, w.state, count(*) FROM wm_work AS w, json_each(w.tags) AS j "
-    f"WHERE w.{_UNFINISHED} GROUP BY 1, 2"
+    "SELECT j.value, w.state, count(*) FROM wm_work AS w INDEXED BY wm_work_browse_state, "
+    f"json_each(w.tags) AS j WHERE w.{_UNFINISHED} GROUP BY 1, 2"
 )
 #: The window's finished works by bucket, state and worker (the index alone).
 FINISHED: Final = (
@@ -38,10 +42,6 @@ FINISHED: Final = (
     "count(late), total(late), max(late) "
     f"FROM wm_work WHERE finished_at IS NOT NULL AND finished_at >= ?1 AND {_FINISHED} "
     "GROUP BY 1, 2, 3"
-)
-FINISHED_TAGS: Final = (
-    "SELECT j.value, w.state, count(*) FROM wm_work AS w, json_each(w.tags) AS j "
-    f"WHERE w.finished_at IS NOT NULL AND w.finished_at >= ? AND w.{_FINISHED} GROUP BY 1, 2"
 )
 DUE: Final = (
     f"SELECT {_S} FROM wm_work WHERE state = 'ENQUEUED' AND next_run_at <= ? "
@@ -150,8 +150,6 @@ class SQLiteBrowse:
                 late_total=late_total,
                 late_max=late_max,
             )
-        for tag, state, n in await self._rows(FINISHED_TAGS, (since,)):
-            tally.count_tags((tag,), _STATES[state], n)
         due = await self._read(DUE, (now,))
         (due_count,) = (await self._rows(DUE_COUNT, (now,)))[0]
         running = await self._read(RUNNING, ())
