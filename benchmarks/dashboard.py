@@ -22,7 +22,6 @@ import tempfile
 import time
 import uuid
 
-
 import httpx
 
 import wm_async as wm

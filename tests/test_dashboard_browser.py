@@ -213,3 +213,28 @@ def test_read_only_hides_actions(page: Any, server: Server) -> None:
     assert page.locator("button[data-action]").count() == 0
     page.goto(f"{server.base}/ro/")
     assert page.locator("button[data-action]").count() == 0
+
+
+def test_the_list_and_the_overview_update_live(page: Any, server: Server) -> None:
+    later = wm.OneTimeWorkRequest("ok", initial_delay=timedelta(hours=1), tags={"live"})
+    enqueue(server, later)
+    page.goto(f"{server.base}/rw/works?tag=live")
+    page.wait_for_selector("#live.on")
+    page.evaluate("window.notReloaded = true")
+    server.call(server.manager.run_now(later.id))
+    page.wait_for_selector(f'tr#w-{later.id}[data-state="SUCCEEDED"]')
+    assert page.evaluate("window.notReloaded") is True
+    page.goto(f"{server.base}/rw/")
+    page.wait_for_selector("#live.on")
+    page.evaluate("window.notReloaded = true")
+    before = page.get_attribute("#overview", "data-now")
+    paused = wm.OneTimeWorkRequest("bad")
+    server.call(server.manager.pause_worker("bad"))
+    enqueue(server, paused)
+    for _ in range(150):  # the overview is pushed every 2 s (polled: the CSP forbids eval)
+        if page.get_attribute("#overview", "data-now") != before:
+            break
+        page.wait_for_timeout(100)
+    assert page.locator('tr[data-worker="bad"]').inner_text().find("(paused)") >= 0
+    assert page.evaluate("window.notReloaded") is True
+    server.call(server.manager.resume_worker("bad"))

@@ -26,7 +26,7 @@ from .._core.errors import (
 )
 from .._core.model import WorkInfo, WorkQuery, WorkState
 from .._core.validators import check_name
-from ..stores._browse import MAX_PAGE, BrowseFilter
+from ..stores._browse import MAX_PAGE, BrowseFilter, Overview
 from . import _assets, _charts, _live
 from . import _pages as pages
 from ._http import HTTPError, Receive, Request, Response, Scope, Send, cookie, redirect, text
@@ -103,7 +103,7 @@ class Dashboard:
         )
         self._redact = redact or default_redact
         self._log = _live.TransitionLog()
-        self._overviews = _live.SharedRead(self._render_overview)
+        self._overviews = _live.SharedRead(self._read_overview)
 
     def __repr__(self) -> str:
         mode = "read-only" if not self._guard.can_act else "actions"
@@ -245,40 +245,36 @@ class Dashboard:
             )
         return window
 
-    async def _render_overview(self, key: str) -> str:
-        window, root, csrf, can_act, read_only = key.split("\x00")
-        page = pages.Page(
-            root=root,
-            title=self.title,
-            csrf=csrf,
-            can_act=can_act == "1",
-            read_only=read_only == "1",
-        )
+    async def _read_overview(self, window: str) -> tuple[Overview, frozenset[str]]:
+        """The overview's aggregates and the paused workers, read from the store."""
         seconds, bucket = WINDOWS[window]
         manager = self.manager
         now = manager.clock.now()
         ov = await manager.store.overview(now=now, since=now - seconds, bucket=bucket)
-        paused = await manager.paused_workers()
+        return ov, await manager.paused_workers()
+
+    def _render_overview(
+        self, page: pages.Page, window: str, read: tuple[Overview, frozenset[str]]
+    ) -> str:
+        ov, paused = read
         slow = []
         for record in ov.running:
             usual = ov.run_times.get(record.worker)
             if usual is None or record.started_at is None:
                 continue
-            elapsed = now - record.started_at
+            elapsed = ov.now - record.started_at
+            # Longer than usual: three times the worker's mean run in the window, and
+            # at least a second more.
             if elapsed > max(3 * usual[1], usual[1] + 1.0):
                 slow.append((record.to_info(), elapsed, usual[1]))
         return pages.overview_body(
             page, ov, window=window, windows=WINDOWS, paused=paused, slow=slow
         )
 
-    def _overview_key(self, window: str, page: pages.Page) -> str:
-        return "\x00".join(
-            (window, page.root, page.csrf, str(int(page.can_act)), str(int(page.read_only)))
-        )
-
     async def _overview(self, request: Request, page: pages.Page) -> Response:
         window = self._window(request)
-        body = await self._render_overview(self._overview_key(window, page))  # fresh
+        read = await self._overviews.get(window, fresh=True)
+        body = self._render_overview(page, window, read)
         live = f"{request.root}/events/overview?window={window}"
         return Response(pages.layout(page, "Overview", body, live=live))
 
@@ -493,12 +489,13 @@ class Dashboard:
     ) -> None:
         manager = self.manager
         if what == "overview":
-            key = self._overview_key(self._window(request), page)
+            window = self._window(request)
 
             async def overview() -> AsyncIterator[bytes]:
                 last = ""
                 while True:
-                    html = await self._overviews.get(key)
+                    read = await self._overviews.get(window)
+                    html = self._render_overview(page, window, read)
                     if html != last:
                         last = html
                         yield _live.event({"replace": {"overview": html}})

@@ -8,13 +8,14 @@ import contextlib
 import json
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import anyio
 
 from .._core.model import WorkInfo
 from ._http import SECURITY_HEADERS, Receive, Send
 
+_V = TypeVar("_V")
 #: Works whose transitions the dashboard remembers, and entries per work.
 LOG_WORKS: Final = 10_000
 LOG_ENTRIES: Final = 50
@@ -115,24 +116,33 @@ async def stream(
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class SharedRead:
-    """One read of the overview at a time, and at most one a second, for every open
-    overview page of the same window together."""
+class SharedRead(Generic[_V]):
+    """One read of the overview at a time for every open overview page of the same
+    window together (each page renders it for its user), and at most one a second, or one per five times the last read's
+    duration if longer (a 24-hour window over a million works takes a second or more:
+    the store is not kept busy with it)."""
 
-    def __init__(self, read: Callable[[str], Awaitable[str]], *, every: float = 1.0) -> None:
+    def __init__(self, read: Callable[[str], Awaitable[_V]], *, every: float = 1.0) -> None:
         self._read = read
         self._every = every
-        self._cache: dict[str, tuple[float, str]] = {}
+        #: key -> (when the read ended, the rendering, how long it took)
+        self._cache: dict[str, tuple[float, _V, float]] = {}
         self._locks: dict[str, anyio.Lock] = {}
 
-    async def get(self, key: str) -> str:
-        """The latest rendering for ``key``, read again if older than a second."""
+    async def get(self, key: str, *, fresh: bool = False) -> _V:
+        """The latest read for ``key``, read again once it is old enough (``fresh``:
+        now; a page's first view, which its live feed must not go back from)."""
         lock = self._locks.setdefault(key, anyio.Lock())
         async with lock:
             cached = self._cache.get(key)
             now = anyio.current_time()
-            if cached is not None and now - cached[0] < self._every:
+            if (
+                not fresh
+                and cached is not None
+                and now - cached[0] < max(self._every, 5 * cached[2])
+            ):
                 return cached[1]
-            html = await self._read(key)
-            self._cache[key] = (anyio.current_time(), html)
-            return html
+            value = await self._read(key)
+            ended = anyio.current_time()
+            self._cache[key] = (ended, value, ended - now)
+            return value
