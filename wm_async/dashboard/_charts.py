@@ -167,7 +167,7 @@ def chain(
             f'<text x="{x + 6:.0f}" y="{y + 15:.0f}" font-size="11" fill="#fff">'
             f"{escape(worker[:22])}</text>"
             f'<text x="{x + 6:.0f}" y="{y + 29:.0f}" font-size="10" fill="#fff">'
-            f"{escape(state)} · {escape(n[:8])}</text></a>"
+            f"{escape(state)} · …{escape(n[-8:])}</text></a>"
         )
     return (
         f'<svg class="graph" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '

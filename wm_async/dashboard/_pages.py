@@ -54,6 +54,11 @@ def ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def short(work_id: str) -> str:
+    """A work id shortened to its random end (time-ordered ids share their start)."""
+    return "…" + work_id[-12:]
+
+
 def state(value: str) -> str:
     """A state, coloured."""
     return f'<span class="state s-{escape(value)}">{escape(value)}</span>'
@@ -188,7 +193,7 @@ def overview_body(
         else '<p class="muted">no tags besides worker names</p>'
     )
     due_rows = "".join(
-        f"<tr><td>{work_link(page, str(r.id), str(r.id)[:13])}</td><td>{escape(r.worker)}</td>"
+        f"<tr><td>{work_link(page, str(r.id), short(str(r.id)))}</td><td>{escape(r.worker)}</td>"
         f"<td>{when(r.next_run_at)}</td><td class=n>{ago(ov.now - (r.next_run_at or ov.now))}</td></tr>"
         for r in ov.due[:10]
     )
@@ -199,7 +204,7 @@ def overview_body(
         else "<p class=muted>no work is waiting past its due time</p>"
     )
     slow_rows = "".join(
-        f"<tr><td>{work_link(page, str(info.id), str(info.id)[:13])}</td><td>{escape(info.worker)}</td>"
+        f"<tr><td>{work_link(page, str(info.id), short(str(info.id)))}</td><td>{escape(info.worker)}</td>"
         f"<td class=n>{ago(elapsed)}</td><td class=n>{ago(usual)}</td></tr>"
         for info, elapsed, usual in slow
     )
@@ -229,7 +234,7 @@ def overview_body(
     return (
         f'<section id="overview" data-now="{ov.now:.3f}"><p>Window: {picks} · as of {when(ov.now)} UTC. '
         "Counts: every unfinished work, and the works finished in the window.</p>"
-        f"<h2>By worker</h2>{workers}<h2>By tag</h2>{tags}"
+        f"<h2>By worker</h2>{workers}<h2>By tag (unfinished works)</h2>{tags}"
         f'<div class="grid"><div><h2>Throughput (works finished per bucket)</h2>'
         f"{charts.throughput(ov.buckets, title='works finished')}</div>"
         f"<div><h2>Start lateness (mean bars, max ticks)</h2>"
