@@ -3,15 +3,19 @@ the live updates and the browser are in tests/test_dashboard_browser.py)."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from conftest import PgSchema
 
 import wm_async as wm
 from wm_async.dashboard import Dashboard, Request, mount
@@ -349,3 +353,119 @@ async def test_aiohttp_sub_app_serves_pages_and_a_live_feed() -> None:
                 later = b""
                 while b"CANCELLED" not in later:
                     later += await feed.content.readany()
+
+
+@pytest.mark.postgres
+async def test_postgres_dashboard_beside_a_worker_process(schema: PgSchema) -> None:
+    worker = make(schema.url(), clock=None)
+    req = wm.OneTimeWorkRequest("bad")
+    viewer = wm.WorkManager(store=schema.url(), run_work=False)
+    async with worker, viewer, client(Dashboard(viewer, token=TOKEN)) as c:
+        await worker.enqueue(req)
+        await worker.wait(req.id)
+        r = await c.get("/works", params={"state": "FAILED"})
+        assert str(req.id) in r.text
+        token = csrf(r.text)
+        r = await c.post("/actions/run-again", data={"id": str(req.id), "csrf": token})
+        assert r.status_code == 303
+        new_id = r.headers["location"].split("/works/")[1].split("?")[0]
+        again = await worker.wait(new_id, timeout=30)  # the worker process runs it
+        assert again.state is wm.WorkState.FAILED
+
+
+async def test_the_overview_names_a_work_running_longer_than_usual() -> None:
+    clock = VirtualClock()
+    manager = make(clock=clock)
+    gate = anyio.Event()
+
+    @manager.worker("report")
+    async def report(ctx: wm.WorkContext) -> None:
+        if ctx.input.get("stuck"):
+            await gate.wait()  # the usual run takes no time (virtual)
+
+    quick = [wm.OneTimeWorkRequest("report") for _ in range(3)]
+    stuck = wm.OneTimeWorkRequest("report", input={"stuck": True})
+    async with manager, client(Dashboard(manager, token=TOKEN)) as c:
+        await manager.enqueue(*quick)
+        await clock.advance(3)
+        await manager.enqueue(stuck)
+        await clock.advance(0.5)
+        r = await c.get("/")
+        assert "no work runs longer than usual" in r.text  # not yet a second longer
+        await clock.advance(5)
+        r = await c.get("/")
+        assert f'href="/works/{stuck.id}"' in r.text
+        assert "5.5 s" in r.text  # running for
+        gate.set()
+        await clock.advance(0)
+
+
+def test_cli_dashboard_refuses_what_it_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wm_async.cli import main
+
+    assert main(["dashboard"]) == 2
+    assert main(["dashboard", "--store", "memory://"]) == 2
+    assert main(["dashboard", "--store", f"sqlite:///{tmp_path}/none.db"]) == 1
+    assert (
+        main(
+            [
+                "dashboard",
+                "--store",
+                f"sqlite:///{tmp_path}/x.db",
+                "--read-only",
+                "--host",
+                "0.0.0.0",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "refusing to serve 0.0.0.0 without a token" in err
+    assert "no store at" in err
+
+
+async def test_cli_dashboard_serves_a_store_with_a_printed_login(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'wm.db'}"
+    async with make(url, clock=None) as manager:
+        req = wm.OneTimeWorkRequest("ok")
+        await manager.enqueue(req)
+        await manager.wait(req.id)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(  # noqa: ASYNC220  # read from a thread below
+        [sys.executable, "-m", "wm_async", "dashboard", "--store", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    try:
+        assert proc.stdout is not None
+        first = await anyio.to_thread.run_sync(proc.stdout.readline)
+        assert f"on http://127.0.0.1:{port}/" in first
+        login = (
+            (await anyio.to_thread.run_sync(proc.stdout.readline)).split("log in at ")[1].strip()
+        )
+        async with httpx.AsyncClient() as c:
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        r = await c.get(login, follow_redirects=True)
+                        break
+                    except httpx.ConnectError:
+                        await anyio.sleep(0.1)
+            assert r.status_code == 200
+            assert 'data-worker="ok"' in r.text
+            r = await c.get(f"http://127.0.0.1:{port}/works/{req.id}")
+            assert "SUCCEEDED" in r.text
+            assert 'data-action="run-again"' not in r.text  # it SUCCEEDED
+    finally:
+        proc.terminate()
+        await anyio.to_thread.run_sync(proc.wait, 30)
+        if proc.stdout is not None:
+            proc.stdout.close()

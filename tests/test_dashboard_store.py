@@ -210,3 +210,26 @@ async def test_run_now_skips_the_delay_only(
             await manager.run_now(req.id)
         with pytest.raises(wm.InvalidRequestError, match="no such work"):
             await manager.run_now(uuid.uuid4())
+
+
+async def test_start_lateness_is_recorded_by_the_sql_stores(
+    make_manager: MakeManager, clock: VirtualClock, store_url: str
+) -> None:
+    manager = make_manager()
+    register(manager)
+    async with manager:
+        await manager.pause_worker("ok")
+        await manager.enqueue(wm.OneTimeWorkRequest("ok"))
+        await clock.advance(30)  # due all along, held back by the pause
+        await manager.resume_worker("ok")
+        await clock.advance(1)
+        now = clock.now()
+        ov = await manager.store.overview(now=now, since=now - 600, bucket=600)
+        (bucket,) = ov.buckets
+        assert bucket.succeeded == 1
+        if store_url.startswith("memory"):
+            assert bucket.late_mean is None  # the memory store records no lateness
+        else:
+            assert bucket.started == 1
+            assert bucket.late_mean == pytest.approx(30, abs=0.5)
+            assert bucket.late_max == pytest.approx(30, abs=0.5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from http.cookies import SimpleCookie
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qsl
 
@@ -74,12 +73,13 @@ class Request:
         self.headers: dict[str, str] = {}
         for name, value in scope.get("headers", ()):
             self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-        cookie = SimpleCookie()
-        try:
-            cookie.load(self.headers.get("cookie", ""))
-        except Exception:  # noqa: BLE001  # a malformed cookie header: no cookies
-            cookie = SimpleCookie()
-        self.cookies: dict[str, str] = {k: m.value for k, m in cookie.items()}
+        # name=value pairs separated by ";" (RFC 6265); the dashboard's own values are
+        # hex or URL-safe text, so no quoting is undone.
+        self.cookies: dict[str, str] = {}
+        for part in self.headers.get("cookie", "").split(";"):
+            name, sep, value = part.strip().partition("=")
+            if sep and name and name not in self.cookies:
+                self.cookies[name] = value.strip().strip('"')
         client = scope.get("client")
         self.client: str | None = client[0] if client else None
 
