@@ -469,3 +469,56 @@ async def test_cli_dashboard_serves_a_store_with_a_printed_login(tmp_path: Path)
         await anyio.to_thread.run_sync(proc.wait, 30)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_mounted_in_starlette_and_quart() -> None:
+    from quart import Quart
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    manager = make()
+    dashboard = Dashboard(manager, token=TOKEN)
+    quart = Quart(__name__)
+
+    @quart.route("/")
+    async def home() -> str:
+        return "the app's own page"
+
+    quart.asgi_app = mount(quart.asgi_app, "/wm", dashboard)  # type: ignore[method-assign]
+    apps = {"starlette": Starlette(routes=[Mount("/wm", app=dashboard)]), "quart": quart}
+    async with manager:
+        for name, app in apps.items():
+            transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))
+            async with httpx.AsyncClient(transport=transport, base_url="http://h") as c:
+                r = await c.get(f"/wm/login?token={TOKEN}")
+                assert r.status_code == 303, name
+                assert r.headers["location"] == "/wm/", name
+                r = await c.get("/wm/works")
+                assert r.status_code == 200, name
+                assert 'href="/wm/static/app.css"' in r.text, name
+                if name == "quart":
+                    assert (await c.get("/")).text == "the app's own page"
+
+
+async def test_login_form_and_logout() -> None:
+    manager = make()
+    async with manager, client(Dashboard(manager, token=TOKEN), login=False) as c:
+        page = await c.get("/login")
+        assert page.status_code == 200
+        token = csrf(page.text)
+        r = await c.post("/login", data={"token": "wrong-token-000000000", "csrf": token})
+        assert r.status_code == 403
+        r = await c.post("/login", data={"token": TOKEN, "csrf": "0" * 64})
+        assert r.status_code == 403  # a forged login form
+        r = await c.post("/login", data={"token": TOKEN, "csrf": token, "next": "/works"})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/works"
+        assert (await c.get("/works")).status_code == 200
+        r = await c.post("/login", data={"token": TOKEN, "csrf": token, "next": "//evil.example"})
+        assert r.headers["location"] == "/"  # never off the dashboard
+        r = await c.post("/logout", data={"csrf": token})
+        assert r.status_code == 303
+        assert (await c.get("/works")).status_code == 303  # to the login page again
+        assert (
+            await c.get("/works", headers={"authorization": f"Bearer {TOKEN}"})
+        ).status_code == 200

@@ -342,7 +342,9 @@ class Dashboard:
         # The workers a select offers: registered here, paused, or on this page (a
         # count over every work would cost more than the page).
         workers = {i.worker for i in infos} | set(await manager.paused_workers())
-        workers.update(str(w) for w in manager.statistics()["workers"])  # type: ignore[attr-defined]
+        registered = manager.statistics()["workers"]
+        if isinstance(registered, list):
+            workers.update(str(w) for w in registered)
         now = manager.clock.now()
         pager = []
         if flt.before is not None:

@@ -15,8 +15,8 @@ Send: TypeAlias = Callable[[Message], Awaitable[None]]
 
 #: The largest request body accepted (actions and the login form are a few fields).
 MAX_BODY: Final = 16 * 1024
-#: The longest query string accepted.
-MAX_QUERY: Final = 4096
+#: The longest query string accepted (a list page's live feed names up to 500 ids).
+MAX_QUERY: Final = 20_000
 
 #: Sent with every response: no framing, no sniffing, nothing from elsewhere, no cache.
 SECURITY_HEADERS: Final = (

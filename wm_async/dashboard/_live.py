@@ -12,6 +12,7 @@ from typing import Final, Generic, TypeVar
 
 import anyio
 
+from .._core.errors import WorkManagerError
 from .._core.model import WorkInfo
 from ._http import SECURITY_HEADERS, Receive, Send
 
@@ -102,8 +103,11 @@ async def stream(
 
         async def feed() -> None:
             await write(b"retry: 2000\n\n")
-            async for chunk in updates():
-                await write(chunk)
+            try:
+                async for chunk in updates():
+                    await write(chunk)
+            except WorkManagerError as exc:  # the manager stopped, the store failed
+                await write(b": ended: " + str(exc).encode()[:200].replace(b"\n", b" ") + b"\n\n")
             tg.cancel_scope.cancel()
 
         tg.start_soon(until_disconnect)
