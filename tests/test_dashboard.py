@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -485,7 +486,10 @@ async def test_mounted_in_starlette_and_quart() -> None:
         return "the app's own page"
 
     quart.asgi_app = mount(quart.asgi_app, "/wm", dashboard)  # type: ignore[method-assign]
-    apps = {"starlette": Starlette(routes=[Mount("/wm", app=dashboard)]), "quart": quart}
+    apps: dict[str, Any] = {
+        "starlette": Starlette(routes=[Mount("/wm", app=dashboard)]),
+        "quart": quart,
+    }
     async with manager:
         for name, app in apps.items():
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1))

@@ -4,14 +4,16 @@ without a mount of its own)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar, cast
 
 from .._core.errors import InvalidRequestError
 from ._http import Receive, Scope, Send
 
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: An ASGI application, however a framework spells its type.
+_App = TypeVar("_App", bound=Callable[..., Awaitable[None]])
 
 
-def mount(app: ASGIApp, prefix: str, inner: ASGIApp) -> ASGIApp:
+def mount(app: _App, prefix: str, inner: Callable[..., Awaitable[None]]) -> _App:
     """An ASGI app that serves ``prefix`` and the paths below it with ``inner`` (its
     ``root_path`` set to ``prefix``, the path kept whole) and everything else, lifespan included, with
     ``app``: ``quart_app.asgi_app = mount(quart_app.asgi_app, "/wm", dashboard)``.
@@ -30,4 +32,4 @@ def mount(app: ASGIApp, prefix: str, inner: ASGIApp) -> ASGIApp:
             return
         await app(scope, receive, send)
 
-    return mounted
+    return cast("_App", mounted)  # an ASGI app as ``app`` is (typed as it is)
