@@ -526,3 +526,28 @@ async def test_login_form_and_logout() -> None:
         assert (
             await c.get("/works", headers={"authorization": f"Bearer {TOKEN}"})
         ).status_code == 200
+
+
+async def test_metrics_come_from_wm_async_metrics_when_it_is_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    seen: list[wm.WorkManager] = []
+
+    async def exposition(manager: wm.WorkManager) -> tuple[bytes, str]:
+        seen.append(manager)
+        return b"wm_async_works 3\n", "text/plain; version=0.0.4"
+
+    fake = types.ModuleType("wm_async.metrics")
+    fake.exposition = exposition  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "wm_async.metrics", fake)
+    manager = make()
+    async with manager, client(Dashboard(manager, token=TOKEN), login=False) as c:
+        assert (await c.get("/metrics")).status_code == 401  # the pages' protection
+        r = await c.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200
+        assert r.text == "wm_async_works 3\n"
+        assert r.headers["content-type"] == "text/plain; version=0.0.4"
+        assert seen == [manager]

@@ -433,7 +433,10 @@ class Dashboard:
                 404,
                 f"metrics are not available: wm_async.metrics or prometheus_client is missing ({exc})",
             ) from None
-        body, content_type = await exposition(self.manager)
+        try:
+            body, content_type = await exposition(self.manager)
+        except ImportError as exc:  # prometheus_client imported on first use
+            raise HTTPError(404, f"metrics are not available: {exc}") from None
         return Response(body, content_type=content_type)
 
     # -- actions
