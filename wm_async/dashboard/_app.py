@@ -6,11 +6,9 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, datetime
 from typing import Final
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import anyio
 import attrs
@@ -24,20 +22,19 @@ from .._core.errors import (
     UnknownWorkerError,
     WorkManagerError,
 )
-from .._core.model import WorkInfo, WorkQuery, WorkState
+from .._core.model import WorkInfo, WorkQuery
 from .._core.validators import check_name
-from ..stores._browse import MAX_PAGE, BrowseFilter, Overview
+from ..stores._browse import MAX_PAGE, Overview
 from . import _assets, _charts, _live
 from . import _pages as pages
 from ._http import HTTPError, Receive, Request, Response, Scope, Send, cookie, redirect, text
+from ._params import browse_filter, qs, safe_next, work_id
 from ._security import CSRF_COOKIE, SESSION_COOKIE, Authorize, Guard, Redact, default_redact
 
 #: The overview's windows: name -> (seconds, bucket seconds).
 WINDOWS: Final = {"15m": (900, 30), "1h": (3600, 60), "6h": (21600, 600), "24h": (86400, 1800)}
 #: The most works a chain graph draws.
 MAX_GRAPH: Final = 60
-_SAFE_NEXT: Final = re.compile(r"/[A-Za-z0-9/_\-]*")
-_STATES: Final = {s.value: s for s in WorkState}
 
 
 class Dashboard:
@@ -223,7 +220,7 @@ class Dashboard:
         body = (
             f'<form method="post" action="{request.root}/login">'
             f'<input type="hidden" name="csrf" value="{page.csrf}">'
-            f'<input type="hidden" name="next" value="{_safe_next(target)}">'
+            f'<input type="hidden" name="next" value="{safe_next(target)}">'
             '<label>token <input type="password" name="token" autofocus></label> '
             '<button type="submit">log in</button></form>'
         )
@@ -233,7 +230,7 @@ class Dashboard:
         if not self._guard.token_matches(given):
             raise HTTPError(403, "wrong token")
         session = cookie(SESSION_COOKIE, self._guard.session_value(), path=request.root or "/")
-        return redirect(f"{request.root}{_safe_next(target)}", cookies=[session])
+        return redirect(f"{request.root}{safe_next(target)}", cookies=[session])
 
     # -- pages
 
@@ -278,64 +275,8 @@ class Dashboard:
         live = f"{request.root}/events/overview?window={window}"
         return Response(pages.layout(page, "Overview", body, live=live))
 
-    def _filter(self, request: Request) -> tuple[BrowseFilter, dict[str, str]]:
-        q = request.query
-        known = {
-            "state",
-            "worker",
-            "tag",
-            "unique",
-            "q",
-            "since",
-            "until",
-            "before",
-            "limit",
-            "msg",
-            "sig",
-            "err",
-        }
-        unknown = sorted(set(q) - known)
-        if unknown:
-            raise HTTPError(400, f"unknown filter {unknown[0]!r}")
-        params = {k: v for k, v in q.items() if v and k not in ("msg", "sig", "err")}
-        try:
-            states = set()
-            if "state" in params:
-                for s in params["state"].split(","):
-                    if s not in _STATES:
-                        raise HTTPError(400, f"unknown state {s!r}")
-                    states.add(_STATES[s])
-            limit_text = params.get("limit", "50")
-            if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-                raise HTTPError(400, f"limit must be 1 to {MAX_PAGE}")
-            for name in ("worker", "tag", "unique"):
-                if name in params:
-                    check_name(name, params[name])
-            prefix = params.get("q", "").strip().lower() or None
-            before = None
-            if "before" in params:
-                at, _, wid = params["before"].partition("_")
-                try:
-                    before = (float(at), str(uuid.UUID(wid)))
-                except ValueError:
-                    raise HTTPError(400, "malformed page cursor") from None
-            flt = BrowseFilter(
-                states=states,
-                worker=params.get("worker"),
-                tag=params.get("tag"),
-                unique_name=params.get("unique"),
-                id_prefix=prefix,
-                since=_time(params, "since"),
-                until=_time(params, "until"),
-                before=before,
-                limit=int(limit_text),
-            )
-        except InvalidRequestError as exc:
-            raise HTTPError(400, str(exc)) from None
-        return flt, params
-
     async def _works(self, request: Request, page: pages.Page) -> Response:
-        flt, params = self._filter(request)
+        flt, params = browse_filter(request)
         manager = self.manager
         result = await manager.store.browse(flt)
         infos = [r.to_info() for r in result.records]
@@ -349,11 +290,11 @@ class Dashboard:
         pager = []
         if flt.before is not None:
             first = {k: v for k, v in params.items() if k != "before"}
-            pager.append(f'<a href="{page.root}/works?{_q(first)}">newest</a>')
+            pager.append(f'<a href="{page.root}/works?{qs(first)}">newest</a>')
         if result.more:
             last = result.records[-1]
             nxt = {**params, "before": f"{last.enqueued_at!r}_{last.id}"}
-            pager.append(f'<a id="next" href="{page.root}/works?{_q(nxt)}">older →</a>')
+            pager.append(f'<a id="next" href="{page.root}/works?{qs(nxt)}">older →</a>')
         ids = ",".join(str(i.id) for i in infos)
         live = f"{request.root}/events/works?ids={ids}" if ids else None
         body = (
@@ -373,7 +314,7 @@ class Dashboard:
         return out
 
     async def _work(self, request: Request, page: pages.Page, text_id: str) -> Response:
-        wid = _work_id(text_id)
+        wid = work_id(text_id)
         manager = self.manager
         info = await manager.get_work_info(wid)
         if info is None:
@@ -451,7 +392,7 @@ class Dashboard:
             raise HTTPError(403, "actions need a token or the application's authorize hook")
         fields = await request.form()
         guard.check_csrf(request, fields)
-        back = _safe_next(fields.get("next", "/"))
+        back = safe_next(fields.get("next", "/"))
         manager = self.manager
         try:
             if action in ("pause", "resume"):
@@ -462,7 +403,7 @@ class Dashboard:
             elif action == "prune":
                 message = f"pruned {await manager.prune_work()} finished work(s)"
             else:
-                wid = _work_id(fields.get("id", ""))
+                wid = work_id(fields.get("id", ""))
                 if await manager.get_work_info(wid) is None:
                     raise HTTPError(404, f"no work {wid}")
                 if action == "cancel":
@@ -485,7 +426,7 @@ class Dashboard:
                 raise
             raise HTTPError(409, str(exc)) from None
         sig = guard.csrf_for("flash:" + message)
-        return redirect(f"{request.root}{back}?{_q({'msg': message, 'sig': sig})}")
+        return redirect(f"{request.root}{back}?{qs({'msg': message, 'sig': sig})}")
 
     # -- live
 
@@ -510,7 +451,7 @@ class Dashboard:
             return
         if what == "works":
             raw = request.query.get("ids", "")
-            ids = [_work_id(i) for i in raw.split(",") if i]
+            ids = [work_id(i) for i in raw.split(",") if i]
             if not ids or len(ids) > MAX_PAGE:
                 raise HTTPError(400, f"expected 1 to {MAX_PAGE} work ids")
             query = WorkQuery(ids=ids)
@@ -525,7 +466,7 @@ class Dashboard:
             await _live.stream(send, receive, rows)
             return
         if what.startswith("work/"):
-            wid = _work_id(what[len("work/") :])
+            wid = work_id(what[len("work/") :])
             if await manager.get_work_info(wid) is None:
                 raise HTTPError(404, f"no work {wid}")
 
@@ -544,34 +485,3 @@ class Dashboard:
             await _live.stream(send, receive, work)
             return
         raise HTTPError(404, f"no feed {what}")
-
-
-def _q(params: Mapping[str, str]) -> str:
-    return urlencode(params)
-
-
-def _safe_next(target: str) -> str:
-    """A path inside the dashboard to go back to (anything else: the overview)."""
-    return target if _SAFE_NEXT.fullmatch(target) and not target.startswith("//") else "/"
-
-
-def _work_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise HTTPError(400, f"not a work id: {value[:64]!r}") from None
-
-
-def _time(params: Mapping[str, str], name: str) -> float | None:
-    value = params.get(name)
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise HTTPError(
-            400, f"{name}: expected an ISO date and time, like 2030-01-31T12:00"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
