@@ -427,49 +427,62 @@ def test_cli_dashboard_refuses_what_it_cannot_serve(
     assert "no store at" in err
 
 
-async def test_cli_dashboard_serves_a_store_with_a_printed_login(tmp_path: Path) -> None:
+async def test_cli_dashboard_beside_a_worker_process_follows_its_writes(tmp_path: Path) -> None:
+    """``wm-async dashboard`` in a process of its own, a scheduling manager in this one,
+    on one SQLite file: the pages show the worker's works, and a work's live feed there
+    reports a transition made here (the file's cross-process notifications)."""
     import subprocess
     import sys
 
     url = f"sqlite:///{tmp_path / 'wm.db'}"
-    async with make(url, clock=None) as manager:
-        req = wm.OneTimeWorkRequest("ok")
-        await manager.enqueue(req)
-        await manager.wait(req.id)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(  # noqa: ASYNC220  # read from a thread below
-        [sys.executable, "-m", "wm_async", "dashboard", "--store", url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-    )
-    try:
-        assert proc.stdout is not None
-        first = await anyio.to_thread.run_sync(proc.stdout.readline)
-        assert f"on http://127.0.0.1:{port}/" in first
-        login = (
-            (await anyio.to_thread.run_sync(proc.stdout.readline)).split("log in at ")[1].strip()
+    async with make(url, clock=None) as manager:
+        req = wm.OneTimeWorkRequest("ok")
+        later = wm.OneTimeWorkRequest("ok", initial_delay=timedelta(hours=1))
+        await manager.enqueue(req, later)
+        await manager.wait(req.id)
+        proc = subprocess.Popen(  # noqa: ASYNC220  # read from a thread below
+            [sys.executable, "-m", "wm_async", "dashboard", "--store", url, "--port", str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
         )
-        async with httpx.AsyncClient() as c:
-            with anyio.fail_after(30):
-                while True:
-                    try:
-                        r = await c.get(login, follow_redirects=True)
-                        break
-                    except httpx.ConnectError:
-                        await anyio.sleep(0.1)
-            assert r.status_code == 200
-            assert 'data-worker="ok"' in r.text
-            r = await c.get(f"http://127.0.0.1:{port}/works/{req.id}")
-            assert "SUCCEEDED" in r.text
-            assert 'data-action="run-again"' not in r.text  # it SUCCEEDED
-    finally:
-        proc.terminate()
-        await anyio.to_thread.run_sync(proc.wait, 30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        try:
+            assert proc.stdout is not None
+            first = await anyio.to_thread.run_sync(proc.stdout.readline)
+            assert f"on http://127.0.0.1:{port}/" in first
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            login = line.split("log in at ")[1].strip()
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(timeout=30) as c:
+                with anyio.fail_after(30):
+                    while True:
+                        try:
+                            r = await c.get(login, follow_redirects=True)
+                            break
+                        except httpx.ConnectError:
+                            await anyio.sleep(0.1)
+                assert r.status_code == 200
+                assert 'data-worker="ok"' in r.text
+                r = await c.get(f"{base}/works/{req.id}")
+                assert "SUCCEEDED" in r.text
+                assert 'data-action="run-again"' not in r.text  # it SUCCEEDED
+                async with c.stream("GET", f"{base}/events/work/{later.id}") as feed:
+                    seen = ""
+                    with anyio.fail_after(30):
+                        chunks = feed.aiter_text()
+                        while 'data-state=\\"ENQUEUED\\"' not in seen:
+                            seen += await chunks.__anext__()
+                        await manager.run_now(later.id)  # here; the feed is there
+                        while 'data-state=\\"SUCCEEDED\\"' not in seen:
+                            seen += await chunks.__anext__()
+        finally:
+            proc.terminate()
+            await anyio.to_thread.run_sync(proc.wait, 30)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 async def test_mounted_in_starlette_and_quart() -> None:
