@@ -81,6 +81,16 @@ async def test_pages_render_counts_filters_and_a_work() -> None:
         assert str(failed.id) not in r.text
         r = await c.get("/works", params={"q": str(req.id)[:20]})
         assert str(req.id) in r.text
+        named = wm.OneTimeWorkRequest("ok", initial_delay=3600)
+        await manager.enqueue_unique_work("nightly", "KEEP", named)
+        r = await c.get("/works", params={"unique": "nightly"})
+        assert re.findall(r'<tr id="w-([0-9a-f-]+)"', r.text) == [str(named.id)]
+        r = await c.get(
+            "/works", params={"since": "2030-01-01T00:00", "until": "2030-01-02T00:00"}
+        )
+        assert len(re.findall(r'<tr id="w-', r.text)) == 3  # the virtual clock's day
+        r = await c.get("/works", params={"until": "2029-12-31T23:59"})
+        assert "no works match" in r.text
         r = await c.get(f"/works/{req.id}")
         assert r.status_code == 200
         assert "SUCCEEDED" in r.text
