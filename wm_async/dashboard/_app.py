@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 from collections.abc import AsyncIterator, Mapping
+from html import escape
 from typing import Final
 from urllib.parse import quote
 
@@ -218,7 +219,7 @@ class Dashboard:
             return self._token_login(request, request.query["token"], target)
         page = self._page(request, cookies)
         body = (
-            f'<form method="post" action="{request.root}/login">'
+            f'<form method="post" action="{escape(request.root)}/login">'
             f'<input type="hidden" name="csrf" value="{page.csrf}">'
             f'<input type="hidden" name="next" value="{safe_next(target)}">'
             '<label>token <input type="password" name="token" autofocus></label> '
@@ -290,11 +291,13 @@ class Dashboard:
         pager = []
         if flt.before is not None:
             first = {k: v for k, v in params.items() if k != "before"}
-            pager.append(f'<a href="{page.root}/works?{qs(first)}">newest</a>')
+            pager.append(f'<a href="{escape(page.root)}/works?{escape(qs(first))}">newest</a>')
         if result.more:
             last = result.records[-1]
             nxt = {**params, "before": f"{last.enqueued_at!r}_{last.id}"}
-            pager.append(f'<a id="next" href="{page.root}/works?{qs(nxt)}">older →</a>')
+            pager.append(
+                f'<a id="next" href="{escape(page.root)}/works?{escape(qs(nxt))}">older →</a>'
+            )
         ids = ",".join(str(i.id) for i in infos)
         live = f"{request.root}/events/works?ids={ids}" if ids else None
         body = (
