@@ -574,3 +574,17 @@ async def test_metrics_come_from_wm_async_metrics_when_it_is_there(
         assert r.text == "wm_async_works 3\n"
         assert r.headers["content-type"] == "text/plain; version=0.0.4"
         assert seen == [manager]
+
+
+async def test_markup_in_tags_inputs_and_errors_is_shown_as_text() -> None:
+    manager = make()
+    evil = "<img src=x onerror=alert(1)>"
+    req = wm.OneTimeWorkRequest("bad", tags={evil}, input={"note": evil})
+    async with manager, client(Dashboard(manager, token=TOKEN)) as c:
+        await manager.enqueue(req)
+        await manager.wait(req.id)
+        for path in ("/", "/works", f"/works/{req.id}", f"/works?tag={evil}"):
+            r = await c.get(path)
+            assert r.status_code == 200, path
+            assert evil not in r.text, path
+        assert "&lt;img src=x onerror=alert(1)&gt;" in r.text
