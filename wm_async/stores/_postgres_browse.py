@@ -82,8 +82,9 @@ class _Statements:
         if flt.unique_name is not None:
             where.append(f"unique_name = {arg(flt.unique_name, 'text')}")
         if flt.id_prefix is not None:
-            # Hex digits and dashes only (checked): no LIKE wildcard can occur.
-            where.append(f"id LIKE {arg(flt.id_prefix + '%', 'text')}")
+            # Hex digits and dashes only (checked), all before "~" in byte order.
+            lo, hi = arg(flt.id_prefix, "text"), arg(flt.id_prefix + "~", "text")
+            where.append(f'id COLLATE "C" >= {lo} AND id COLLATE "C" < {hi}')
         if flt.since is not None:
             where.append(f"enqueued_at >= {arg(flt.since, 'float8')}")
         if flt.until is not None:
