@@ -94,7 +94,13 @@ async def test_overview_counts_throughput_due_and_running(
         counts = {(w, s.value): n for w, s, n in ov.counts}
         assert counts == {("ok", "SUCCEEDED"): 1, ("bad", "FAILED"): 1, ("ok", "ENQUEUED"): 2}
         tags = {(t, s.value): n for t, s, n in ov.tag_counts}
-        assert tags == {("ok", "ENQUEUED"): 2}  # by tag: the unfinished works
+        assert tags == {
+            ("t", "SUCCEEDED"): 1,
+            ("t", "FAILED"): 1,
+            ("ok", "SUCCEEDED"): 1,
+            ("bad", "FAILED"): 1,
+            ("ok", "ENQUEUED"): 2,
+        }
         assert sum(b.succeeded for b in ov.buckets) == 1
         assert sum(b.failed for b in ov.buckets) == 1
         assert len(ov.buckets) == 10

@@ -234,7 +234,7 @@ def overview_body(
     return (
         f'<section id="overview" data-now="{ov.now:.3f}"><p>Window: {picks} · as of {when(ov.now)} UTC. '
         "Counts: every unfinished work, and the works finished in the window.</p>"
-        f"<h2>By worker</h2>{workers}<h2>By tag (unfinished works)</h2>{tags}"
+        f"<h2>By worker</h2>{workers}<h2>By tag</h2>{tags}"
         f'<div class="grid"><div><h2>Throughput (works finished per bucket)</h2>'
         f"{charts.throughput(ov.buckets, title='works finished')}</div>"
         f"<div><h2>Start lateness (mean bars, max ticks)</h2>"

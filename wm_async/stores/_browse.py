@@ -10,6 +10,8 @@ so that a page costs the same with a million works as with a hundred.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -138,8 +140,7 @@ class Overview:
     :ivar since: the window's start: finished works are counted from then
     :ivar counts: ``(worker, state, n)``: every unfinished work, and the works finished
         since ``since``
-    :ivar tag_counts: ``(tag, state, n)`` of the unfinished works (a work counts once
-        per tag; finished works by tag would cost a read of each)
+    :ivar tag_counts: ``(tag, state, n)``, counted likewise (a work counts once per tag)
     :ivar buckets: the finished works of the window, by finishing time
     :ivar due: the ENQUEUED works due at ``now`` (their delay over), longest due first
     :ivar due_count: how many ENQUEUED works are due at ``now``
@@ -267,6 +268,13 @@ class Tally:
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def tag_list(text: str) -> tuple[str, ...]:
+    """The tags of a stored ``tags`` column (a JSON array of strings)."""
+    found = json.loads(text)
+    return tuple(t for t in found if isinstance(t, str)) if isinstance(found, list) else ()
+
+
 def _key(row: tuple[str, WorkState, int]) -> tuple[str, str]:
     return row[0], row[1].value
 
@@ -307,8 +315,7 @@ def overview_records(
         if finished and (r.finished_at is None or r.finished_at < since):
             continue
         tally.count(r.worker, r.state)
-        if not finished:
-            tally.count_tags(r.tags, r.state)
+        tally.count_tags(r.tags, r.state)
         if finished:
             assert r.finished_at is not None
             ran = r.started_at is not None and r.state is not WorkState.CANCELLED

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .._core.model import WorkState
-from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage
+from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage, tag_list
 from ._codec import record_from_row
 from ._postgres_sql import SELECT_COLUMNS, Statement
 
@@ -40,12 +40,12 @@ class _Statements:
         )
         self.finished = Statement(
             "SELECT floor((finished_at - :since::float8) / :bucket::float8)::int8, state, "
-            "worker, count(*), "
+            "worker, tags, count(*), "
             "count(CASE WHEN state <> 'CANCELLED' THEN started_at END), "
             "coalesce(sum(CASE WHEN state <> 'CANCELLED' THEN finished_at - started_at END), 0), "
             "count(late), coalesce(sum(late), 0), max(late) "
             f"FROM {t} WHERE finished_at IS NOT NULL AND finished_at >= :since::float8 "
-            f"AND {_FINISHED} GROUP BY 1, 2, 3"
+            f"AND {_FINISHED} GROUP BY 1, 2, 3, 4"
         )
         self.due = Statement(
             f"SELECT {s} FROM {t} WHERE state = 'ENQUEUED' AND next_run_at <= :now::float8 "
@@ -168,8 +168,9 @@ class PostgresBrowse:
             tally.count(worker, _STATES[state], n)
         for tag, state, n in tags:
             tally.count_tags((tag,), _STATES[state], n)
-        for i, state, worker, n, runs, run_total, lates, late_total, late_max in finished:
+        for i, state, worker, tags, n, runs, run_total, lates, late_total, late_max in finished:
             tally.count(worker, _STATES[state], n)
+            tally.count_tags(tag_list(tags), _STATES[state], n)
             tally.finished(
                 min(i, tally.n - 1),
                 _STATES[state],

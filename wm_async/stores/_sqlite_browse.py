@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._core.model import WorkState
 from . import _sqlite_sql as sqlite_sql
-from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage
+from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage, tag_list
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -36,12 +36,12 @@ TAG_COUNTS: Final = (
 )
 #: The window's finished works by bucket, state and worker (the index alone).
 FINISHED: Final = (
-    "SELECT CAST((finished_at - ?1) / ?2 AS INTEGER), state, worker, count(*), "
+    "SELECT CAST((finished_at - ?1) / ?2 AS INTEGER), state, worker, tags, count(*), "
     "count(CASE WHEN state != 'CANCELLED' THEN started_at END), "
     "total(CASE WHEN state != 'CANCELLED' THEN finished_at - started_at END), "
     "count(late), total(late), max(late) "
     f"FROM wm_work WHERE finished_at IS NOT NULL AND finished_at >= ?1 AND {_FINISHED} "
-    "GROUP BY 1, 2, 3"
+    "GROUP BY 1, 2, 3, 4"
 )
 DUE: Final = (
     f"SELECT {_S} FROM wm_work WHERE state = 'ENQUEUED' AND next_run_at <= ? "
@@ -137,8 +137,9 @@ class SQLiteBrowse:
         for tag, state, n in await self._rows(TAG_COUNTS, ()):
             tally.count_tags((tag,), _STATES[state], n)
         for row in await self._rows(FINISHED, (since, bucket)):
-            i, state, worker, n, runs, run_total, lates, late_total, late_max = row
+            i, state, worker, tags, n, runs, run_total, lates, late_total, late_max = row
             tally.count(worker, _STATES[state], n)
+            tally.count_tags(tag_list(tags), _STATES[state], n)
             tally.finished(
                 min(i, tally.n - 1),
                 _STATES[state],

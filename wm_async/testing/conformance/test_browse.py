@@ -62,6 +62,8 @@ async def test_overview_counts_and_buckets(store: Store) -> None:
     counts = {(w, s.value): n for w, s, n in ov.counts}
     assert counts == {("a", "SUCCEEDED"): 1, ("b", "FAILED"): 1, ("a", "ENQUEUED"): 2}
     assert {(t, s.value): n for t, s, n in ov.tag_counts} == {
+        ("a", "SUCCEEDED"): 1,
+        ("b", "FAILED"): 1,
         ("a", "ENQUEUED"): 2,
         ("x", "ENQUEUED"): 1,
     }

@@ -21,8 +21,8 @@ CREATE INDEX wm_work_browse_worker ON wm_work (worker, enqueued_at, id);
 -- reads from the index, unlike LIKE).
 CREATE INDEX wm_work_id_prefix ON wm_work ((id COLLATE "C"));
 
--- Pruning, and the works finished in a window (counts by worker and state, throughput,
--- run times, start lateness) read from the index alone.
+-- Pruning, and the works finished in a window (counts by worker, tag and state,
+-- throughput, run times, start lateness) read from the index alone.
 DROP INDEX wm_work_finished;
 CREATE INDEX wm_work_finished ON wm_work (finished_at, state, worker)
-    INCLUDE (started_at, late) WHERE finished_at IS NOT NULL;
+    INCLUDE (started_at, late, tags) WHERE finished_at IS NOT NULL;

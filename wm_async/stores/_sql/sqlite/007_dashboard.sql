@@ -16,8 +16,8 @@ CREATE INDEX wm_work_browse_state ON wm_work (state, enqueued_at, id, worker);
 -- The works of one worker, newest first.
 CREATE INDEX wm_work_browse_worker ON wm_work (worker, enqueued_at, id);
 
--- Pruning, and the works finished in a window (counts by worker and state, throughput,
--- run times, start lateness) read from the index alone.
+-- Pruning, and the works finished in a window (counts by worker, tag and state,
+-- throughput, run times, start lateness) read from the index alone.
 DROP INDEX wm_work_finished;
-CREATE INDEX wm_work_finished ON wm_work (finished_at, state, worker, started_at, late)
+CREATE INDEX wm_work_finished ON wm_work (finished_at, state, worker, started_at, late, tags)
     WHERE finished_at IS NOT NULL;
