@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +240,31 @@ async def test_start_lateness_is_recorded_by_the_sql_stores(
             assert bucket.started == 1
             assert bucket.late_mean == pytest.approx(30, abs=0.5)
             assert bucket.late_max == pytest.approx(30, abs=0.5)
+
+
+async def test_sqlite_tag_pages_are_the_same_by_either_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rare tag's works are read through the tag table, a common one's by scanning the
+    newest works: the same page either way."""
+    from wm_async._core.record import WorkRecord
+    from wm_async.stores import _sqlite_browse
+    from wm_async.stores.sqlite import SQLiteStore
+
+    async with SQLiteStore(tmp_path / "wm.db") as store:
+        records = [
+            WorkRecord.from_request(
+                wm.OneTimeWorkRequest("w", tags={"t"} if i % 3 == 0 else set()), now=1000.0 + i
+            )
+            for i in range(30)
+        ]
+        await store.insert(records)
+        flt = BrowseFilter(tag="t", limit=4, states={wm.WorkState.ENQUEUED})
+        rare = await store.browse(flt)
+        monkeypatch.setattr(_sqlite_browse, "RARE_TAG", 0)
+        common = await store.browse(flt)
+        expected = [r.id for r in reversed(records) if "t" in r.tags][:4]
+        assert [r.id for r in rare.records] == expected
+        assert [r.id for r in common.records] == expected
+        assert rare.more
+        assert common.more

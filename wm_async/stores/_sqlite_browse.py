@@ -59,9 +59,18 @@ EDGES: Final = (
 )
 
 
-def browse_sql(flt: BrowseFilter) -> tuple[str, list[object]]:
+#: Below this many works with the filter's tag, a page reads them all through the tag
+#: table and sorts them; from it on, it reads the newest works until it has a page (a
+#: common tag is met soon; a rare one would cost a read of every work).
+RARE_TAG: Final = 5_000
+TAG_COUNT: Final = (
+    f"SELECT count(*) FROM (SELECT 1 FROM wm_work_tag WHERE tag = ? LIMIT {RARE_TAG})"
+)
+
+
+def browse_sql(flt: BrowseFilter, *, rare_tag: bool = False) -> tuple[str, list[object]]:
     """The statement and arguments of a page (one row more than the limit: whether more
-    follow)."""
+    follow); ``rare_tag``: fewer than :data:`RARE_TAG` works have the filter's tag."""
     where: list[str] = []
     args: list[object] = []
     if flt.states:
@@ -72,7 +81,12 @@ def browse_sql(flt: BrowseFilter) -> tuple[str, list[object]]:
         where.append("worker = ?")
         args.append(flt.worker)
     if flt.tag is not None:
-        where.append("EXISTS (SELECT 1 FROM wm_work_tag WHERE tag = ? AND work_id = wm_work.id)")
+        if rare_tag:
+            where.append("id IN (SELECT work_id FROM wm_work_tag WHERE tag = ?)")
+        else:
+            where.append(
+                "EXISTS (SELECT 1 FROM wm_work_tag WHERE tag = ? AND work_id = wm_work.id)"
+            )
         args.append(flt.tag)
     if flt.unique_name is not None:
         where.append("unique_name = ?")
@@ -121,7 +135,11 @@ class SQLiteBrowse:
 
         :raises StoreError: if the database fails
         """
-        text, args = browse_sql(flt)
+        rare = False
+        if flt.tag is not None:
+            (found,) = (await self._rows(TAG_COUNT, (flt.tag,)))[0]
+            rare = found < RARE_TAG
+        text, args = browse_sql(flt, rare_tag=rare)
         records = await self._read(text, args)
         return WorkPage(records=records[: flt.limit], more=len(records) > flt.limit)
 
