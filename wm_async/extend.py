@@ -8,7 +8,10 @@ one place.
   gives, :class:`StoreListener` what a store shared by several processes reports changes
   to, :class:`UniquePlan` what a unique enqueue decided, :class:`JoinedTransaction`
   the writes of an enqueue in an app's own transaction (what ``join_transaction``
-  returns, in a store that can share one). Stores persist; they never decide (the
+  returns, in a store that can share one), and :class:`BrowseFilter`,
+  :class:`WorkPage`, :class:`Overview` and :class:`Bucket` what the dashboard's reads
+  take and give (``browse`` and ``overview`` have defaults over ``query``). Stores
+  persist; they never decide (the
   lifecycle functions do). Run the store conformance suite
   (:mod:`wm_async.testing.conformance`) against it.
 - **A clock**: subclass :class:`Clock` (``now``, ``sleep_until``, ``call_at``; and
@@ -31,20 +34,25 @@ from ._core.mergers import InputMerger
 from ._core.record import WorkRecord
 from .signals import Signal
 from .stores._base import Claimed, ClaimParams, JoinedTransaction, Store, StoreListener
+from .stores._browse import BrowseFilter, Bucket, Overview, WorkPage
 
 __all__ = (
+    "BrowseFilter",
+    "Bucket",
     "Change",
     "ClaimParams",
     "Claimed",
     "Clock",
     "InputMerger",
     "JoinedTransaction",
+    "Overview",
     "Signal",
     "Store",
     "StoreListener",
     "Timer",
     "UniquePlan",
     "Wakeup",
+    "WorkPage",
     "WorkRecord",
 )
 
