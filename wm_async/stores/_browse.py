@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -304,9 +304,15 @@ def browse_query(flt: BrowseFilter) -> WorkQuery:
 
 
 def overview_records(
-    records: Sequence[WorkRecord], *, now: float, since: float, bucket: float
+    records: Sequence[WorkRecord],
+    *,
+    now: float,
+    since: float,
+    bucket: float,
+    late: Mapping[str, float] | None = None,
 ) -> Overview:
-    """The overview of ``records`` (every work of the store)."""
+    """The overview of ``records`` (every work of the store); ``late``: how late each
+    work's last run started, where known."""
     tally = Tally(now, since, bucket)
     due: list[WorkRecord] = []
     running: list[WorkRecord] = []
@@ -319,12 +325,16 @@ def overview_records(
         if finished:
             assert r.finished_at is not None
             ran = r.started_at is not None and r.state is not WorkState.CANCELLED
+            known = None if late is None or r.started_at is None else late.get(r.id)
             tally.finished(
                 tally.index(r.finished_at),
                 r.state,
                 r.worker,
                 runs=int(ran),
                 run_total=r.finished_at - r.started_at if ran and r.started_at else 0.0,
+                lates=int(known is not None),
+                late_total=known or 0.0,
+                late_max=known,
             )
         elif r.state is WorkState.RUNNING:
             running.append(r)

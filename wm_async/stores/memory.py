@@ -28,6 +28,7 @@ from ._base import (
     ClaimParams,
     Store,
 )
+from ._browse import overview_records
 from ._propagation import propagate
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     )
     from .._core.model import WorkQuery
     from ._base import UniquePlanner
+    from ._browse import Overview
 
 __all__ = ("MemoryStore",)
 
@@ -60,6 +62,8 @@ class MemoryStore(Store):
     _prerequisites: dict[str, tuple[str, ...]] = attrs.field(init=False, factory=dict)
     _dependents: dict[str, list[str]] = attrs.field(init=False, factory=dict)
     _waiting: dict[str, int] = attrs.field(init=False, factory=dict)
+    # How late each work's last run started (the dashboard's chart; SQL stores: a column).
+    _late: dict[str, float] = attrs.field(init=False, factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryStore(works={len(self._records)})"
@@ -172,13 +176,16 @@ class MemoryStore(Store):
             return self._claim_unpaused(params)
         claimed: list[WorkRecord] = []
         records = self._records
+        late = self._late
         owner = params.owner
         tops: list[float] = []
         for expedited in (True, False):
             for heaps in self._active(blocked, expedited):
                 if len(heaps) == 1:  # one group to take from (most often): no merging
                     for rid in heaps[0].pop_due(now, limit - len(claimed)):
-                        running = claim(records[rid], now=now, owner=owner)
+                        before = records[rid]
+                        late[rid] = now - (before.next_run_at or now)
+                        running = claim(before, now=now, owner=owner)
                         records[rid] = running
                         claimed.append(running)
                 while len(claimed) < limit and len(heaps) > 1:
@@ -192,6 +199,7 @@ class MemoryStore(Store):
                     if best is None:
                         break
                     _, rid = best.pop()
+                    late[rid] = now - best_due
                     running = claim(records[rid], now=now, owner=owner)
                     records[rid] = running
                     claimed.append(running)
@@ -214,6 +222,7 @@ class MemoryStore(Store):
         next_due: float | None = None
         for _, _, due, rid in candidates:
             if due <= params.now and len(claimed) < params.limit:
+                self._late[rid] = params.now - due
                 running = claim(self._records[rid], now=params.now, owner=params.owner)
                 self._records[rid] = running
                 self._index(running)
@@ -262,6 +271,7 @@ class MemoryStore(Store):
 
     def _delete(self, rid: str) -> None:
         self._heap_of(self._records.pop(rid)).discard(rid)
+        self._late.pop(rid, None)
         self._waiting.pop(rid, None)
         for pid in self._prerequisites.pop(rid, ()):
             siblings = self._dependents.get(pid)
@@ -317,6 +327,12 @@ class MemoryStore(Store):
         found = [r for r in candidates if query.matches(r)]
         found.sort(key=lambda r: r.enqueued_at)
         return found
+
+    async def overview(self, *, now: float, since: float, bucket: float) -> Overview:
+        """The overview's aggregates, start lateness included."""
+        return overview_records(
+            list(self._records.values()), now=now, since=since, bucket=bucket, late=self._late
+        )
 
     async def edges(self, ids: Collection[str]) -> list[tuple[str, str]]:
         """The chain edges touching ``ids``."""
