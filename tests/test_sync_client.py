@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import anyio
@@ -456,3 +457,15 @@ def test_pause_and_resume_a_worker(url: str) -> None:
         assert again.paused_workers() == {"w"}
         again.resume_worker("w")
         assert again.paused_workers() == frozenset()
+
+
+def test_run_now_and_run_again(client: wm.SyncClient) -> None:
+    later = wm.OneTimeWorkRequest("w", initial_delay=3600)
+    client.enqueue(later)
+    info = client.run_now(later.id)
+    assert info.next_schedule_time is not None
+    assert info.next_schedule_time <= info.enqueued_at + timedelta(seconds=5)
+    client.cancel_work_by_id(later.id)
+    again = client.run_again(later.id)
+    assert again.id != later.id
+    assert again.state is wm.WorkState.ENQUEUED

@@ -9,6 +9,7 @@ Subcommands:
 - ``list``, ``show ID``, ``cancel``, ``prune``: look at and change the works in a store
   (``--store URL`` or ``WM_ASYNC_STORE``), also while a worker process runs on it;
 - ``pause NAME``, ``resume NAME``: pause and resume a worker in every process;
+- ``dashboard``: serve the web dashboard of a store (``wm_async.dashboard``);
 - ``demo``: a tour of wm_async on a temporary SQLite store.
 
 Each subcommand adds its parser to the ``commands`` group and sets a ``handler``
@@ -36,6 +37,7 @@ import anyio
 
 from ._api.manager import WorkManager
 from ._cli import admin as _cli_admin
+from ._cli import dashboard as _cli_dashboard
 from ._cli import demo as _cli_demo
 from ._cli import enqueue as _cli_enqueue
 from ._cli import pause as _cli_pause
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_enqueue.add_command(commands)
     _cli_admin.add_commands(commands)
     _cli_pause.add_commands(commands)
+    _cli_dashboard.add_command(commands)
     _cli_demo.add_command(commands)
     return parser
 

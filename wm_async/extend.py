@@ -12,7 +12,10 @@ one place.
   lifecycle functions do). A claim given workers' flow limits (``ClaimParams.limits``,
   :class:`WorkerLimits`) counts their RUNNING works and keeps their token buckets
   (:class:`Bucket`); :class:`Allowance` says how many works it may take, what the
-  bucket becomes, and when the worker's next work may start. Run the store conformance suite
+  bucket becomes, and when the worker's next work may start. :class:`BrowseFilter`,
+  :class:`WorkPage`, :class:`Overview` and :class:`TimeBucket` are what the dashboard's
+  reads take and give (``browse`` and ``overview`` have defaults over ``query``). Run
+  the store conformance suite
   (:mod:`wm_async.testing.conformance`) against it.
 - **A clock**: subclass :class:`Clock` (``now``, ``sleep_until``, ``call_at``; and
   ``monotonic``/``call_later`` if its time can step). :class:`Wakeup` is what a sleep can
@@ -35,9 +38,11 @@ from ._core.mergers import InputMerger
 from ._core.record import WorkRecord
 from .signals import Signal
 from .stores._base import Claimed, ClaimParams, JoinedTransaction, Store, StoreListener
+from .stores._browse import BrowseFilter, Overview, TimeBucket, WorkPage
 
 __all__ = (
     "Allowance",
+    "BrowseFilter",
     "Bucket",
     "Change",
     "ClaimParams",
@@ -45,12 +50,15 @@ __all__ = (
     "Clock",
     "InputMerger",
     "JoinedTransaction",
+    "Overview",
     "Signal",
     "Store",
     "StoreListener",
+    "TimeBucket",
     "Timer",
     "UniquePlan",
     "Wakeup",
+    "WorkPage",
     "WorkRecord",
     "WorkerLimits",
 )

@@ -408,6 +408,15 @@ class SyncClient:
         """The names of the paused workers."""
         return self._call("paused_workers", lambda m: m.paused_workers())
 
+    def run_again(self, work_id: uuid.UUID | str) -> WorkInfo:
+        """Enqueue a FAILED or CANCELLED work again as a new work with the same spec
+        (see :meth:`WorkManager.run_again`); returns the new work."""
+        return self._call("run_again", lambda m: m.run_again(work_id))
+
+    def run_now(self, work_id: uuid.UUID | str) -> WorkInfo:
+        """Make an ENQUEUED work due now (see :meth:`WorkManager.run_now`)."""
+        return self._call("run_now", lambda m: m.run_now(work_id))
+
 
 def _not_running(operation: str, why: str) -> NotRunningError:
     """A NotRunningError saying ``why`` (instead of pointing to ``async with``)."""

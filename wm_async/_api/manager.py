@@ -49,6 +49,7 @@ from ..stores import (
     Store,
     open_store,
 )
+from .actions import WorkActions
 from .chains import WorkContinuation
 from .operations import (
     CAS_ATTEMPTS,
@@ -79,7 +80,7 @@ def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -
     return td.total_seconds()
 
 
-class WorkManager(WorkerRegistry, WorkerPause):
+class WorkManager(WorkerRegistry, WorkerPause, WorkActions):
     """Runs background work in this process's event loop, durably.
 
     ::

@@ -1,6 +1,6 @@
 """Pausing and resuming a worker name, durably and for every process using the store
 (semantics 47), and what holds a work back (``explain``, ``WorkInfo.held_by``: semantics
-47, 49): the methods :class:`~wm_async.WorkManager` inherits."""
+47, 50): the methods :class:`~wm_async.WorkManager` inherits."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._core.limits import HeldBy, WorkerLimits
     from .._core.model import WorkQuery
     from .._core.record import WorkRecord
+    from ._browse import BrowseFilter, Overview, WorkPage
 
 #: Decides a unique enqueue from the works under the name and the leaves among them.
 UniquePlanner: TypeAlias = "Callable[[list[WorkRecord], list[WorkRecord]], UniquePlan]"
@@ -352,6 +353,42 @@ class Store(abc.ABC):
     async def paused_workers(self) -> frozenset[str]:
         """The names of the paused workers."""
         return frozenset(vars(self).get("_wm_paused", ()))
+
+    # -- the dashboard's reads (``_browse``; the SQL stores answer from indexes)
+
+    async def browse(self, flt: BrowseFilter) -> WorkPage:
+        """The page of works ``flt`` selects, newest first (``enqueued_at``, then id),
+        after its keyset cursor ``flt.before``.
+
+        The default filters :meth:`query`'s records (fine for a few thousand works).
+        """
+        from ._browse import browse_query, browse_records
+
+        return browse_records(await self.query(browse_query(flt)), flt)
+
+    async def overview(self, *, now: float, since: float, bucket: float) -> Overview:
+        """The overview's aggregates: unfinished works and works finished since
+        ``since``, by worker, tag and state; the finished ones in buckets of ``bucket``
+        seconds; the due and the RUNNING works.
+
+        The default reads :meth:`query`'s records.
+
+        :raises InvalidRequestError: for an empty window or too many buckets
+        """
+        from .._core.model import WorkQuery, WorkState
+        from ._browse import check_window, overview_records
+
+        check_window(now, since, bucket)
+        records = await self.query(WorkQuery(states=set(WorkState)))
+        return overview_records(records, now=now, since=since, bucket=bucket)
+
+    async def edges(self, ids: Collection[str]) -> list[tuple[str, str]]:
+        """The chain edges touching the works ``ids``: ``(prerequisite id, dependent
+        id)`` pairs where either is in ``ids``, in no set order.
+
+        The default (a store without chains) has none.
+        """
+        return []
 
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:

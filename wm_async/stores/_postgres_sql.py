@@ -421,6 +421,7 @@ class Schema:
             f"w AS (UPDATE {t} AS w SET state = 'RUNNING', "
             "run_attempt_count = w.run_attempt_count + 1, next_run_at = NULL, "
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
+            "late = :now::float8 - w.next_run_at, "  # how late it starts (the dashboard)
             f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "
             "FROM (SELECT * FROM due ORDER BY expedited DESC, priority DESC, next_run_at "
             f"LIMIT {limit}) AS d WHERE w.id = d.id "

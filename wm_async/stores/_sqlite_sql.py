@@ -55,15 +55,19 @@ GET: Final = f"SELECT {SELECT} FROM wm_work WHERE id IN (SELECT value FROM json_
 #: Sets exactly what lifecycle.claim sets.
 CLAIM_UPDATE: Final = (
     "UPDATE wm_work SET state = 'RUNNING', run_attempt_count = run_attempt_count + 1, "
-    "next_run_at = NULL, started_at = ?, progress = '', stop_reason = 'NOT_STOPPED', owner = ? "
-    f"WHERE rowid IN (SELECT value FROM json_each(?)) AND state = 'ENQUEUED' RETURNING {SELECT}"
+    "next_run_at = NULL, started_at = ?1, progress = '', stop_reason = 'NOT_STOPPED', "
+    # How late the run starts (the dashboard's charts): the old next_run_at is read here.
+    "owner = ?2, late = ?1 - next_run_at "
+    # "+state": by rowid, never by the dashboard's state index (migration 007).
+    f"WHERE rowid IN (SELECT value FROM json_each(?3)) AND +state = 'ENQUEUED' RETURNING {SELECT}"
 )
 
 
 def _prunable(w: str) -> str:
     # Finished before the cut-off, and no unfinished work depends on it (semantics 34).
     return (
-        f"{w}.finished_at < ? AND {w}.state IN ({_FINISHED}) AND NOT EXISTS ("
+        # "+state": by the finished_at index, never the dashboard's state index.
+        f"{w}.finished_at < ? AND +{w}.state IN ({_FINISHED}) AND NOT EXISTS ("
         "SELECT 1 FROM wm_dependency AS d JOIN wm_work AS c ON c.id = d.work_id "
         f"WHERE d.prerequisite_id = {w}.id AND c.state NOT IN ({_FINISHED}))"
     )

@@ -29,6 +29,7 @@ from ._base import (
     ClaimParams,
     Store,
 )
+from ._browse import overview_records
 from ._propagation import propagate
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     )
     from .._core.model import WorkQuery
     from ._base import UniquePlanner
+    from ._browse import Overview
 
 __all__ = ("MemoryStore",)
 
@@ -63,6 +65,8 @@ class MemoryStore(Store):
     _waiting: dict[str, int] = attrs.field(init=False, factory=dict)
     # The token buckets of rate-limited workers (semantics 50).
     _buckets: dict[str, Bucket] = attrs.field(init=False, factory=dict)
+    # How late each work's last run started (the dashboard's chart; SQL stores: a column).
+    _late: dict[str, float] = attrs.field(init=False, factory=dict)
 
     def __repr__(self) -> str:
         return f"MemoryStore(works={len(self._records)})"
@@ -175,13 +179,16 @@ class MemoryStore(Store):
             return self._claim_scan(params)
         claimed: list[WorkRecord] = []
         records = self._records
+        late = self._late
         owner = params.owner
         tops: list[float] = []
         for expedited in (True, False):
             for heaps in self._active(blocked, expedited):
                 if len(heaps) == 1:  # one group to take from (most often): no merging
                     for rid in heaps[0].pop_due(now, limit - len(claimed)):
-                        running = claim(records[rid], now=now, owner=owner)
+                        before = records[rid]
+                        late[rid] = now - (before.next_run_at or now)
+                        running = claim(before, now=now, owner=owner)
                         records[rid] = running
                         claimed.append(running)
                 while len(claimed) < limit and len(heaps) > 1:
@@ -195,6 +202,7 @@ class MemoryStore(Store):
                     if best is None:
                         break
                     _, rid = best.pop()
+                    late[rid] = now - best_due
                     running = claim(records[rid], now=now, owner=owner)
                     records[rid] = running
                     claimed.append(running)
@@ -202,7 +210,7 @@ class MemoryStore(Store):
         return Claimed(records=claimed, next_due=min(tops) if tops else None)
 
     def _claim_scan(self, params: ClaimParams) -> Claimed:
-        """A claim while some workers are paused or limited (semantics 47, 49): a scan of
+        """A claim while some workers are paused or limited (semantics 47, 50): a scan of
         the unparked due works (slower than the heaps, which do not know workers)."""
         paused, blocked, now = params.paused_workers, params.blocked_signals, params.now
         records = self._records
@@ -227,6 +235,7 @@ class MemoryStore(Store):
                 and len(claimed) < params.limit
                 and (allowance is None or taken[worker] < allowance.take)
             ):
+                self._late[rid] = now - due
                 running = claim(records[rid], now=now, owner=params.owner)
                 records[rid] = running
                 self._index(running)
@@ -305,6 +314,7 @@ class MemoryStore(Store):
 
     def _delete(self, rid: str) -> None:
         self._heap_of(self._records.pop(rid)).discard(rid)
+        self._late.pop(rid, None)
         self._waiting.pop(rid, None)
         for pid in self._prerequisites.pop(rid, ()):
             siblings = self._dependents.get(pid)
@@ -360,6 +370,18 @@ class MemoryStore(Store):
         found = [r for r in candidates if query.matches(r)]
         found.sort(key=lambda r: r.enqueued_at)
         return found
+
+    async def overview(self, *, now: float, since: float, bucket: float) -> Overview:
+        """The overview's aggregates, start lateness included."""
+        return overview_records(
+            list(self._records.values()), now=now, since=since, bucket=bucket, late=self._late
+        )
+
+    async def edges(self, ids: Collection[str]) -> list[tuple[str, str]]:
+        """The chain edges touching ``ids``."""
+        found = {(p, i) for i in ids for p in self._prerequisites.get(i, ())}
+        found.update((i, c) for i in ids for c in self._dependents.get(i, ()))
+        return list(found)
 
     async def prune(self, *, finished_before: float) -> int:
         """Delete finished works older than the given time, except those an unfinished

@@ -49,6 +49,7 @@ from ._base import (
 from ._codec import record_from_row
 from ._group_commit import GroupCommit, Op
 from ._postgres_apply import apply as apply_changes
+from ._postgres_browse import PostgresBrowse
 from ._postgres_claim import claim
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
@@ -85,7 +86,7 @@ _CLOSE_TIMEOUT: Final = 5.0
 
 
 @attrs.define(eq=False, repr=False)
-class PostgresStore(PausedWorkers, Store):
+class PostgresStore(PostgresBrowse, PausedWorkers, Store):
     """A store in a PostgreSQL database that several processes (one manager each) share.
 
     ``PostgresStore("postgresql://user@host/db", schema="myapp")``;

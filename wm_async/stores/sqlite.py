@@ -37,13 +37,9 @@ from . import _sqlite_errors as errors
 from . import _sqlite_file
 from . import _sqlite_options as options
 from . import _sqlite_sql as sqlite_sql
-from ._base import (
-    Claimed,
-    ClaimParams,
-    Store,
-    StoreListener,
-)
+from ._base import Claimed, ClaimParams, Store, StoreListener
 from ._group_commit import GroupCommit
+from ._sqlite_browse import SQLiteBrowse
 from ._sqlite_ops import (
     BatchError,
     Kind,
@@ -73,7 +69,7 @@ logger = logging.getLogger("wm_async.store")
 
 
 @attrs.define(eq=False, repr=False)
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteBrowse, Store):
     """A store in a SQLite database file: works survive restarts of the process.
 
     ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.

@@ -3,7 +3,8 @@ checked through its public operations, one module per operation: ``test_insert``
 ``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
 prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
 ``test_update_spec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
-``test_leases``, ``test_signals_in_use`` and ``test_paused_workers``.
+``test_leases``, ``test_signals_in_use``, ``test_paused_workers`` and ``test_browse``
+(the dashboard's reads).
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
 it the same way. The tests are pytest coroutine functions that take one fixture,
@@ -71,6 +72,7 @@ _MODULE_NAMES = (
     "test_leases",
     "test_signals_in_use",
     "test_paused_workers",
+    "test_browse",
 )
 
 # pytest rewrites the asserts of the modules it collects, and of any module named like a
@@ -81,6 +83,7 @@ pytest.register_assert_rewrite(*(f"{__name__}.{name}" for name in ("_helpers", *
 
 from . import (  # after register_assert_rewrite, on purpose
     test_apply,
+    test_browse,
     test_chains,
     test_claim_due,
     test_enqueue_unique,
@@ -124,6 +127,7 @@ _TESTS = _collect(
     test_signals_in_use,
     test_paused_workers,
     test_limits,
+    test_browse,
 )
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)
