@@ -4,7 +4,7 @@ keyset pagination (:meth:`Store.browse`), the aggregates of its overview
 
 The types are here, with the reference implementations over :meth:`Store.query` and
 :meth:`Store.get` that the memory store (and a store of an app's own) uses. The SQL
-stores answer from indexes (``_sqlite_browse``, ``_postgres_browse``; migration 007),
+stores answer from indexes (``_sqlite_browse``, ``_postgres_browse``; migration 008),
 so that a page costs the same with a million works as with a hundred.
 """
 

@@ -1,5 +1,5 @@
 """PostgresStore's dashboard reads (:meth:`Store.browse`, :meth:`Store.overview`,
-:meth:`Store.edges`), from the indexes of migration 007: a page is one index range read
+:meth:`Store.edges`), from the indexes of migration 008: a page is one index range read
 newest first after its keyset cursor, and the overview's aggregates read the unfinished
 works and the window's finished works from indexes."""
 

@@ -1,5 +1,5 @@
 """SQLiteStore's dashboard reads (:meth:`Store.browse`, :meth:`Store.overview`,
-:meth:`Store.edges`), on the reader connection, from the indexes of migration 007: a
+:meth:`Store.edges`), on the reader connection, from the indexes of migration 008: a
 page is one index range read newest first after its keyset cursor, and the overview's
 aggregates read the unfinished works and the window's finished works from indexes
 alone."""

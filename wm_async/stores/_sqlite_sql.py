@@ -58,7 +58,7 @@ CLAIM_UPDATE: Final = (
     "next_run_at = NULL, started_at = ?1, progress = '', stop_reason = 'NOT_STOPPED', "
     # How late the run starts (the dashboard's charts): the old next_run_at is read here.
     "owner = ?2, late = ?1 - next_run_at "
-    # "+state": by rowid, never by the dashboard's state index (migration 007).
+    # "+state": by rowid, never by the dashboard's state index (migration 008).
     f"WHERE rowid IN (SELECT value FROM json_each(?3)) AND +state = 'ENQUEUED' RETURNING {SELECT}"
 )
 
