@@ -53,7 +53,8 @@ def test_the_wheel_carries_the_license_and_no_development_extras(wheel: Path) ->
     assert f"Version: {wm_async.__version__}\n" in text
     assert "License-Expression: MIT\n" in text
     extras = set(re.findall(r"^Provides-Extra: (\S+)$", text, re.MULTILINE))
-    assert extras == {"postgres", "aiohttp", "asgi", "fastapi", "quart"}
+    assert {"postgres", "aiohttp", "asgi", "fastapi", "quart", "dashboard"} <= extras
+    assert not extras & {"test", "tests", "bench", "dev", "docs"}  # requirements-*.txt
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
 
 
