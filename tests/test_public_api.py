@@ -21,7 +21,7 @@ import wm_async.testing
 
 #: Type aliases have no docstring of their own (at runtime they are a generic alias or,
 #: for a recursive alias, its string), so the docstring check skips them.
-TYPE_ALIASES = frozenset({"Data", "JSONValue", "TaskHandler"})
+TYPE_ALIASES = frozenset({"Data", "JSONValue", "TaskHandler", "CallNext", "Middleware"})
 
 #: The documented public API's errors ...
 DESIGN_ERRORS = (

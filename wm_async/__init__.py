@@ -29,6 +29,8 @@ from ._core.errors import StoreGoneError as StoreGoneError
 from ._core.errors import StoreReadOnlyError as StoreReadOnlyError
 from ._core.errors import UnknownWorkerError as UnknownWorkerError
 from ._core.errors import WorkManagerError as WorkManagerError
+from ._core.event import CallNext as CallNext
+from ._core.event import WorkEvent as WorkEvent
 from ._core.mergers import ArrayCreatingInputMerger as ArrayCreatingInputMerger
 from ._core.mergers import InputMerger as InputMerger
 from ._core.mergers import OverwritingInputMerger as OverwritingInputMerger
@@ -49,6 +51,7 @@ from ._core.model import WorkInfo as WorkInfo
 from ._core.model import WorkQuery as WorkQuery
 from ._core.model import WorkState as WorkState
 from ._runtime.events import WorkWatcher as WorkWatcher
+from ._runtime.executor import Middleware as Middleware
 from ._runtime.executor import WorkContext as WorkContext
 from .signals import Flag as Flag
 from .signals import Predicate as Predicate
@@ -88,6 +91,9 @@ __all__ = (
     "WorkExplanation",
     "Periodicity",
     "WorkWatcher",
+    "WorkEvent",
+    "Middleware",
+    "CallNext",
     # from synchronous code
     "SyncClient",
     # signals (also in wm_async.signals, with the built-ins and combinators)

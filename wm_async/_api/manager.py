@@ -52,6 +52,7 @@ from ..stores import (
     open_store,
 )
 from .chains import WorkContinuation
+from .observing import Observing
 from .operations import (
     CAS_ATTEMPTS,
     Operations,
@@ -81,7 +82,7 @@ def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -
     return td.total_seconds()
 
 
-class WorkManager(WorkerRegistry, WorkerPause):
+class WorkManager(WorkerRegistry, WorkerPause, Observing):
     """Runs background work in this process's event loop, durably.
 
     ::

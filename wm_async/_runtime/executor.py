@@ -4,11 +4,12 @@ did (returned, raised, was cancelled) to a lifecycle outcome."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import anyio
 import attrs
@@ -23,6 +24,7 @@ from .._core.errors import (
     UnknownWorkerError,
     WorkManagerError,
 )
+from .._core.event import CallNext
 from .._core.lifecycle import (
     Exhausted,
     Failed,
@@ -48,6 +50,9 @@ logger = logging.getLogger("wm_async.worker")
 
 #: What ``@manager.worker`` accepts: an async or sync callable taking the context.
 WorkerFn: TypeAlias = Callable[["WorkContext"], Awaitable[Result | None] | Result | None]
+#: What ``manager.add_middleware`` accepts: ``async def mw(ctx, call_next)``, which awaits
+#: ``call_next()`` (the next middleware, or the worker) and returns what it returned.
+Middleware: TypeAlias = Callable[["WorkContext", CallNext], Awaitable[Result | None]]
 
 
 @attrs.frozen
@@ -210,6 +215,7 @@ async def execute(
     *,
     sync_limiter: anyio.CapacityLimiter,
     max_data_bytes: int,
+    middleware: tuple[Middleware, ...] = (),
 ) -> Outcome:
     """Run the worker for ``handle`` and return its outcome.
 
@@ -247,7 +253,9 @@ async def execute(
     outcome: Outcome | None = None
     handle.in_worker = handle.started = True
     try:
-        if worker.is_async:
+        if middleware:
+            result = await call_through(middleware, worker, ctx, sync_limiter)
+        elif worker.is_async:
             result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
         else:
             result = await anyio.to_thread.run_sync(worker.fn, ctx, limiter=sync_limiter)
@@ -298,6 +306,26 @@ async def execute(
     if result is None:
         return _SUCCEEDED  # what _outcome_of says, without the call (most workers)
     return _outcome_of(record, result, max_data_bytes)
+
+
+async def call_through(
+    middleware: tuple[Middleware, ...],
+    worker: Worker,
+    ctx: WorkContext,
+    limiter: anyio.CapacityLimiter,
+) -> object:
+    """Call ``worker`` through ``middleware`` (outermost first): what a middleware
+    raises or returns is what the worker did, for the outcome (semantics 49)."""
+
+    async def call_worker() -> Any:
+        if worker.is_async:
+            return await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
+        return await anyio.to_thread.run_sync(worker.fn, ctx, limiter=limiter)
+
+    call: CallNext = call_worker
+    for mw in reversed(middleware):
+        call = functools.partial(mw, ctx, call)
+    return await call()
 
 
 def task_cancelled() -> bool:

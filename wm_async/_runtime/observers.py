@@ -1,0 +1,148 @@
+"""Observers: what an app hooks into a manager (semantics 49): middleware around every
+worker call, listeners of every state transition (as :class:`WorkEvent` values), and
+propagators that store headers with every work enqueued. The DEBUG transition log is
+one of the listeners.
+
+With nothing registered (and the transition log off), publishing pays one attribute
+check per batch of records and a run one tuple check: no event is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from .._core.data import FrozenData
+from .._core.event import Listener, Propagator, WorkEvent
+from .._core.model import StopReason, WorkState
+
+if TYPE_CHECKING:
+    from .._core.data import Data
+    from .._core.record import WorkRecord
+    from .executor import Middleware
+
+#: The DEBUG transition log (one line per state change).
+transitions_log = logging.getLogger("wm_async.transitions")
+logger = logging.getLogger("wm_async.events")
+
+
+def log_event(event: WorkEvent) -> None:
+    """The DEBUG transition log's line for ``event`` (the state before is ``-`` for a
+    work this process has not seen change yet)."""
+    extra = ""
+    if event.stop_reason is not StopReason.NOT_STOPPED:
+        extra += f" stop_reason={event.stop_reason.value}"
+    if event.to_state is WorkState.FAILED and event.error is not None:
+        extra += f" error={event.error.type}"
+    transitions_log.debug(
+        "work %s (%r): %s -> %s attempts=%d%s",
+        event.work_id,
+        event.worker,
+        event.from_state.value if event.from_state else "-",
+        event.to_state.value,
+        event.attempt,
+        extra,
+    )
+
+
+class Observers:
+    """The middleware, listeners and propagators of one manager (shared by its starts)."""
+
+    __slots__ = ("_seen", "listeners", "middleware", "propagators")
+
+    def __init__(self) -> None:
+        #: Called with every event, in registration order.
+        self.listeners: list[Listener] = []
+        #: Around every worker call, outermost first (a tuple: runs read it unlocked).
+        self.middleware: tuple[Middleware, ...] = ()
+        #: Fill the headers stored with each work enqueued.
+        self.propagators: list[Propagator] = []
+        # (state, attempts, due time) last seen per unfinished work: the "before" of the
+        # next event (only unfinished works are remembered, so the map stays small).
+        self._seen: dict[str, tuple[WorkState, int, float | None]] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Observers(listeners={len(self.listeners)}, middleware={len(self.middleware)}, "
+            f"propagators={len(self.propagators)})"
+        )
+
+    def headers(self) -> Data | None:
+        """The headers the propagators give for works enqueued now (``None``: none)."""
+        if not self.propagators:
+            return None
+        carrier: dict[str, str] = {}
+        for propagate in self.propagators:
+            try:
+                propagate(carrier)
+            except Exception:
+                logger.exception("propagator %r failed; its headers are not stored", propagate)
+        if not carrier:
+            return None
+        return FrozenData({str(k): str(v) for k, v in carrier.items()})
+
+    def emit(self, records: Sequence[WorkRecord], *, external: bool = False) -> None:
+        """The events of ``records`` (just written, or read as written elsewhere when
+        ``external``), to the transition log (if on) and every listener."""
+        log = transitions_log.isEnabledFor(logging.DEBUG)
+        listeners = self.listeners
+        seen = self._seen
+        for r in records:
+            state, attempts = r.state, r.run_attempt_count
+            before = seen.pop(r.id, None) if state.is_finished else seen.get(r.id)
+            if not state.is_finished:
+                seen[r.id] = (state, attempts, r.next_run_at)
+            if before is not None and before[0] is state and before[1] == attempts:
+                continue  # a progress report, or a record published again
+            event = _event(r, before, external)
+            if log:
+                log_event(event)
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("event listener %r failed on %s", listener, event)
+
+
+def _event(
+    r: WorkRecord, before: tuple[WorkState, int, float | None] | None, external: bool
+) -> WorkEvent:
+    state = r.state
+    if state is WorkState.RUNNING:
+        at = r.started_at
+    elif state.is_finished:
+        at = r.finished_at
+    elif state is WorkState.ENQUEUED:
+        at = r.last_enqueue_time
+    else:
+        at = r.enqueued_at
+    if at is None:
+        at = r.last_enqueue_time
+    duration = lateness = None
+    if before is not None:
+        if (
+            before[0] is WorkState.RUNNING
+            and r.started_at is not None
+            and state is not (WorkState.RUNNING)
+        ):
+            duration = timedelta(seconds=max(0.0, at - r.started_at))
+        elif state is WorkState.RUNNING and before[2] is not None:
+            lateness = timedelta(seconds=max(0.0, at - before[2]))
+    return WorkEvent(
+        work_id=uuid.UUID(r.id),
+        worker=r.worker,
+        from_state=None if before is None else before[0],
+        to_state=state,
+        attempt=r.run_attempt_count,
+        at=datetime.fromtimestamp(at, UTC),
+        duration=duration,
+        lateness=lateness,
+        error=r.error,
+        stop_reason=r.stop_reason,
+        tags=r.tags,
+        period_count=r.period_count,
+        external=external,
+    )
