@@ -32,6 +32,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "wm_async.testing",
             "wm_async.__main__",
             "wm_async.sync",
+            "wm_async.metrics",
+            "wm_async.tracing",
         ),
     ),
     ("package root", ("wm_async.extend", "wm_async")),

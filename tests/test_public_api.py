@@ -70,6 +70,7 @@ def _public_modules() -> list[types.ModuleType]:
             "wm_async.sync",
             "wm_async.integrations.aiohttp",
             "wm_async.integrations.asgi",
+            "wm_async.metrics",
         )
     ]
 

@@ -10,9 +10,14 @@ from typing import TYPE_CHECKING
 from .._core.errors import InvalidRequestError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+
     from .._core.event import Listener, Propagator
+    from .._core.model import WorkState
     from .._runtime.executor import Middleware
     from .._runtime.services import Services
+    from ..stores import Store
 
 
 def _is_async(fn: object) -> bool:
@@ -21,11 +26,26 @@ def _is_async(fn: object) -> bool:
 
 
 class Observing:
-    """``add_middleware``, ``add_listener``, ``remove_listener`` and ``add_propagator``
-    of a :class:`~wm_async.WorkManager` (which is one)."""
+    """``add_middleware``, ``add_listener``, ``remove_listener``, ``add_propagator`` and
+    ``count_works`` of a :class:`~wm_async.WorkManager` (which is one)."""
 
     if TYPE_CHECKING:
         _services: Services
+        _store: Store
+        _require: Callable[[str], None]
+        _serving: Callable[[str], AbstractContextManager[None]]
+
+    async def count_works(self) -> dict[tuple[str, WorkState], int]:
+        """How many works each worker name has in each state, as the store has them now
+        (every process's works; pairs with none are left out). One query (a scan of the
+        works table on SQLite and PostgreSQL): for metrics and dashboards, not a loop.
+
+        :raises NotRunningError: if the manager is not started
+        :raises StoreError: if the store fails
+        """
+        self._require("count_works")
+        with self._serving("count_works"):
+            return await self._store.count_works()
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every run's worker call in ``middleware``, an ``async def mw(ctx,

@@ -10,14 +10,15 @@ check per batch of records and a run one tuple check: no event is built.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from .._core.data import FrozenData
-from .._core.event import Listener, Propagator, WorkEvent
+from .._core.event import Listener, Propagator, Seen, WorkEvent
 from .._core.model import StopReason, WorkState
+
+_SUCCEEDED, _FAILED, _CANCELLED = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
+_tuple_new = tuple.__new__
 
 if TYPE_CHECKING:
     from .._core.data import Data
@@ -62,7 +63,7 @@ class Observers:
         self.propagators: list[Propagator] = []
         # (state, attempts, due time) last seen per unfinished work: the "before" of the
         # next event (only unfinished works are remembered, so the map stays small).
-        self._seen: dict[str, tuple[WorkState, int, float | None]] = {}
+        self._seen: dict[str, Seen] = {}
 
     def __repr__(self) -> str:
         return (
@@ -90,14 +91,18 @@ class Observers:
         log = transitions_log.isEnabledFor(logging.DEBUG)
         listeners = self.listeners
         seen = self._seen
+        new, event_type = _tuple_new, WorkEvent
         for r in records:
-            state, attempts = r.state, r.run_attempt_count
-            before = seen.pop(r.id, None) if state.is_finished else seen.get(r.id)
-            if not state.is_finished:
-                seen[r.id] = (state, attempts, r.next_run_at)
+            state, attempts, key = r.state, r.run_attempt_count, r.id
+            # (Identity tests: an enum's hash is Python code.)
+            if state is _SUCCEEDED or state is _FAILED or state is _CANCELLED:
+                before = seen.pop(key, None)
+            else:
+                before = seen.get(key)
+                seen[key] = (state, attempts, r.next_run_at)
             if before is not None and before[0] is state and before[1] == attempts:
                 continue  # a progress report, or a record published again
-            event = _event(r, before, external)
+            event = new(event_type, (r, before, external))  # WorkEvent(r, before, external)
             if log:
                 log_event(event)
             for listener in listeners:
@@ -105,44 +110,3 @@ class Observers:
                     listener(event)
                 except Exception:
                     logger.exception("event listener %r failed on %s", listener, event)
-
-
-def _event(
-    r: WorkRecord, before: tuple[WorkState, int, float | None] | None, external: bool
-) -> WorkEvent:
-    state = r.state
-    if state is WorkState.RUNNING:
-        at = r.started_at
-    elif state.is_finished:
-        at = r.finished_at
-    elif state is WorkState.ENQUEUED:
-        at = r.last_enqueue_time
-    else:
-        at = r.enqueued_at
-    if at is None:
-        at = r.last_enqueue_time
-    duration = lateness = None
-    if before is not None:
-        if (
-            before[0] is WorkState.RUNNING
-            and r.started_at is not None
-            and state is not (WorkState.RUNNING)
-        ):
-            duration = timedelta(seconds=max(0.0, at - r.started_at))
-        elif state is WorkState.RUNNING and before[2] is not None:
-            lateness = timedelta(seconds=max(0.0, at - before[2]))
-    return WorkEvent(
-        work_id=uuid.UUID(r.id),
-        worker=r.worker,
-        from_state=None if before is None else before[0],
-        to_state=state,
-        attempt=r.run_attempt_count,
-        at=datetime.fromtimestamp(at, UTC),
-        duration=duration,
-        lateness=lateness,
-        error=r.error,
-        stop_reason=r.stop_reason,
-        tags=r.tags,
-        period_count=r.period_count,
-        external=external,
-    )

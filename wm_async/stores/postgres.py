@@ -49,6 +49,7 @@ from ._base import (
 from ._codec import record_from_row, signal_key
 from ._group_commit import GroupCommit, Op
 from ._postgres_apply import apply as apply_changes
+from ._postgres_counts import WorkCounts
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
     ChangeFeed,
@@ -84,7 +85,7 @@ _CLOSE_TIMEOUT: Final = 5.0
 
 
 @attrs.define(eq=False, repr=False)
-class PostgresStore(PausedWorkers, Store):
+class PostgresStore(PausedWorkers, WorkCounts, Store):
     """A store in a PostgreSQL database that several processes (one manager each) share.
 
     ``PostgresStore("postgresql://user@host/db", schema="myapp")``;

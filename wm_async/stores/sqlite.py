@@ -44,6 +44,7 @@ from ._base import (
     StoreListener,
 )
 from ._group_commit import GroupCommit
+from ._sqlite_counts import WorkCounts
 from ._sqlite_ops import (
     BatchError,
     Kind,
@@ -73,7 +74,7 @@ logger = logging.getLogger("wm_async.store")
 
 
 @attrs.define(eq=False, repr=False)
-class SQLiteStore(Store):
+class SQLiteStore(WorkCounts, Store):
     """A store in a SQLite database file: works survive restarts of the process.
 
     ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.

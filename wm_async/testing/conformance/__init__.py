@@ -3,7 +3,8 @@ checked through its public operations, one module per operation: ``test_insert``
 ``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
 prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
 ``test_update_spec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
-``test_leases``, ``test_signals_in_use`` and ``test_paused_workers``.
+``test_leases``, ``test_signals_in_use``, ``test_paused_workers`` and
+``test_count_works``.
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
 it the same way. The tests are pytest coroutine functions that take one fixture,
@@ -71,6 +72,7 @@ _MODULE_NAMES = (
     "test_leases",
     "test_signals_in_use",
     "test_paused_workers",
+    "test_count_works",
 )
 
 # pytest rewrites the asserts of the modules it collects, and of any module named like a
@@ -83,6 +85,7 @@ from . import (  # after register_assert_rewrite, on purpose
     test_apply,
     test_chains,
     test_claim_due,
+    test_count_works,
     test_enqueue_unique,
     test_get,
     test_insert,
@@ -122,6 +125,7 @@ _TESTS = _collect(
     test_leases,
     test_signals_in_use,
     test_paused_workers,
+    test_count_works,
 )
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)
