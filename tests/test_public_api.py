@@ -71,6 +71,7 @@ def _public_modules() -> list[types.ModuleType]:
             "wm_async.integrations.aiohttp",
             "wm_async.integrations.asgi",
             "wm_async.metrics",
+            "wm_async.tracing",
         )
     ]
 

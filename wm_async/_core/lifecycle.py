@@ -337,6 +337,7 @@ def update_spec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Chan
         unique_name=record.unique_name,
         generation=record.generation + 1,
         enqueued_at=record.enqueued_at,
+        headers=record.headers,  # the trace context of its enqueue stays (semantics 49)
         **{name: getattr(record, name) for name in RUNTIME_FIELDS if name != "next_run_at"},
         next_run_at=next_run_at,
     )

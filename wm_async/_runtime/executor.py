@@ -140,6 +140,8 @@ class WorkContext:
     :ivar input: the work's input (merged with prerequisites' outputs for chained work)
     :ivar tags: the work's tags
     :ivar run_attempt_count: how many runs happened before this one (0 on the first)
+    :ivar headers: what the app's propagators stored with the work at enqueue (a trace
+        context, say; empty when none), in whichever process enqueued it
     """
 
     # __weakref__: so apps (and tests) can check that nothing keeps a finished run's context.
@@ -147,6 +149,7 @@ class WorkContext:
         "__weakref__",
         "_handle",
         "_progress",
+        "headers",
         "input",
         "run_attempt_count",
         "tags",
@@ -162,6 +165,7 @@ class WorkContext:
         self.worker: str = record.worker
         self.input: Data = record.input
         self.tags: frozenset[str] = record.tags
+        self.headers: Data = record.headers
         self.run_attempt_count: int = record.run_attempt_count - 1
         self._handle = handle
         self._progress = progress
@@ -322,6 +326,8 @@ async def call_through(
             return await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
         return await anyio.to_thread.run_sync(worker.fn, ctx, limiter=limiter)
 
+    if len(middleware) == 1:
+        return await middleware[0](ctx, call_worker)
     call: CallNext = call_worker
     for mw in reversed(middleware):
         call = functools.partial(mw, ctx, call)

@@ -19,6 +19,10 @@ from .._core.model import StopReason, WorkState
 
 _SUCCEEDED, _FAILED, _CANCELLED = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
 _tuple_new = tuple.__new__
+#: How many unfinished works the "before" of events is remembered for (about 150 bytes
+#: each): past it, the work seen first is forgotten (its next event has no
+#: ``from_state``). Bounds a producer that enqueues works it never sees finish.
+SEEN_MAX = 100_000
 
 if TYPE_CHECKING:
     from .._core.data import Data
@@ -100,6 +104,8 @@ class Observers:
             else:
                 before = seen.get(key)
                 seen[key] = (state, attempts, r.next_run_at)
+                if before is None and len(seen) > SEEN_MAX:
+                    del seen[next(iter(seen))]  # the work seen first
             if before is not None and before[0] is state and before[1] == attempts:
                 continue  # a progress report, or a record published again
             event = new(event_type, (r, before, external))  # WorkEvent(r, before, external)
