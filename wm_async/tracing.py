@@ -92,18 +92,19 @@ def instrument(
         headers = ctx.headers
         parent = extract(headers) if headers else None
         # start_span and attach rather than start_as_current_span: a generator-based
-        # context manager costs as much as the rest of a trivial run.
-        span = tracer.start_span(
-            "wm_async.run " + ctx.worker,
-            context=parent,
-            kind=consumer,
-            attributes={
-                "wm_async.work.id": str(ctx.id),
-                "wm_async.worker": ctx.worker,
-                "wm_async.attempt": ctx.run_attempt_count + 1,
-                "wm_async.tags": sorted(ctx.tags),
-            },
-        )
+        # context manager costs as much as the rest of a trivial run. The attributes are
+        # set once the span is known to record (a span sampled out, or a no-op tracer,
+        # skips building them; samplers do not see them).
+        span = tracer.start_span("wm_async.run " + ctx.worker, context=parent, kind=consumer)
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "wm_async.work.id": str(ctx.id),
+                    "wm_async.worker": ctx.worker,
+                    "wm_async.attempt": ctx.run_attempt_count + 1,
+                    "wm_async.tags": sorted(ctx.tags),
+                }
+            )
         token = attach(set_span_in_context(span, parent))
         try:
             result = await call_next()
