@@ -271,3 +271,70 @@ def test_bad_hooks_raise_at_the_call() -> None:
         manager.add_listener("nope")  # type: ignore[arg-type]
     with pytest.raises(wm.InvalidRequestError):
         manager.add_propagator(42)  # type: ignore[arg-type]
+
+
+async def test_propagators_store_headers_that_every_run_sees(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    manager = make_manager()
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="")
+    seen: dict[str, dict[str, object]] = {}
+
+    def propagate(carrier: dict[str, str]) -> None:
+        if current.get():
+            carrier["request-id"] = current.get()
+
+    def broken(carrier: dict[str, str]) -> None:
+        raise RuntimeError("propagator bug")
+
+    manager.add_propagator(propagate)
+    manager.add_propagator(broken)  # logged; the others' headers are still stored
+
+    @manager.worker("w")
+    async def w(ctx: wm.WorkContext) -> None:
+        seen[str(ctx.id)] = dict(ctx.headers)
+
+    plain = wm.OneTimeWorkRequest("w")
+    chained = wm.OneTimeWorkRequest("w")
+    unique = wm.OneTimeWorkRequest("w", initial_delay=timedelta(seconds=5))
+    async with manager:
+        token = current.set("r-1")
+        await manager.enqueue(plain)
+        await manager.begin_with(chained).enqueue()
+        current.set("r-2")
+        await manager.enqueue_unique_work("u", wm.ExistingWorkPolicy.KEEP, unique)
+        current.reset(token)
+        # update_work keeps the headers of the enqueue.
+        await manager.update_work(
+            wm.OneTimeWorkRequest("w", id=unique.id, initial_delay=timedelta(seconds=1))
+        )
+        untraced = wm.OneTimeWorkRequest("w")
+        await manager.enqueue(untraced)
+        await clock.advance(1)
+        await manager.wait(unique.id)
+
+    assert seen == {
+        str(plain.id): {"request-id": "r-1"},
+        str(chained.id): {"request-id": "r-1"},
+        str(unique.id): {"request-id": "r-2"},
+        str(untraced.id): {},
+    }
+
+
+async def test_events_of_works_forgotten_past_the_bound_have_no_from_state(
+    make_manager: MakeManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wm_async._runtime import observers
+
+    monkeypatch.setattr(observers, "SEEN_MAX", 2)
+    manager = make_manager(known_workers={"w"}, run_work=False)
+    events: list[wm.WorkEvent] = []
+    manager.add_listener(events.append)
+    later = [wm.OneTimeWorkRequest("w", initial_delay=timedelta(hours=1)) for _ in range(3)]
+    async with manager:
+        for request in later:
+            await manager.enqueue(request)
+        for request in later:
+            await manager.cancel_work_by_id(request.id)
+    cancelled = [e.from_state for e in events if e.to_state is S.CANCELLED]
+    assert cancelled == [None, S.ENQUEUED, S.ENQUEUED]  # the first was forgotten
