@@ -236,7 +236,8 @@ def insert_params(r: WorkRecord) -> tuple[object, ...]:
         r.id, r.worker, data_text(r.input), tags, constraints,
         r.initial_delay, *backoff, r.timeout,
         r.max_attempts, 1 if r.expedited else 0, r.input_merger, r.unique_name, r.generation,
-        r.enqueued_at, _periodic_out(r.periodic), r.priority, data_text(r.headers),
+        r.enqueued_at, _periodic_out(r.periodic), r.priority,
+        dump_data(r.headers) if r.headers else "",
         *runtime_params(r), signals,
     )  # fmt: skip
 
@@ -296,7 +297,7 @@ def _record_from_row(row: Sequence[Any]) -> WorkRecord:
         None if owner is None else sys.intern(owner),
         _interned(_PERIODIC_IN, periodic, _periodic_in) if periodic else None,
         priority,
-        _load(headers),
+        _load(headers) if headers else _EMPTY,
     )
 
 
