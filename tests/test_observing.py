@@ -338,3 +338,36 @@ async def test_events_of_works_forgotten_past_the_bound_have_no_from_state(
             await manager.cancel_work_by_id(request.id)
     cancelled = [e.from_state for e in events if e.to_state is S.CANCELLED]
     assert cancelled == [None, S.ENQUEUED, S.ENQUEUED]  # the first was forgotten
+
+
+async def test_another_process_s_transitions_arrive_flagged_external(
+    store_url: str, clock: VirtualClock
+) -> None:
+    if store_url == "memory://":
+        pytest.skip("a memory store is one manager's")
+    producer = wm.WorkManager(store_url, run_work=False, clock=clock, shutdown_grace=0)
+    worker = wm.WorkManager(store_url, clock=clock, shutdown_grace=0)
+    heard: list[wm.WorkEvent] = []
+    producer.add_listener(heard.append)
+
+    @worker.worker("w")
+    async def w(ctx: wm.WorkContext) -> None:
+        return None
+
+    request = wm.OneTimeWorkRequest("w", initial_delay=timedelta(seconds=10))
+    async with producer, worker:
+        await producer.enqueue(request)
+        # Watched, so the producer reads back what the worker writes.
+        async with producer.watch(wm.WorkQuery(ids=[request.id])) as infos:
+            await clock.advance(10)
+            async for info in infos:
+                if info.state is S.SUCCEEDED:
+                    break
+    assert (heard[0].from_state, heard[0].to_state, heard[0].external) == (
+        None,
+        S.ENQUEUED,
+        False,
+    )
+    assert heard[-1].to_state is S.SUCCEEDED
+    assert heard[-1].external
+    assert all(e.external for e in heard[1:])
