@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -206,3 +207,35 @@ async def test_the_trace_continues_in_another_process(
     assert run.parent.is_remote
     assert format(run.parent.span_id, "016x") == span_id
     assert seen[0].get_span_context().span_id == run.context.span_id
+
+
+def test_a_sync_client_carries_the_calling_thread_s_trace(tmp_path: Path) -> None:
+    from opentelemetry import propagate
+
+    url = f"sqlite:///{tmp_path}/wm.db"
+    provider, exporter = _provider()
+    with wm.SyncClient(url) as client:
+        client.add_propagator(propagate.inject)
+        with provider.get_tracer("view").start_as_current_span("request") as span:
+            request = wm.OneTimeWorkRequest("traced")
+            client.enqueue(request)
+
+    async def run_it() -> wm.WorkInfo:
+        worker = wm.WorkManager(url, shutdown_grace=0)
+        instrument(worker, tracer_provider=provider)
+
+        @worker.worker("traced")
+        async def traced(ctx: wm.WorkContext) -> None:
+            return None
+
+        async with worker:
+            return await worker.wait(request.id, timeout=30)
+
+    assert anyio.run(run_it).state is wm.WorkState.SUCCEEDED
+    [run] = _runs(exporter)
+    assert run.parent is not None
+    assert run.parent.span_id == span.get_span_context().span_id
+    assert run.context is not None
+    assert run.context.trace_id == span.get_span_context().trace_id
+    with pytest.raises(wm.InvalidRequestError):
+        client.add_propagator(42)  # type: ignore[arg-type]

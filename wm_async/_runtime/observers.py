@@ -9,6 +9,7 @@ check per batch of records and a run one tuple check: no event is built.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -19,6 +20,11 @@ from .._core.model import StopReason, WorkState
 
 _SUCCEEDED, _FAILED, _CANCELLED = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
 _tuple_new = tuple.__new__
+#: The context of the thread a call came from, when it is not the enqueuing task's own
+#: (a SyncClient's calls run in its loop thread): propagators run in it.
+CALLER_CONTEXT: contextvars.ContextVar[contextvars.Context | None] = contextvars.ContextVar(
+    "wm_async_caller_context", default=None
+)
 #: How many unfinished works the "before" of events is remembered for (about 150 bytes
 #: each): past it, the work seen first is forgotten (its next event has no
 #: ``from_state``). Bounds a producer that enqueues works it never sees finish.
@@ -80,9 +86,13 @@ class Observers:
         if not self.propagators:
             return None
         carrier: dict[str, str] = {}
+        caller = CALLER_CONTEXT.get()
         for propagate in self.propagators:
             try:
-                propagate(carrier)
+                if caller is None:
+                    propagate(carrier)
+                else:
+                    caller.run(propagate, carrier)
             except Exception:
                 logger.exception("propagator %r failed; its headers are not stored", propagate)
         if not carrier:
