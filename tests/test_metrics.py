@@ -131,7 +131,13 @@ async def test_works_by_state_count_every_process_and_rescues_are_counted(
         samples = _samples((await exposition(manager))[0])
         gate.set()
     rescued = claimed.records[0].worker
+    waited = ({"job", "other"} - {rescued}).pop()
     assert _get(samples, "wm_async_rescues_total", worker=rescued) == 1
+    # Start lateness of works another process enqueued: the one that waited an hour.
+    lateness = "wm_async_start_lateness_seconds"
+    assert _get(samples, lateness + "_sum", worker=waited) == 3600.0
+    assert _get(samples, lateness + "_bucket", worker=waited, le="3600.0") == 1
+    assert _get(samples, lateness + "_sum", worker=rescued) == 0.0  # due at its recovery
     assert _get(samples, "wm_async_works", worker="job", state="RUNNING") == 1
     assert _get(samples, "wm_async_works", worker="other", state="RUNNING") == 1
 

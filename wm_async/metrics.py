@@ -202,8 +202,9 @@ class WorkMetrics:
             name = state._value_
             counts[name] = counts.get(name, 0) + 1
             if state is running:
-                if before is not None and before[2] is not None:
-                    late = record.started_at - before[2]
+                due = record.next_run_at  # the due time it was claimed at
+                if due is not None:
+                    late = record.started_at - due
                     hist = lateness.get(worker)
                     if hist is None:
                         hist = lateness[worker] = _Histogram(bounds)

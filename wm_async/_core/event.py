@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from .record import WorkRecord
 
 
-#: The state, attempt count and due time of a work as last seen (the "before" of an event).
-Seen: TypeAlias = tuple[WorkState, int, float | None]
+#: The state and attempt count of a work as last seen (the "before" of an event).
+Seen: TypeAlias = tuple[WorkState, int]
 
 _tuple_new = tuple.__new__
 
@@ -41,7 +41,7 @@ class WorkEvent(tuple[Any, ...]):
     :ivar at: when the transition happened (UTC), as the store records it
     :ivar duration: for a transition out of RUNNING seen here: how long the run took
     :ivar lateness: for a transition into RUNNING: how long after its due time the run
-        started (``None`` when the due time was not seen here)
+        started
     :ivar error: the error a FAILED work (or one waiting for a retry) carries
     :ivar stop_reason: why the run was stopped (``NOT_STOPPED`` otherwise)
     :ivar tags: the work's tags
@@ -55,8 +55,8 @@ class WorkEvent(tuple[Any, ...]):
     # (A tuple of the record, what was seen before and the external flag: building one
     # costs what a plain object's does, and nothing can change it.)
     def __new__(cls, record: WorkRecord, before: Seen | None, external: bool = False) -> Self:
-        """The event of ``record`` just written (``before``: its state, attempt count
-        and due time as last seen)."""
+        """The event of ``record`` just written (``before``: its state and attempt
+        count as last seen)."""
         return _tuple_new(cls, (record, before, external))
 
     def __repr__(self) -> str:
@@ -122,12 +122,10 @@ class WorkEvent(tuple[Any, ...]):
     @property
     def lateness_seconds(self) -> float | None:
         """``lateness`` in seconds (``None`` likewise)."""
-        r, before = self[0], self[1]
-        if r.state is not WorkState.RUNNING or before is None or before[2] is None:
+        r = self[0]
+        if r.state is not WorkState.RUNNING or r.next_run_at is None or r.started_at is None:
             return None
-        if r.started_at is None:
-            return None
-        return max(0.0, r.started_at - before[2])  # type: ignore[no-any-return]
+        return max(0.0, r.started_at - r.next_run_at)  # type: ignore[no-any-return]
 
     @property
     def lateness(self) -> timedelta | None:

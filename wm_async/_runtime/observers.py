@@ -113,7 +113,7 @@ class Observers:
                 before = seen.pop(key, None)
             else:
                 before = seen.get(key)
-                seen[key] = (state, attempts, r.next_run_at)
+                seen[key] = (state, attempts)
                 if before is None and len(seen) > SEEN_MAX:
                     del seen[next(iter(seen))]  # the work seen first
             if before is not None and before[0] is state and before[1] == attempts:

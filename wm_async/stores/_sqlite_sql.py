@@ -55,7 +55,7 @@ GET: Final = f"SELECT {SELECT} FROM wm_work WHERE id IN (SELECT value FROM json_
 #: Sets exactly what lifecycle.claim sets.
 CLAIM_UPDATE: Final = (
     "UPDATE wm_work SET state = 'RUNNING', run_attempt_count = run_attempt_count + 1, "
-    "next_run_at = NULL, started_at = ?, progress = '', stop_reason = 'NOT_STOPPED', owner = ? "
+    "started_at = ?, progress = '', stop_reason = 'NOT_STOPPED', owner = ? "
     f"WHERE rowid IN (SELECT value FROM json_each(?)) AND state = 'ENQUEUED' RETURNING {SELECT}"
 )
 
