@@ -127,6 +127,17 @@ class _Histogram:
         return buckets, sum_
 
 
+class _Worker:
+    """One worker's counters, found with one lookup per event."""
+
+    __slots__ = ("counts", "durations", "lateness")
+
+    def __init__(self, counts: dict[str, int], lateness: _Histogram, durations: _Histogram):
+        self.counts = counts
+        self.lateness = lateness
+        self.durations = durations
+
+
 class WorkMetrics:
     """The metrics of one manager: a listener counting its events, and a Prometheus
     collector registered in ``registry`` (see :func:`instrument`).
@@ -190,43 +201,43 @@ class WorkMetrics:
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
         fold_at = _FOLD_AT
 
+        per_worker: dict[str, _Worker] = {}
+
+        def worker_of(worker: str) -> _Worker:
+            found = per_worker[worker] = _Worker(
+                transitions.setdefault(worker, {}),
+                lateness.setdefault(worker, _Histogram(bounds)),
+                durations.setdefault(worker, _Histogram(bounds)),
+            )
+            return found
+
         def observe(event: WorkEvent) -> None:
             record, before, external = event
             if external:
                 return  # the writing process counts it
             worker = record.worker
+            w = per_worker.get(worker) or worker_of(worker)
             state = record.state
-            counts = transitions.get(worker)
-            if counts is None:
-                counts = transitions[worker] = {}
+            counts = w.counts
             name = state._value_
             counts[name] = counts.get(name, 0) + 1
             if state is running:
                 due = record.next_run_at  # the due time it was claimed at
                 if due is not None:
-                    late = record.started_at - due
-                    hist = lateness.get(worker)
-                    if hist is None:
-                        hist = lateness[worker] = _Histogram(bounds)
-                    pending = hist.pending
-                    pending.append(late)  # (a negative one counts as 0: see _folded)
+                    pending = w.lateness.pending
+                    pending.append(record.started_at - due)  # (below 0 counts as 0)
                     if len(pending) >= fold_at:
-                        hist.fold()
+                        w.lateness.fold()
                 return
             was = None if before is None else before[0]
             if was is running:
                 started = record.started_at
-                if started is not None:
-                    end = record.last_enqueue_time if state is enqueued else record.finished_at
-                    if end is not None:
-                        hist = durations.get(worker)
-                        if hist is None:
-                            hist = durations[worker] = _Histogram(bounds)
-                        took = end - started
-                        pending = hist.pending
-                        pending.append(took)
-                        if len(pending) >= fold_at:
-                            hist.fold()
+                end = record.last_enqueue_time if state is enqueued else record.finished_at
+                if started is not None and end is not None:
+                    pending = w.durations.pending
+                    pending.append(end - started)
+                    if len(pending) >= fold_at:
+                        w.durations.fold()
             elif was is not None or state is blocked:
                 return
             reason = record.stop_reason

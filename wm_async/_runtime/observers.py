@@ -104,6 +104,7 @@ class Observers:
         ``external``), to the transition log (if on) and every listener."""
         log = transitions_log.isEnabledFor(logging.DEBUG)
         listeners = self.listeners
+        only = listeners[0] if len(listeners) == 1 else None  # (no loop per event)
         seen = self._seen
         new, event_type = _tuple_new, WorkEvent
         for r in records:
@@ -121,6 +122,12 @@ class Observers:
             event = new(event_type, (r, before, external))  # WorkEvent(r, before, external)
             if log:
                 log_event(event)
+            if only is not None:
+                try:
+                    only(event)
+                except Exception:
+                    logger.exception("event listener %r failed on %s", only, event)
+                continue
             for listener in listeners:
                 try:
                     listener(event)
