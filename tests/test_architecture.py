@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "wm_async.sync",
             "wm_async.dashboard",
             "wm_async.metrics",
+            "wm_async.tracing",
         ),
     ),
     ("package root", ("wm_async.extend", "wm_async")),

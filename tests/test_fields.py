@@ -110,6 +110,7 @@ def test_a_new_record_holds_every_value_of_its_request() -> None:
         "owner": None,
         "periodic": None,
         "priority": -3,
+        "headers": {},
     }
     assert set(expected) == {f.name for f in attrs.fields(WorkRecord)}
     assert {name: getattr(record, name) for name in expected} == expected

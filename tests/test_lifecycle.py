@@ -97,7 +97,7 @@ def test_claim(attempts_before: int, owner: str | None) -> None:
     after = lc.claim(before, now=NOW, owner=owner)
     assert after.state is S.RUNNING
     assert after.run_attempt_count == attempts_before + 1  # counted in the same write
-    assert after.next_run_at is None
+    assert after.next_run_at == before.next_run_at  # the due time it was claimed at
     assert after.started_at == NOW
     assert after.owner == owner
     assert after.progress == {}

@@ -56,6 +56,9 @@ SAMPLE: Final[dict[str, object]] = {
     "enqueued_at": NOW - 100,
     "periodic": Periodicity(interval=timedelta(hours=1), flex=timedelta(minutes=10)),
     "priority": -7,
+    "headers": FrozenData(
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    ),
     "state": WorkState.FAILED,
     "run_attempt_count": 4,
     "next_run_at": NOW + 7,

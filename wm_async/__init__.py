@@ -29,6 +29,8 @@ from ._core.errors import StoreGoneError as StoreGoneError
 from ._core.errors import StoreReadOnlyError as StoreReadOnlyError
 from ._core.errors import UnknownWorkerError as UnknownWorkerError
 from ._core.errors import WorkManagerError as WorkManagerError
+from ._core.event import CallNext as CallNext
+from ._core.event import WorkEvent as WorkEvent
 from ._core.explanation import WorkExplanation as WorkExplanation
 from ._core.limits import HeldBy as HeldBy
 from ._core.limits import RateLimit as RateLimit
@@ -52,6 +54,7 @@ from ._core.model import WorkQuery as WorkQuery
 from ._core.model import WorkState as WorkState
 from ._core.version import __version__ as __version__
 from ._runtime.events import WorkWatcher as WorkWatcher
+from ._runtime.executor import Middleware as Middleware
 from ._runtime.executor import WorkContext as WorkContext
 from .signals import Flag as Flag
 from .signals import Predicate as Predicate
@@ -93,6 +96,9 @@ __all__ = (
     "HeldBy",
     "Periodicity",
     "WorkWatcher",
+    "WorkEvent",
+    "Middleware",
+    "CallNext",
     # from synchronous code
     "SyncClient",
     # signals (also in wm_async.signals, with the built-ins and combinators)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import os
 import threading
 import uuid
@@ -30,6 +31,7 @@ from ._api.manager import WorkManager
 from ._api.requests import OneTimeWorkRequest, PeriodicWorkRequest
 from ._core import validators
 from ._core.errors import BlockingCallError, InvalidRequestError, NotRunningError
+from ._core.event import Propagator
 from ._core.model import (
     ExistingPeriodicWorkPolicy,
     ExistingWorkPolicy,
@@ -37,6 +39,7 @@ from ._core.model import (
     WorkInfo,
     WorkQuery,
 )
+from ._runtime.observers import CALLER_CONTEXT
 from .stores import Store
 
 __all__ = ("SyncClient",)
@@ -155,6 +158,7 @@ class SyncClient:
             td = validators.to_timedelta("call_timeout", call_timeout)
             validators.check_positive("call_timeout", td)
             self.call_timeout = td.total_seconds()
+        self._propagators: list[Propagator] = []
         # Built now so that bad arguments (a malformed URL, a bad worker name) raise here.
         self._first: WorkManager | None = self._new_manager(store)
         self._lock = threading.Lock()
@@ -163,13 +167,31 @@ class SyncClient:
         _clients.add(self)
 
     def _new_manager(self, store: str | Store) -> WorkManager:
-        return WorkManager(
+        manager = WorkManager(
             store,
             run_work=False,
             known_workers=self._known_workers,
             max_data_bytes=self._max_data_bytes,
             blocked_loop_warning=None,
         )
+        for propagator in self._propagators:
+            manager.add_propagator(propagator)
+        return manager
+
+    def add_propagator(self, propagator: Propagator) -> None:
+        """Call ``propagator(carrier)`` at every enqueue, in the calling thread's context
+        (its context variables: the current span, a request id), to fill the headers
+        stored with the works (``WorkManager.add_propagator``; for OpenTelemetry,
+        ``opentelemetry.propagate.inject``).
+
+        :raises InvalidRequestError: if ``propagator`` is not a callable
+        """
+        runner = self._runner
+        manager = runner.manager if runner is not None else self._first
+        if manager is None:
+            manager = self._new_manager(self._store_arg)
+        manager.add_propagator(propagator)  # checks it
+        self._propagators.append(propagator)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "started" if self._runner else "not started"
@@ -242,7 +264,15 @@ class SyncClient:
         runner = self._started(operation)
         assert runner.loop is not None
         limit = self.call_timeout if bounded else None
-        future = asyncio.run_coroutine_threadsafe(make(runner.manager), runner.loop)
+        # The manager's task runs in the loop thread: its propagators read this
+        # thread's context variables through CALLER_CONTEXT.
+        caller = contextvars.copy_context()
+
+        async def call() -> T:
+            CALLER_CONTEXT.set(caller)
+            return await make(runner.manager)
+
+        future = asyncio.run_coroutine_threadsafe(call(), runner.loop)
         try:
             return future.result(limit)
         except TimeoutError:

@@ -51,6 +51,7 @@ from ..stores import (
 )
 from .actions import WorkActions
 from .chains import WorkContinuation
+from .observing import Observing
 from .operations import (
     CAS_ATTEMPTS,
     Operations,
@@ -80,7 +81,7 @@ def _seconds(field: str, value: timedelta | float, *, allow_zero: bool = True) -
     return td.total_seconds()
 
 
-class WorkManager(WorkerRegistry, WorkerPause, WorkActions):
+class WorkManager(WorkerRegistry, WorkerPause, WorkActions, Observing):
     """Runs background work in this process's event loop, durably.
 
     ::

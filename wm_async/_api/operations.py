@@ -24,7 +24,7 @@ from .._core.model import (
     WorkInfo,
     WorkState,
 )
-from .._core.record import WorkRecord
+from .._core.record import WorkRecord, evolve
 from .requests import (
     OneTimeWorkRequest,
     PeriodicWorkRequest,
@@ -186,6 +186,9 @@ class Operations:
             else WorkRecord.from_periodic_request(r, now=now)  # type: ignore[arg-type]
             for r in checked
         ]
+        headers = services.observers.headers()
+        if headers is not None:
+            records = [evolve(r, headers=headers) for r in records]
         services.signals.require(
             {
                 n
@@ -238,6 +241,10 @@ class Operations:
                 records.append(record)
                 if pids:
                     links[record.id] = pids
+        if not roots:  # (enqueue_unique adds them to a unique chain's)
+            headers = self._services.observers.headers()
+            if headers is not None:
+                records = [evolve(r, headers=headers) for r in records]
         mark = connection is None
         for node in nodes:  # before the await: a concurrent second enqueue is a no-op
             node._enqueued = mark
@@ -288,6 +295,9 @@ class Operations:
         writes is published, when the store announces it at the app's COMMIT); return
         whether they were enqueued."""
         now = self._clock.now()
+        headers = self._services.observers.headers()
+        if headers is not None:
+            records = [evolve(r, headers=headers) for r in records]
 
         def plan(existing: list[WorkRecord], leaves: list[WorkRecord]) -> lifecycle.UniquePlan:
             return lifecycle.plan_unique(

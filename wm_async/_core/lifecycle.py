@@ -142,14 +142,15 @@ _succeeded: Final = transition(
 
 
 def claim(record: WorkRecord, *, now: float, owner: str | None) -> WorkRecord:
-    """ENQUEUED → RUNNING; the attempt is counted in the same write (semantics 7)."""
+    """ENQUEUED → RUNNING; the attempt is counted in the same write (semantics 7). The
+    due time stays: how late the run started is ``started_at - next_run_at``."""
     assert record.state is WorkState.ENQUEUED, record.state
     # The stop reason describes this run from now on (as WorkManager's does).
     return _claimed(
         record,
         WorkState.RUNNING,
         record.run_attempt_count + 1,
-        None,
+        record.next_run_at,
         now,
         _EMPTY,
         StopReason.NOT_STOPPED,
@@ -337,6 +338,7 @@ def update_spec(record: WorkRecord, new: WorkRecord) -> tuple[UpdateResult, Chan
         unique_name=record.unique_name,
         generation=record.generation + 1,
         enqueued_at=record.enqueued_at,
+        headers=record.headers,  # the trace context of its enqueue stays (semantics 52)
         **{name: getattr(record, name) for name in RUNTIME_FIELDS if name != "next_run_at"},
         next_run_at=next_run_at,
     )

@@ -147,6 +147,9 @@ class WorkRecord:
     periodic: Periodicity | None = None
     #: -- spec: higher is claimed first among due works (semantics 48)
     priority: int = 0
+    #: -- spec: what the app's propagators stored at enqueue (a trace context, say), as
+    #: string values; a run sees them as ``ctx.headers`` (semantics 52)
+    headers: Data = _EMPTY
 
     @classmethod
     def from_request(
@@ -360,6 +363,7 @@ _NEW_ONE_TIME: Final = {
     "owner": "None",
     "periodic": "None",
     "priority": "request.priority",
+    "headers": "EMPTY",
 }
 #: ... and of a new periodic one (``WorkRecord.from_periodic_request``).
 _NEW_PERIODIC: Final = {

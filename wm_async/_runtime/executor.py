@@ -4,6 +4,7 @@ did (returned, raised, was cancelled) to a lifecycle outcome."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import uuid
@@ -23,6 +24,7 @@ from .._core.errors import (
     UnknownWorkerError,
     WorkManagerError,
 )
+from .._core.event import CallNext
 from .._core.lifecycle import (
     Exhausted,
     Failed,
@@ -48,6 +50,9 @@ logger = logging.getLogger("wm_async.worker")
 
 #: What ``@manager.worker`` accepts: an async or sync callable taking the context.
 WorkerFn: TypeAlias = Callable[["WorkContext"], Awaitable[Result | None] | Result | None]
+#: What ``manager.add_middleware`` accepts: ``async def mw(ctx, call_next)``, which awaits
+#: ``call_next()`` (the next middleware, or the worker) and returns what it returned.
+Middleware: TypeAlias = Callable[["WorkContext", CallNext], Awaitable[Result | None]]
 
 
 @attrs.frozen
@@ -141,6 +146,8 @@ class WorkContext:
     :ivar run_attempt_count: how many runs happened *before* this one (0 on the first), as
         Android's ``runAttemptCount``; :attr:`runs_started` counts this one too, as
         ``WorkInfo.run_attempt_count`` does
+    :ivar headers: what the app's propagators stored with the work at enqueue (a trace
+        context, say; empty when none), in whichever process enqueued it
     """
 
     # __weakref__: so apps (and tests) can check that nothing keeps a finished run's context.
@@ -148,6 +155,7 @@ class WorkContext:
         "__weakref__",
         "_handle",
         "_progress",
+        "headers",
         "input",
         "run_attempt_count",
         "tags",
@@ -163,6 +171,7 @@ class WorkContext:
         self.worker: str = record.worker
         self.input: Mapping[str, Any] = record.input
         self.tags: frozenset[str] = record.tags
+        self.headers: Data = record.headers
         self.run_attempt_count: int = record.run_attempt_count - 1
         self._handle = handle
         self._progress = progress
@@ -222,6 +231,7 @@ async def execute(
     *,
     sync_limiter: anyio.CapacityLimiter,
     max_data_bytes: int,
+    middleware: tuple[Middleware, ...] = (),
 ) -> Outcome:
     """Run the worker for ``handle`` and return its outcome.
 
@@ -259,7 +269,9 @@ async def execute(
     outcome: Outcome | None = None
     handle.in_worker = handle.started = True
     try:
-        if worker.is_async:
+        if middleware:
+            result = await call_through(middleware, worker, ctx, sync_limiter)
+        elif worker.is_async:
             result = await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
         else:
             result = await anyio.to_thread.run_sync(worker.fn, ctx, limiter=sync_limiter)
@@ -310,6 +322,28 @@ async def execute(
     if result is None:
         return _SUCCEEDED  # what _outcome_of says, without the call (most workers)
     return _outcome_of(record, result, max_data_bytes)
+
+
+async def call_through(
+    middleware: tuple[Middleware, ...],
+    worker: Worker,
+    ctx: WorkContext,
+    limiter: anyio.CapacityLimiter,
+) -> object:
+    """Call ``worker`` through ``middleware`` (outermost first): what a middleware
+    raises or returns is what the worker did, for the outcome (semantics 52)."""
+
+    async def call_worker() -> Any:
+        if worker.is_async:
+            return await worker.fn(ctx)  # type: ignore[misc]  # is_async checked
+        return await anyio.to_thread.run_sync(worker.fn, ctx, limiter=limiter)
+
+    if len(middleware) == 1:
+        return await middleware[0](ctx, call_worker)
+    call: CallNext = call_worker
+    for mw in reversed(middleware):
+        call = functools.partial(mw, ctx, call)
+    return await call()
 
 
 def task_cancelled() -> bool:

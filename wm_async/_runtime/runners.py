@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .._core.record import WorkRecord
     from ..stores._base import Store
     from .deadlines import Deadlines
+    from .observers import Observers
     from .recorder import Recorder
     from .runs import RunTable
     from .settle import Settle
@@ -55,6 +56,7 @@ class RunnerPool:
         deadlines: Deadlines,
         recorder: Recorder,
         settle: Settle,
+        observers: Observers,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -66,6 +68,7 @@ class RunnerPool:
         self._deadlines = deadlines
         self._recorder = recorder
         self._settle = settle
+        self._observers = observers
         #: Where the runners run (set when the scheduler starts).
         self.task_group: TaskGroup | None = None
         #: The running backend's CancelScope class (see Scheduler.run).
@@ -141,6 +144,7 @@ class RunnerPool:
         record_soon = recorder.record_soon
         returned = self.runs.returned
         interrupted = lifecycle.Interrupted
+        observers = self._observers
         while True:
             with new_scope() as scope:
                 while True:
@@ -182,6 +186,7 @@ class RunnerPool:
                             set_progress,
                             sync_limiter=sync_limiter,
                             max_data_bytes=max_data_bytes,
+                            middleware=observers.middleware,
                         )
                     except Exception:  # pragma: no cover - execute maps worker errors itself
                         logger.exception("internal error running %r", handle)

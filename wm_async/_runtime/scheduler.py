@@ -26,6 +26,7 @@ from .dispatcher import Dispatcher
 from .health import StoreHealth
 from .hooks import TestHooks
 from .leases import LeaseKeeper
+from .observers import Observers
 from .recorder import Recorder
 from .runners import RunnerPool
 from .runs import RunTable
@@ -68,6 +69,8 @@ class Scheduler:
     #: Called with the signal names claimed works need (the board watches new ones).
     require_signals: Callable[[frozenset[str]], None] = lambda names: None
     hooks: TestHooks = attrs.field(factory=TestHooks)
+    #: The app's middleware (and listeners), read by every run.
+    observers: Observers = attrs.field(factory=Observers)
 
     #: What a virtual clock attaches to (see :mod:`.settle`).
     settle: Settle = attrs.field(init=False, factory=Settle)
@@ -108,6 +111,7 @@ class Scheduler:
             deadlines=self._deadlines,
             recorder=self._recorder,
             settle=settle,
+            observers=self.observers,
         )
         self._leases = LeaseKeeper(
             store=self.store, clock=self.clock, owner=self.owner, runs=runs, settle=settle

@@ -42,6 +42,7 @@ from .executor import (
     task_cancelled,
 )
 from .hooks import TestHooks
+from .observers import Observers
 from .scheduler import Scheduler
 from .transitions import Publisher
 from .watchdog import LoopWatchdog
@@ -114,7 +115,9 @@ class Services:
         self._hooks = hooks
         self._limits: Mapping[str, WorkerLimits] = {} if limits is None else limits
         self.events = EventHub()
-        self.publish = Publisher(self.events).publish
+        #: The app's middleware, listeners and propagators (kept across starts).
+        self.observers = Observers()
+        self.publish = Publisher(self.events, self.observers).publish
         self.signals = SignalBoard(clock, self._signal_changed)
         for name, signal in default_signals(store.data_path).items():
             self.signals.register(name, signal)
@@ -156,6 +159,7 @@ class Services:
             limits=self._limits,
             require_signals=self.signals.require,
             hooks=self._hooks,
+            observers=self.observers,
         )
 
     # -- what a call may do now
@@ -435,7 +439,7 @@ class Services:
         if not wanted:
             return
         records = await self._store.get(wanted)
-        self.publish(records)
+        self.publish(records, external=True)
         owner = self._settings.owner
         for record in records:
             if scheduler.runs(record.id) and (

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         UniquePlan,
     )
     from .._core.limits import HeldBy, WorkerLimits
-    from .._core.model import WorkQuery
+    from .._core.model import WorkQuery, WorkState
     from .._core.record import WorkRecord
     from ._browse import BrowseFilter, Overview, WorkPage
 
@@ -389,6 +389,21 @@ class Store(abc.ABC):
         The default (a store without chains) has none.
         """
         return []
+
+    async def count_works(self) -> dict[tuple[str, WorkState], int]:
+        """How many works each worker name has in each state (pairs with none are left
+        out), for metrics and dashboards. The default reads every work; the SQL stores
+        count in one query.
+
+        :raises StoreError: if the store fails
+        """
+        from .._core.model import WorkQuery, WorkState
+
+        counts: dict[tuple[str, WorkState], int] = {}
+        for r in await self.query(WorkQuery(states=set(WorkState))):
+            key = (r.worker, r.state)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     @abc.abstractmethod
     async def prune(self, *, finished_before: float) -> int:

@@ -73,6 +73,7 @@ FIELD_COLUMNS: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
     "enqueued_at": (("enqueued_at", "float8"),),
     "periodic": (("periodic", "text"),),
     "priority": (("priority", "int2"),),
+    "headers": (("headers", "text"),),
     "state": (("state", "text"),),
     "run_attempt_count": (("run_attempt_count", "int8"),),
     "next_run_at": (("next_run_at", "float8"),),
@@ -235,7 +236,9 @@ def insert_params(r: WorkRecord) -> tuple[object, ...]:
         r.id, r.worker, data_text(r.input), tags, constraints,
         r.initial_delay, *backoff, r.timeout,
         r.max_attempts, 1 if r.expedited else 0, r.input_merger, r.unique_name, r.generation,
-        r.enqueued_at, _periodic_out(r.periodic), r.priority, *runtime_params(r), signals,
+        r.enqueued_at, _periodic_out(r.periodic), r.priority,
+        dump_data(r.headers) if r.headers else "",
+        *runtime_params(r), signals,
     )  # fmt: skip
 
 
@@ -261,7 +264,7 @@ def _record_from_row(row: Sequence[Any]) -> WorkRecord:
     (
         _, id_, worker, input_, tags, constraints, initial_delay, policy, delay, max_delay,
         timeout, max_attempts, expedited, merger, unique_name, generation, enqueued_at,
-        periodic, priority, state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
+        periodic, priority, headers, state, attempts, next_run_at, last_enqueue_time, started_at, finished_at, output,
         progress, stop_reason, error_type, error_message, period_count, owner,
     ) = row  # fmt: skip
     # Positional, in field order (record_new): this runs for every work claimed.
@@ -294,6 +297,7 @@ def _record_from_row(row: Sequence[Any]) -> WorkRecord:
         None if owner is None else sys.intern(owner),
         _interned(_PERIODIC_IN, periodic, _periodic_in) if periodic else None,
         priority,
+        _load(headers) if headers else _EMPTY,
     )
 
 

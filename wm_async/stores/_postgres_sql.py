@@ -419,7 +419,7 @@ class Schema:
         )
         write = (
             f"w AS (UPDATE {t} AS w SET state = 'RUNNING', "
-            "run_attempt_count = w.run_attempt_count + 1, next_run_at = NULL, "
+            "run_attempt_count = w.run_attempt_count + 1, "
             "started_at = :now, progress = '', stop_reason = 'NOT_STOPPED', owner = :owner, "
             "late = :now::float8 - w.next_run_at, "  # how late it starts (the dashboard)
             f"lease_until = coalesce(:lease_until::float8, {_BASE} + :lease), txn = :token "

@@ -55,7 +55,7 @@ GET: Final = f"SELECT {SELECT} FROM wm_work WHERE id IN (SELECT value FROM json_
 #: Sets exactly what lifecycle.claim sets.
 CLAIM_UPDATE: Final = (
     "UPDATE wm_work SET state = 'RUNNING', run_attempt_count = run_attempt_count + 1, "
-    "next_run_at = NULL, started_at = ?1, progress = '', stop_reason = 'NOT_STOPPED', "
+    "started_at = ?1, progress = '', stop_reason = 'NOT_STOPPED', "
     # How late the run starts (the dashboard's charts): the old next_run_at is read here.
     "owner = ?2, late = ?1 - next_run_at "
     # "+state": by rowid, never by the dashboard's state index (migration 008).

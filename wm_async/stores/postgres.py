@@ -51,6 +51,7 @@ from ._group_commit import GroupCommit, Op
 from ._postgres_apply import apply as apply_changes
 from ._postgres_browse import PostgresBrowse
 from ._postgres_claim import claim
+from ._postgres_counts import WorkCounts
 from ._postgres_join import AppTransaction, join
 from ._postgres_listen import (
     ChangeFeed,
@@ -86,7 +87,7 @@ _CLOSE_TIMEOUT: Final = 5.0
 
 
 @attrs.define(eq=False, repr=False)
-class PostgresStore(PostgresBrowse, PausedWorkers, Store):
+class PostgresStore(PostgresBrowse, PausedWorkers, WorkCounts, Store):
     """A store in a PostgreSQL database that several processes (one manager each) share.
 
     ``PostgresStore("postgresql://user@host/db", schema="myapp")``;

@@ -40,6 +40,7 @@ from . import _sqlite_sql as sqlite_sql
 from ._base import Claimed, ClaimParams, Store, StoreListener
 from ._group_commit import GroupCommit
 from ._sqlite_browse import SQLiteBrowse
+from ._sqlite_counts import WorkCounts
 from ._sqlite_ops import (
     BatchError,
     Kind,
@@ -69,7 +70,7 @@ logger = logging.getLogger("wm_async.store")
 
 
 @attrs.define(eq=False, repr=False)
-class SQLiteStore(SQLiteBrowse, Store):
+class SQLiteStore(SQLiteBrowse, WorkCounts, Store):
     """A store in a SQLite database file: works survive restarts of the process.
 
     ``SQLiteStore("wm_async.db")``; ``open_store("sqlite:///wm_async.db")`` makes the same.

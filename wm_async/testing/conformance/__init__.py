@@ -3,8 +3,8 @@ checked through its public operations, one module per operation: ``test_insert``
 ``test_get``, ``test_claim_due``, ``test_apply``, ``test_chains`` (insert with
 prerequisites, and what apply does to dependents), ``test_enqueue_unique``,
 ``test_update_spec``, ``test_query``, ``test_prune``, ``test_requeue_orphans``,
-``test_leases``, ``test_signals_in_use``, ``test_paused_workers`` and ``test_browse``
-(the dashboard's reads).
+``test_leases``, ``test_signals_in_use``, ``test_paused_workers``, ``test_browse``
+(the dashboard's reads) and ``test_count_works``.
 
 wm_async runs it on its memory, SQLite and PostgreSQL stores; a store of your own runs
 it the same way. The tests are pytest coroutine functions that take one fixture,
@@ -73,6 +73,7 @@ _MODULE_NAMES = (
     "test_signals_in_use",
     "test_paused_workers",
     "test_browse",
+    "test_count_works",
 )
 
 # pytest rewrites the asserts of the modules it collects, and of any module named like a
@@ -86,6 +87,7 @@ from . import (  # after register_assert_rewrite, on purpose
     test_browse,
     test_chains,
     test_claim_due,
+    test_count_works,
     test_enqueue_unique,
     test_get,
     test_insert,
@@ -128,6 +130,7 @@ _TESTS = _collect(
     test_paused_workers,
     test_limits,
     test_browse,
+    test_count_works,
 )
 globals().update(_TESTS)
 __all__ = tuple(_TESTS)

@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from ..._api.requests import OneTimeWorkRequest
+from ..._core.data import FrozenData
 from ..._core.errors import InvalidRequestError
 from ..._core.mergers import ArrayCreatingInputMerger
 from ..._core.model import (
@@ -71,6 +72,9 @@ async def test_insert_get_round_trips_every_field(store: Store) -> None:
         owner="host-1",
         periodic=Periodicity(interval=timedelta(hours=1), flex=timedelta(minutes=5)),
         priority=-7,
+        headers=FrozenData(
+            {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        ),
     )
     plain = WorkRecord.from_request(OneTimeWorkRequest("w"), now=0)
     same = [
