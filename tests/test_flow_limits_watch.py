@@ -11,6 +11,10 @@ from datetime import timedelta
 import anyio
 
 import wm_async as wm
+from wm_async._clock import SystemClock
+from wm_async._core.record import WorkRecord, evolve
+from wm_async._runtime.events import EventHub
+from wm_async._runtime.holds import Holds
 from wm_async.testing import VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]
@@ -269,3 +273,27 @@ async def test_a_watcher_behind_on_holds_reads_them_afresh_within_its_buffer(
         await reader.read()
         assert reader.held(*works) == [("ENQUEUED", None)] * 8
         await reader.agrees()
+
+
+async def test_a_work_that_left_the_query_gets_no_snapshot_when_its_hold_changes() -> None:
+    holds = Holds(SystemClock())
+    hub = EventHub(holds)
+    watcher = hub.subscribe(wm.WorkQuery(tags={TAG}), no_works, max_buffer=10)
+    work = WorkRecord.from_request(wm.OneTimeWorkRequest("w", tags={TAG}), now=1000.0)
+    marker = WorkRecord.from_request(wm.OneTimeWorkRequest("m", tags={TAG}), now=1000.0)
+    with anyio.fail_after(5):
+        hub.publish([work])
+        first = await anext(watcher)
+        assert (first.id, first.held_by) == (uuid.UUID(work.id), None)
+        hub.publish([evolve(work, tags=frozenset({"elsewhere", "w"}))])  # left the query
+        holds.paused = frozenset({"w"})
+        hub.publish([marker])
+        assert (await anext(watcher)).id == uuid.UUID(marker.id)
+        # A work still in the query gets one, once its hold changes.
+        holds.paused = frozenset({"w", "m"})
+        again = await anext(watcher)
+        assert (again.id, again.held_by) == (uuid.UUID(marker.id), wm.HeldBy.PAUSED)
+
+
+async def no_works() -> list[WorkRecord]:
+    return []

@@ -114,9 +114,12 @@ class WorkWatcher:
             rid = record.id
             if not matches(record):
                 # A work that left the query is forgotten once it finishes: nothing of
-                # it can reach this watcher any more.
-                if rid in last and record.state.is_finished:
-                    self._forget(rid)
+                # it can reach this watcher any more. Nor does a change of its hold.
+                if rid in last:
+                    if record.state.is_finished:
+                        self._forget(rid)
+                    elif last[rid].state is WorkState.ENQUEUED:
+                        self._unindex(rid, last[rid].worker)
                 continue
             offered = True
             if snapshot:
@@ -295,8 +298,10 @@ class EventHub:
     """Fans each written record out to waiters and watchers."""
 
     def __init__(self, holds: Holds) -> None:
-        #: What holds back due works here (a snapshot's ``held_by``).
+        #: What holds back due works here (a snapshot's ``held_by``); it tells this hub
+        #: of its changes.
         self.holds = holds
+        holds.changed = self.held_changed
         self._waiters: dict[str, list[anyio.Event]] = {}
         # Weak, so an abandoned watcher is collected rather than buffering forever.
         self._subscriptions: weakref.WeakSet[WorkWatcher] = weakref.WeakSet()

@@ -117,7 +117,6 @@ class Services:
         #: What holds back due works here (paused workers, full limits: semantics 50).
         self.holds = holds = Holds(clock)
         self.events = EventHub(holds)
-        holds.changed = self.events.held_changed
         self.publish = Publisher(self.events).publish
         self.signals = SignalBoard(clock, self._signal_changed)
         for name, signal in default_signals(store.data_path).items():
