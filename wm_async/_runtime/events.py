@@ -108,7 +108,7 @@ class WorkWatcher:
         if self._closed:
             return
         matches = self._query.matches
-        snapshot, last = self._snapshot, self._last
+        snapshot, pending, last = self._snapshot, self._pending, self._last
         offered = False
         for record in records:
             rid = record.id
@@ -124,7 +124,12 @@ class WorkWatcher:
             offered = True
             if snapshot:
                 snapshot.pop(rid, None)  # this change is newer
-            self._push(rid, record)
+            if rid in pending:  # (inline _push: the path of every published record)
+                pending.move_to_end(rid)
+            elif len(pending) >= self._max_buffer:
+                pending.clear()
+                self._stale = True
+            pending[rid] = record
         if offered:
             self._ready.set()
 
