@@ -1,13 +1,14 @@
 """A process of ``test_flow_limits_processes.py`` (not a test module): a
-``WorkManager`` on a PostgreSQL URL with the workers ``capped`` (``max_running`` given)
-and ``rated`` (``RateLimit(n, per=, burst=)`` given).
+``WorkManager`` on a PostgreSQL or SQLite URL with the workers ``capped``
+(``max_running`` given) and ``rated`` (``RateLimit(n, per=, burst=)`` given).
 
 The workers count themselves, not through the store: a ``capped`` run adds one to this
 process's entry in a JSON gauge file (under ``flock``), records the most runs at once
 across the live processes, holds for its input's ``hold`` seconds (``first_hold`` on its
 first attempt), and takes its one back; a ``rated`` run logs its start time. Each run
-logs ``<pid> <worker> <work id> <time>``. The process prints ``ready`` once started and
-stops gracefully when its stdin closes.
+logs ``<pid> <worker> <work id> <time>``. The process prints ``ready <role>`` once
+started (``scheduler`` or ``standby`` on SQLite) and stops gracefully when its stdin
+closes.
 """
 
 from __future__ import annotations
@@ -26,11 +27,19 @@ from wm_async.stores.postgres import PostgresStore
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a killed process its parent has not reaped yet, a zombie,
+    runs nothing any more)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc: kill() answered
 
 
 def gauge(path: str, delta: int) -> None:
@@ -52,7 +61,9 @@ def gauge(path: str, delta: int) -> None:
 
 
 async def main(url: str, log: str, gauge_path: str, cap: str, rate: str, lease: str) -> None:
-    store = PostgresStore(url, lease=float(lease), rescue_interval=float(lease) / 4)
+    store: PostgresStore | str = url
+    if not url.startswith("sqlite"):
+        store = PostgresStore(url, lease=float(lease), rescue_interval=float(lease) / 4)
     manager = wm.WorkManager(store, max_concurrency=8, shutdown_grace=30)
     runs = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     n, per, burst = (float(x) for x in rate.split(","))
@@ -77,7 +88,7 @@ async def main(url: str, log: str, gauge_path: str, cap: str, rate: str, lease: 
         "rated", rated, rate_limit=wm.RateLimit(int(n), per=per, burst=int(burst))
     )
     async with manager:
-        sys.stdout.write("ready\n")
+        sys.stdout.write(f"ready {manager.role}\n")
         sys.stdout.flush()
         await anyio.to_thread.run_sync(sys.stdin.read)  # until the parent closes it
 

@@ -12,11 +12,13 @@ import anyio
 import pytest
 
 import wm_async as wm
+from wm_async._clock import SystemClock
 from wm_async._core.record import (
     WorkRecord,
     evolve,
 )
 from wm_async._runtime.events import EventHub
+from wm_async._runtime.holds import Holds
 from wm_async.testing import VirtualClock
 
 MakeManager = Callable[..., wm.WorkManager]
@@ -124,7 +126,9 @@ async def test_an_unread_watcher_buffers_at_most_max_buffer_works(
                 peak = max(peak, held(watcher))
             await clock.advance(0)
             peak = max(peak, held(watcher))
-            assert peak <= 100 + 1  # max_buffer, and the snapshot delivered of `later`
+            # max_buffer, the snapshot delivered of `later`, and its worker in the
+            # watcher's index of delivered ENQUEUED works (for their held_by)
+            assert peak <= 100 + 2
             # Read at last: each work's latest state, once; `later` is not repeated.
             seen: list[wm.WorkInfo] = []
             await read_until_finished(watcher, works, seen)
@@ -212,7 +216,7 @@ class Feed:
     before a marker (another work's fresh state, published last)."""
 
     def __init__(self) -> None:
-        self.hub = EventHub()
+        self.hub = EventHub(Holds(SystemClock()))
         self.watcher = self.hub.subscribe(wm.WorkQuery(tags={"t"}), no_works, max_buffer=10)
         self.marker = record()
 
@@ -242,8 +246,9 @@ async def test_a_finished_work_is_delivered_once_and_older_records_are_dropped()
     assert await feed.deliver(running) == []  # read before it finished, published late
     assert await feed.deliver(enqueued) == []
     assert await feed.deliver(succeeded) == []
-    # What it keeps of the work: its id among the recently finished (and the marker).
-    assert held(feed.watcher) == 2
+    # What it keeps of the work: its id among the recently finished (and the marker:
+    # its snapshot, and its worker in the index of delivered ENQUEUED works).
+    assert held(feed.watcher) == 3
 
 
 async def test_an_id_enqueued_again_after_pruning_is_followed_again() -> None:
@@ -263,4 +268,5 @@ async def test_a_work_that_left_the_query_is_forgotten_once_finished() -> None:
     assert len(await feed.deliver(work)) == 1
     elsewhere = evolve(work, tags=frozenset({"u"}))
     assert await feed.deliver(elsewhere, finished(elsewhere)) == []
-    assert held(feed.watcher) == 1  # the marker only
+    # The marker only: its snapshot, and its worker in the index of ENQUEUED works.
+    assert held(feed.watcher) == 2

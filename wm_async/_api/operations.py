@@ -392,11 +392,11 @@ class Operations:
                 raise InvalidRequestError("id", wid, "no such work")
             change = make(found[0], self._clock.now())
             if change is None:
-                return found[0].to_info()
+                return services.holds.info(found[0])
             with services.serving("drive the work"):
                 written = await self._store.apply([change])
             if written:
                 services.publish(written)
                 services.scheduler.wake()
-                return written[0].to_info()
+                return services.holds.info(written[0])
         raise InvalidRequestError("id", wid, "the work kept changing; try again")

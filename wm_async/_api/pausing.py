@@ -9,12 +9,9 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-import attrs
-
 from .._core import validators
 from .._core.errors import UnknownWorkerError
 from .._core.explanation import WorkExplanation
-from .._core.limits import HeldBy
 from .._core.mergers import COMBINE_WORKER
 from .._core.model import WorkInfo, WorkState
 from .operations import work_key
@@ -46,27 +43,10 @@ class WorkerPause:
         _hooks: TestHooks
         _signals: SignalBoard
 
-    def _held_by(self, record: WorkRecord, paused: frozenset[str]) -> HeldBy | None:
-        """What holds back ``record`` if it is a due ENQUEUED work: its worker paused,
-        or its limit as this process's last claim found it (semantics 50)."""
-        if record.state is not WorkState.ENQUEUED or record.next_run_at is None:
-            return None
-        if record.worker in paused:
-            return HeldBy.PAUSED
-        if record.next_run_at > self._clock.now():
-            return None
-        return self._services.scheduler.held.get(record.worker)
-
     def _infos(self, records: Sequence[WorkRecord]) -> list[WorkInfo]:
         """The WorkInfos of ``records``, with ``held_by`` where something holds them."""
-        infos = [r.to_info() for r in records]
-        paused = self._services.paused
-        if not paused and not self._services.scheduler.held:
-            return infos
-        return [
-            attrs.evolve(info, held_by=held) if (held := self._held_by(r, paused)) else info
-            for r, info in zip(records, infos, strict=True)
-        ]
+        info = self._services.holds.info
+        return [info(r) for r in records]
 
     async def explain(self, work_id: uuid.UUID | str) -> WorkExplanation | None:
         """Why a work is not running (or what it is doing), or ``None`` for an unknown id.
@@ -91,16 +71,15 @@ class WorkerPause:
         due = record.next_run_at if record.state is WorkState.ENQUEUED else None
         stats = self._services.scheduler.statistics()
         capacity_full = stats["claimable"] == 0
-        held = self._held_by(record, paused)
-        info = record.to_info()
+        info = self._services.holds.info(record, paused=paused)
         return WorkExplanation.build(
-            attrs.evolve(info, held_by=held) if held else info,
+            info,
             now=now,
             due=due,
             unmet_signals=unmet,
             capacity_full=capacity_full,
             worker_paused=record.worker in paused,
-            held_by=held,
+            held_by=info.held_by,
         )
 
     def _is_known(self, name: str) -> bool:

@@ -25,6 +25,7 @@ from .model import (
 
 if TYPE_CHECKING:
     from .cron import CronSchedule
+    from .limits import HeldBy
 
 _T = TypeVar("_T", bound=attrs.AttrsInstance)
 _EMPTY: Final[Data] = EMPTY_DATA  # type: ignore[assignment]  # read-only, shared
@@ -171,8 +172,9 @@ class WorkRecord:
         """The signal names this work's constraints wait on."""
         return self.constraints.signal_names()  # cached per distinct Constraints
 
-    def to_info(self) -> WorkInfo:
-        """The public snapshot of this record (semantics 16 and 31 applied)."""
+    def to_info(self, held_by: HeldBy | None = None) -> WorkInfo:
+        """The public snapshot of this record (semantics 16 and 31 applied), with
+        ``held_by`` as the caller knows it (semantics 50)."""
         state = self.state
         return WorkInfo(
             id=uuid.UUID(self.id),
@@ -200,6 +202,7 @@ class WorkRecord:
             finished_at=None if self.finished_at is None else _dt(self.finished_at),
             error=self.error,
             priority=self.priority,
+            held_by=held_by,
         )
 
     @property

@@ -56,6 +56,7 @@ class Dispatcher:
         blocked_signals: Callable[[], frozenset[str]],
         paused_workers: Callable[[], frozenset[str]],
         limits: Mapping[str, WorkerLimits],
+        report_held: Callable[[Mapping[str, HeldBy]], None],
         require_signals: Callable[[frozenset[str]], None],
         hooks: TestHooks,
         settle: Settle,
@@ -69,9 +70,7 @@ class Dispatcher:
         self._blocked_signals = blocked_signals
         self._paused_workers = paused_workers
         self._limits = limits
-        #: The limited workers whose due works the last claim held back, and by what
-        #: (semantics 50).
-        self.held: Mapping[str, HeldBy] = {}
+        self._report_held = report_held
         self._require_signals = require_signals
         self._hooks = hooks
         self._settle = settle
@@ -217,7 +216,9 @@ class Dispatcher:
                     await clock.sleep_until(retry, self._wakeup)
                     continue
                 failures = 0
-                self.held = claimed.held
+                # The limited workers whose due works this claim held back, and by what
+                # (semantics 50).
+                self._report_held(claimed.held)
                 if claimed.records and len(claimed.records) >= min(free, CLAIM_BATCH):
                     # More may be due: claim again, the first time at once, before the
                     # runners start the works just claimed: a store with a writer thread

@@ -6,6 +6,12 @@ bounded by what its consumer has not read yet: it buffers the latest record of a
 next read. Of what it delivered it keeps only the last snapshot of each unfinished work
 and the ids of the last few finished ones (to drop repeats). A slow subscriber never
 blocks the scheduler, and it always ends up seeing each work's latest state.
+
+A snapshot's ``held_by`` (semantics 50) is what holds the work back when the snapshot is
+delivered, as this process knows it (:mod:`.holds`); when that changes for a worker (a
+pause or resume heard of, a claim finding the worker's limit full or no longer full),
+each watcher is given a new snapshot of the ENQUEUED works of that worker it delivered,
+if their ``held_by`` changed by the time they are read: no store read.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 import anyio
+import attrs
+
+from .._core.model import WorkInfo, WorkState
 
 if TYPE_CHECKING:
-    from .._core.model import (
-        WorkInfo,
-        WorkQuery,
-    )
+    from .._core.model import WorkQuery
     from .._core.record import WorkRecord
+    from .holds import Holds
 
 #: How many finished works a watcher remembers having delivered: a store re-read (the
 #: manager re-reads every watched work after a PostgreSQL reconnection) republishes their
@@ -43,6 +50,13 @@ class WorkWatcher:
     and, on the next read, reads the current states of the works its query selects from
     the store again, as it did first: the consumer still sees each work's latest state,
     coalesced, and no snapshot it already has of an unfinished work.
+
+    A snapshot of an ENQUEUED work shows in ``held_by`` what holds it back as the manager
+    knows it when the snapshot is read, as ``get_work_info`` would then (semantics 50).
+    When that changes without the work changing (its worker paused or resumed, or the
+    manager's latest claim finding the worker's ``max_running`` or ``rate_limit`` full,
+    or no longer full), the watcher delivers a new snapshot of it; a work that merely
+    becomes due while its worker stays held gets none: its next change shows it.
 
     Of what it delivered, a watcher keeps the last snapshot of each unfinished work (to
     drop exact repeats; forgotten once the work finishes) and the ids of the last 1,024
@@ -72,10 +86,15 @@ class WorkWatcher:
         self._stale = True
         #: Records of the last store read not yet delivered, nor superseded by a change.
         self._snapshot: OrderedDict[str, WorkRecord] = OrderedDict()
-        #: The latest record of each work changed since, in the order of latest change.
-        self._pending: OrderedDict[str, WorkRecord] = OrderedDict()
+        #: The latest record of each work changed since, in the order of latest change;
+        #: or, for a work whose hold changed, the last snapshot delivered (to deliver
+        #: again with the hold it has when read).
+        self._pending: OrderedDict[str, WorkRecord | WorkInfo] = OrderedDict()
         #: The last snapshot delivered of each unfinished work.
         self._last: dict[str, WorkInfo] = {}
+        #: Of those, the ENQUEUED ones by worker, with their due times: the works a
+        #: change of their worker's hold concerns.
+        self._enqueued: dict[str, dict[str, float]] = {}
         #: ``(enqueued_at, finished_at)`` of the last finished works delivered, oldest
         #: first (a work's final state, which no later record changes).
         self._finished: OrderedDict[str, tuple[float, float | None]] = OrderedDict()
@@ -95,23 +114,83 @@ class WorkWatcher:
             rid = record.id
             if not matches(record):
                 # A work that left the query is forgotten once it finishes: nothing of
-                # it can reach this watcher any more.
-                if rid in last and record.state.is_finished:
-                    del last[rid]
+                # it can reach this watcher any more. Nor does a change of its hold.
+                if rid in last:
+                    if record.state.is_finished:
+                        self._forget(rid)
+                    elif last[rid].state is WorkState.ENQUEUED:
+                        self._unindex(rid, last[rid].worker)
                 continue
             offered = True
             if snapshot:
                 snapshot.pop(rid, None)  # this change is newer
-            if rid in pending:
-                pending.move_to_end(rid)  # the order follows the latest change
+            if rid in pending:  # (inline _push: the path of every published record)
+                pending.move_to_end(rid)
             elif len(pending) >= self._max_buffer:
-                # Too far behind: rather than buffer without bound, forget the changes
-                # and read the current states afresh on the next read.
                 pending.clear()
                 self._stale = True
             pending[rid] = record
         if offered:
             self._ready.set()
+
+    def _push(self, rid: str, item: WorkRecord | WorkInfo) -> bool:
+        """Buffer ``item`` as the latest change of the work ``rid``; True if the buffer
+        overflowed (the watcher reads the store again next)."""
+        pending = self._pending
+        overflowed = False
+        if rid in pending:
+            pending.move_to_end(rid)  # the order follows the latest change
+        elif len(pending) >= self._max_buffer:
+            # Too far behind: rather than buffer without bound, forget the changes and
+            # read the current states afresh on the next read.
+            pending.clear()
+            self._stale = overflowed = True
+        pending[rid] = item
+        return overflowed
+
+    def _held_changed(self, workers: frozenset[str]) -> None:
+        """What holds the works of ``workers`` changed: deliver again those of their
+        works whose last snapshot was ENQUEUED (if their ``held_by`` differs when read)."""
+        if self._closed or self._stale:
+            return  # a store read comes first, and its snapshots show the hold then
+        enqueued, pending, snapshot, last = (
+            self._enqueued,
+            self._pending,
+            self._snapshot,
+            self._last,
+        )
+        # A record waiting to be delivered shows the hold anyway.
+        due = [
+            rid
+            for worker in workers
+            for rid in enqueued.get(worker, ())
+            if rid not in pending and rid not in snapshot
+        ]
+        if not due:
+            return
+        for rid in due:
+            if self._push(rid, last[rid]):
+                # Overflowed: the store read to come shows every work's hold.
+                del pending[rid]
+                break
+        self._ready.set()
+
+    def _forget(self, rid: str) -> None:
+        """Forget the last snapshot of a work (it finished)."""
+        last = self._last
+        info = last.pop(rid, None)
+        if info is not None and info.state is WorkState.ENQUEUED:
+            self._unindex(rid, info.worker)
+        if not last:
+            last.clear()  # the last unfinished one: give back the room (see __anext__)
+
+    def _unindex(self, rid: str, worker: str) -> None:
+        enqueued = self._enqueued
+        works = enqueued.get(worker)
+        if works is not None:
+            works.pop(rid, None)
+            if not works:
+                del enqueued[worker]
 
     def _close(self) -> None:
         self._closed = True
@@ -126,8 +205,12 @@ class WorkWatcher:
                 await self._reread()
             snapshot, pending = self._snapshot, self._pending
             while snapshot or pending:
-                _, record = (snapshot or pending).popitem(last=False)
-                info = self._delivery(record)
+                rid, item = (snapshot or pending).popitem(last=False)
+                info = (
+                    self._redelivery(rid, item)
+                    if isinstance(item, WorkInfo)
+                    else self._delivery(item)
+                )
                 if info is not None:
                     return info
             if self._closed:
@@ -160,9 +243,7 @@ class WorkWatcher:
             final = (record.enqueued_at, record.finished_at)
             if finished.get(rid) == final:
                 return None  # a repeat: a finished work never changes again
-            last = self._last
-            if last.pop(rid, None) is not None and not last:
-                last.clear()  # the last unfinished one: give back the room (see above)
+            self._forget(rid)
             finished.pop(rid, None)
             finished[rid] = final
             if len(finished) > RECENT_FINISHED:
@@ -174,10 +255,31 @@ class WorkWatcher:
                 if done[0] == record.enqueued_at:
                     return None  # read before the work finished: older than delivered
                 del finished[rid]  # the id was enqueued again after its work was pruned
-        info = record.to_info()
-        if self._last.get(rid) == info:
+        info = self._hub.holds.info(record)
+        return self._delivered(rid, info, record.next_run_at)
+
+    def _redelivery(self, rid: str, last: WorkInfo) -> WorkInfo | None:
+        """The snapshot of a work whose hold changed, if its ``held_by`` differs now from
+        the one delivered (``last``, ENQUEUED)."""
+        due = self._enqueued.get(last.worker, {}).get(rid)
+        if due is None or self._last.get(rid) is not last:
+            return None  # delivered anew meanwhile
+        held = self._hub.holds.held_by(last.worker, WorkState.ENQUEUED, due)
+        if held is last.held_by:
             return None
-        self._last[rid] = info
+        return self._delivered(rid, attrs.evolve(last, held_by=held), due)
+
+    def _delivered(self, rid: str, info: WorkInfo, due: float | None) -> WorkInfo | None:
+        """``info`` if it is not the snapshot delivered last of the work; remembered."""
+        last = self._last
+        before = last.get(rid)
+        if before == info:
+            return None
+        if before is not None and before.state is WorkState.ENQUEUED:
+            self._unindex(rid, before.worker)
+        last[rid] = info
+        if info.state is WorkState.ENQUEUED and due is not None:
+            self._enqueued.setdefault(info.worker, {})[rid] = due
         return info
 
     async def aclose(self) -> None:
@@ -200,7 +302,11 @@ class WorkWatcher:
 class EventHub:
     """Fans each written record out to waiters and watchers."""
 
-    def __init__(self) -> None:
+    def __init__(self, holds: Holds) -> None:
+        #: What holds back due works here (a snapshot's ``held_by``); it tells this hub
+        #: of its changes.
+        self.holds = holds
+        holds.changed = self.held_changed
         self._waiters: dict[str, list[anyio.Event]] = {}
         # Weak, so an abandoned watcher is collected rather than buffering forever.
         self._subscriptions: weakref.WeakSet[WorkWatcher] = weakref.WeakSet()
@@ -218,6 +324,12 @@ class EventHub:
         if self._subscriptions:
             for watcher in list(self._subscriptions):
                 watcher._offer(records)
+
+    def held_changed(self, workers: frozenset[str]) -> None:
+        """What holds the works of ``workers`` back changed (:class:`.holds.Holds`)."""
+        if self._subscriptions:
+            for watcher in list(self._subscriptions):
+                watcher._held_changed(workers)
 
     def is_waited(self, work_id: str) -> bool:
         """Whether a ``wait()`` waits for this work."""

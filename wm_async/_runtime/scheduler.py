@@ -66,6 +66,9 @@ class Scheduler:
     paused_workers: Callable[[], frozenset[str]] = frozenset
     #: The flow limits of the workers that have some (semantics 50).
     limits: Mapping[str, WorkerLimits] = attrs.field(factory=dict)
+    #: Called after each claim with the limited workers whose due works it held back,
+    #: and by what (semantics 50).
+    report_held: Callable[[Mapping[str, HeldBy]], None] = lambda held: None
     #: Called with the signal names claimed works need (the board watches new ones).
     require_signals: Callable[[frozenset[str]], None] = lambda names: None
     hooks: TestHooks = attrs.field(factory=TestHooks)
@@ -125,6 +128,7 @@ class Scheduler:
             blocked_signals=self.blocked_signals,
             paused_workers=self.paused_workers,
             limits=self.limits,
+            report_held=self.report_held,
             require_signals=self.require_signals,
             hooks=self.hooks,
             settle=settle,
@@ -149,12 +153,6 @@ class Scheduler:
     def statistics(self) -> dict[str, object]:
         """Capacity figures for the manager's stats."""
         return self._runs.statistics()
-
-    @property
-    def held(self) -> Mapping[str, HeldBy]:
-        """The limited workers whose due works the last claim held back, and by what
-        (semantics 50)."""
-        return self._dispatcher.held
 
     def is_busy(self) -> bool:
         """True while runs are in progress (safe to call from another thread)."""

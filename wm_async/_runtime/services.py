@@ -41,6 +41,7 @@ from .events import EventHub
 from .executor import (
     task_cancelled,
 )
+from .holds import Holds
 from .hooks import TestHooks
 from .observers import Observers
 from .scheduler import Scheduler
@@ -114,7 +115,9 @@ class Services:
         self._workers = workers
         self._hooks = hooks
         self._limits: Mapping[str, WorkerLimits] = {} if limits is None else limits
-        self.events = EventHub()
+        #: What holds back due works here (paused workers, full limits: semantics 50).
+        self.holds = holds = Holds(clock)
+        self.events = EventHub(holds)
         #: The app's middleware, listeners and propagators (kept across starts).
         self.observers = Observers()
         self.publish = Publisher(self.events, self.observers).publish
@@ -136,9 +139,16 @@ class Services:
         #: This start schedules and runs works (holds the store's scheduler lock).
         self.scheduling = False
         self._task_group: anyio.abc.TaskGroup | None = None
-        #: The paused worker names, as this process last read them (at start, on its own
-        #: pause and resume, and when another process's write may have changed them).
-        self.paused: frozenset[str] = frozenset()
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """The paused worker names, as this process last read them (at start, on its own
+        pause and resume, and when another process's write may have changed them)."""
+        return self.holds.paused
+
+    @paused.setter
+    def paused(self, names: frozenset[str]) -> None:
+        self.holds.paused = names
 
     def __repr__(self) -> str:
         return f"Services(state={self.state.value!r})"
@@ -155,8 +165,9 @@ class Services:
             max_data_bytes=settings.max_data_bytes,
             publish=self.publish,
             blocked_signals=lambda: self.signals.blocked,
-            paused_workers=lambda: self.paused,
+            paused_workers=lambda: self.holds.paused,
             limits=self._limits,
+            report_held=self.holds.claimed,
             require_signals=self.signals.require,
             hooks=self._hooks,
             observers=self.observers,
@@ -261,6 +272,7 @@ class Services:
                 self.scheduling = False
                 leader = settings.run_work and await store.try_lock_for_scheduler(settings.owner)
                 self.scheduler = scheduler = self._new_scheduler()
+                self.holds.forget_limits()
                 # Until it schedules, its scheduler is settled for a virtual clock (the
                 # calls it serves wake a dispatcher that does not run).
                 scheduler.settle.stopped = True
@@ -424,7 +436,7 @@ class Services:
         ones someone here waits on or watches, and those running here: a run whose work
         was cancelled or taken over elsewhere stops (semantics 29, 30)."""
         scheduler, events = self.scheduler, self.events
-        if scheduler.held:
+        if self.holds.limited:
             # Works due here wait for a slot of a capped worker (or a token): a run that
             # ended in another process may have freed one (semantics 50).
             scheduler.wake()

@@ -122,6 +122,14 @@ async def _choose(
     args: dict[str, object] = {"now": params.now, "k": limit + 1}
     args.update((f"b{i}", f",{codec.signal_key(name)},") for i, name in enumerate(blocked))
     paused = bool(excluded)
+    workers: list[str] = []
+    if paused and only is None:
+        included = await _included_workers(db, excluded)
+        if included == []:
+            return [], None, _UNLIMITED  # no work of any other worker is ENQUEUED
+        if included is not None:
+            workers, paused = included, False
+            args.update((f"w{j}", w) for j, w in enumerate(workers))
     if paused:
         args["paused"] = json.dumps(sorted(excluded))
     if only is not None:
@@ -132,7 +140,9 @@ async def _choose(
         for i, (expedited, priority) in enumerate(used):
             args[f"e{i}"] = expedited
             args[f"p{i}"] = priority
-        statement = sqlite_sql.claim_sql(len(blocked), len(used), paused, only is not None)
+        statement = sqlite_sql.claim_sql(
+            len(blocked), len(used), paused, only is not None, len(workers)
+        )
         read = await db.execute_fetchall(statement, args)
         found_levels = sorted(((r[1], r[2]) for r in read if r[0] == -1), reverse=True)
         if found_levels == used:
@@ -152,7 +162,11 @@ async def _choose(
     chosen: list[int] = []
     next_due: float | None = None
     for due_now, future in found:
-        due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
+        if workers:  # read worker by worker: in due order, ties in insertion order
+            due_now.sort()
+            future.sort()
+        else:
+            due_now.sort(key=itemgetter(0))  # stable: ties keep the index order
         take = min(len(due_now), limit - len(chosen))
         chosen += [rowid for _, rowid in due_now[:take]]
         rest = due_now[take:] or future
@@ -160,6 +174,23 @@ async def _choose(
             next_due = rest[0][0]
     return chosen, next_due, allowance
 
+
+async def _included_workers(db: _DB, excluded: Collection[str]) -> list[str] | None:
+    """The names of the workers with ENQUEUED works but those ``excluded`` (paused or
+    limited), if there are at most :data:`MAX_WORKERS`: a claim then reads their works
+    worker by worker rather than scanning past the excluded ones' (semantics 47, 50).
+    ``None`` if there are more."""
+    most = MAX_WORKERS + len(excluded) + 1
+    rows = list(await db.execute_fetchall(sqlite_sql.CLAIM_WORKERS, {"most": most}))
+    names = [r[0] for r in rows if r[0] not in excluded]
+    if len(names) > MAX_WORKERS or len(rows) >= most:
+        return None  # more workers than that (or than read): scan past the excluded
+    return names
+
+
+#: The most workers a claim reads one by one (see :func:`_included_workers`); with more,
+#: it scans the due works past the excluded ones.
+MAX_WORKERS: Final = 16
 
 #: The allowance of a worker without limits.
 _UNLIMITED: Final = Allowance.of(WorkerLimits(), running=0, bucket=None, now=0.0)

@@ -167,8 +167,22 @@ _LEVELS_CTE: Final = (
 CLAIM_LEVELS: Final = _LEVELS_CTE + "SELECT e, p FROM lv WHERE p IS NOT NULL"
 
 
+#: The worker names of the ENQUEUED works, at most ``:most`` (in name order): a loose scan
+#: of the index by worker, one seek per name.
+CLAIM_WORKERS: Final = (
+    "WITH RECURSIVE ws(w) AS ("
+    "SELECT (SELECT worker FROM wm_work WHERE state = 'ENQUEUED' ORDER BY worker LIMIT 1) "
+    "UNION ALL "
+    "SELECT (SELECT worker FROM wm_work WHERE state = 'ENQUEUED' AND worker > ws.w "
+    "ORDER BY worker LIMIT 1) FROM ws WHERE ws.w IS NOT NULL LIMIT :most) "
+    "SELECT w FROM ws WHERE w IS NOT NULL"
+)
+
+
 @functools.lru_cache(maxsize=128)
-def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = False) -> str:
+def claim_sql(
+    n_blocked: int, n_levels: int, paused: bool = False, only: bool = False, workers: int = 0
+) -> str:
     """Everything a claim reads, from the due index alone (unless workers are paused),
     in one statement.
 
@@ -178,7 +192,11 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = 
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
     with ``paused`` those of the workers in the JSON array ``:paused``; with ``only``,
     every work but those of the worker ``:only``, and two rows more: ``(-2, running)``,
-    its RUNNING count, and ``(-3, tokens, at)``, its bucket, if it has one.
+    its RUNNING count, and ``(-3, tokens, at)``, its bucket, if it has one. With
+    ``workers``, the works of the workers ``:w0``, ``:w1``, … alone (instead of
+    ``paused``), read worker by worker (the rows of a level are then in no order): a
+    claim that leaves a large backlog of paused or limited workers' works behind does
+    not scan it.
     Rows with ``level`` -1 are the levels there are (``(-1, expedited, priority,
     NULL)``, as :data:`CLAIM_LEVELS` finds them, in the same snapshot): when they differ
     from the expected ones, the caller claims again with them.
@@ -191,13 +209,15 @@ def claim_sql(n_blocked: int, n_levels: int, paused: bool = False, only: bool = 
         unparked += " AND worker NOT IN (SELECT value FROM json_each(:paused))"
     if only:
         unparked += " AND worker = :only"
+    each = [f" AND worker = :w{j}" for j in range(workers)] or [""]
     branches = [
         f"SELECT * FROM (SELECT {i} AS level, {later} AS later, rowid AS rid, "
         "next_run_at AS due FROM wm_work WHERE state = 'ENQUEUED' "
-        f"AND expedited = :e{i} AND priority = :p{i} AND next_run_at {op} :now{unparked} "
-        f"ORDER BY next_run_at LIMIT {limit})"
+        f"AND expedited = :e{i} AND priority = :p{i} AND next_run_at {op} :now{unparked}"
+        f"{one} ORDER BY next_run_at LIMIT {limit})"
         for i in range(n_levels)
         for later, op, limit in ((0, "<=", ":k"), (1, ">", "1"))
+        for one in each
     ]
     branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
     if only:  # the worker's RUNNING count and its token bucket (semantics 50)
