@@ -80,8 +80,10 @@ def test_sigkill_mid_run_loses_nothing_and_reruns_nothing_finished(tmp_path: Pat
     )
     try:
         deadline = time.monotonic() + 60
-        # Kill once a fair share of runs has started, while others are still running.
-        while len(_log_lines(log)) < 80:
+        # Kill once a fair share of runs has started and some outcomes are written (a
+        # run's place is freed when its worker returns: runs started run ahead of the
+        # outcomes written), while others are still running.
+        while len(_log_lines(log)) < 80 or "SUCCEEDED" not in _states(db).values():
             assert proc.poll() is None, "the child exited before it could be killed"
             assert time.monotonic() < deadline, "the child made no progress"
             time.sleep(0.01)

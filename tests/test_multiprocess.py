@@ -193,7 +193,16 @@ async def test_a_standby_takes_over_when_the_scheduling_process_is_killed(
     ids = [str(r.id) for r in requests]
     async with wm.WorkManager(cluster.url, run_work=False) as producer:
         await producer.enqueue(*requests)
-        await until(lambda: len(cluster.runs()) >= 15, "runs started in the scheduler", first)
+        # Some outcomes written (a run's place is freed when its worker returns, so runs
+        # started say nothing of outcomes written), and the next works running.
+        await until(
+            lambda: (
+                len(cluster.runs()) >= 15
+                and sum(row[0] == "SUCCEEDED" for row in cluster.rows().values()) >= 5
+            ),
+            "outcomes written in the scheduler",
+            first,
+        )
         # Frozen, the scheduling process keeps the lock and writes nothing: what the file
         # holds now is what it held at the kill.
         first.send_signal(signal.SIGSTOP)
