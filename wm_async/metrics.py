@@ -30,8 +30,9 @@ The metrics (``worker`` and ``state`` labels):
 Every process counts what it writes (the transitions another process wrote are that
 process's to count), so the counters of several processes add up in Prometheus.
 
-Counting costs a few dictionary updates per transition, in plain Python structures; the
-Prometheus families are built only when scraped. This module needs prometheus_client
+Counting costs a few dictionary updates per transition, in plain Python structures,
+done over each batch of records the manager publishes (no event built, no call per
+transition); the Prometheus families are built only when scraped. This module needs prometheus_client
 (``pip install 'wm_async[metrics]'``), imported when the metrics are created, not when
 this module is.
 """
@@ -46,17 +47,20 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._api.manager import WorkManager
 from ._core.errors import InvalidRequestError, WorkManagerError
-from ._core.event import WorkEvent
+from ._core.event import Seen, WorkEvent
 from ._core.model import StopReason, WorkState
+from ._runtime.observers import SEEN_MAX
 from ._runtime.services import RunState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
+
+    from ._core.record import WorkRecord
 
 __all__ = (
     "DEFAULT_BUCKETS",
@@ -139,8 +143,8 @@ class _Worker:
 
 
 class WorkMetrics:
-    """The metrics of one manager: a listener counting its events, and a Prometheus
-    collector registered in ``registry`` (see :func:`instrument`).
+    """The metrics of one manager: a batch listener counting its transitions, and a
+    Prometheus collector registered in ``registry`` (see :func:`instrument`).
 
     :ivar registry: the Prometheus registry it is registered in
     """
@@ -175,32 +179,38 @@ class WorkMetrics:
         self.registry: CollectorRegistry = (
             CollectorRegistry(auto_describe=True) if registry is None else registry
         )
-        self._observe = self._observer()
+        self._count = self._counter()
         self.registry.register(self)
-        manager.add_listener(self._observe)
+        manager._services.observers.batch_listeners.append(self._count)
 
     def __repr__(self) -> str:
         total = sum(n for counts in self._transitions.values() for n in counts.values())
         return f"WorkMetrics(transitions={total})"
 
-    # -- counting (a listener: runs in the event loop, for every transition)
+    # -- counting (a batch listener: runs in the event loop, for every batch of records
+    # the manager publishes)
 
     def observe(self, event: WorkEvent) -> None:
-        """Count ``event`` (the manager calls this for every transition)."""
-        self._observe(event)
+        """Count the transition of ``event``'s record, as the manager's are counted (the
+        state before is the one these metrics last saw of the work)."""
+        record, _, external = event
+        self._count([record], external)
 
-    def _observer(self) -> Callable[[WorkEvent], None]:
-        # One closure over the counters: this runs for every transition, and local names
-        # are read faster than attributes. The event's parts are unpacked rather than
-        # read through its properties, and keys hold the state's value (an enum's hash
-        # is Python code).
+    def _counter(self) -> Callable[[Sequence[WorkRecord], bool], None]:
+        # One closure over the counters, called with each batch of records published:
+        # no event per transition, no call per record; local names are read faster than
+        # attributes. The counters keep their own "before" of each unfinished work (the
+        # events' seen map, which exists only while an event listener does). States are
+        # compared by identity and keys hold the state's value (an enum's hash is Python
+        # code).
         transitions, retries = self._transitions, self._retries
         timeouts, rescues = self._timeouts, self._rescues
         durations, lateness, bounds = self._durations, self._lateness, self._bounds
         running, enqueued, blocked = _RUNNING, _ENQUEUED, WorkState.BLOCKED
+        succeeded, failed, cancelled = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
-        fold_at = _FOLD_AT
-
+        fold_at, seen_max = _FOLD_AT, SEEN_MAX
+        seen: dict[str, Seen] = {}
         per_worker: dict[str, _Worker] = {}
 
         def worker_of(worker: str) -> _Worker:
@@ -211,45 +221,63 @@ class WorkMetrics:
             )
             return found
 
-        def observe(event: WorkEvent) -> None:
-            record, before, external = event
-            if external:
-                return  # the writing process counts it
-            worker = record.worker
-            w = per_worker.get(worker) or worker_of(worker)
-            state = record.state
-            counts = w.counts
-            name = state._value_
-            counts[name] = counts.get(name, 0) + 1
-            if state is running:
-                due = record.next_run_at  # the due time it was claimed at
-                if due is not None:
-                    pending = w.lateness.pending
-                    pending.append(record.started_at - due)  # (below 0 counts as 0)
-                    if len(pending) >= fold_at:
-                        w.lateness.fold()
-                return
-            was = None if before is None else before[0]
-            if was is running:
-                started = record.started_at
-                end = record.last_enqueue_time if state is enqueued else record.finished_at
-                if started is not None and end is not None:
-                    pending = w.durations.pending
-                    pending.append(end - started)
-                    if len(pending) >= fold_at:
-                        w.durations.fold()
-            elif was is not None or state is blocked:
-                return
-            reason = record.stop_reason
-            if reason is not_stopped:
-                if was is running and state is enqueued and record.run_attempt_count > 0:
-                    retries[worker] = retries.get(worker, 0) + 1
-            elif reason is timeout:
-                timeouts[worker] = timeouts.get(worker, 0) + 1
-            elif reason is unknown and state is enqueued:
-                rescues[worker] = rescues.get(worker, 0) + 1
+        def count(records: Sequence[WorkRecord], external: bool) -> None:
+            seen_get, seen_pop = seen.get, seen.pop
+            name: str | None = None
+            w = cast("_Worker", None)  # (set with name, before its first use)
+            for record in records:
+                state, attempts, key = record.state, record.run_attempt_count, record.id
+                if state is succeeded or state is failed or state is cancelled:
+                    before = seen_pop(key, None)
+                else:
+                    before = seen_get(key)
+                    seen[key] = (state, attempts)
+                    if before is None and len(seen) > seen_max:
+                        del seen[next(iter(seen))]  # the work seen first
+                if before is None:
+                    was = None
+                else:
+                    was = before[0]
+                    if was is state and before[1] == attempts:
+                        continue  # a progress report, or a record published again
+                if external:
+                    continue  # the writing process counts it (seen here all the same)
+                worker = record.worker
+                if worker is not name:
+                    w = per_worker.get(worker) or worker_of(worker)
+                    name = worker
+                counts = w.counts
+                value = state._value_
+                counts[value] = counts.get(value, 0) + 1
+                if state is running:
+                    due = record.next_run_at  # the due time it was claimed at
+                    started = record.started_at
+                    if due is not None and started is not None:
+                        # (below 0, from a stepped clock, counts as 0)
+                        w.lateness.pending.append(started - due)
+                    continue
+                if was is running:
+                    started = record.started_at
+                    end = record.last_enqueue_time if state is enqueued else record.finished_at
+                    if started is not None and end is not None:
+                        w.durations.pending.append(end - started)
+                elif was is not None or state is blocked:
+                    continue
+                reason = record.stop_reason
+                if reason is not_stopped:
+                    if was is running and state is enqueued and attempts > 0:
+                        retries[worker] = retries.get(worker, 0) + 1
+                elif reason is timeout:
+                    timeouts[worker] = timeouts.get(worker, 0) + 1
+                elif reason is unknown and state is enqueued:
+                    rescues[worker] = rescues.get(worker, 0) + 1
+            for w in per_worker.values():  # (a handful of workers; once per batch)
+                if len(w.lateness.pending) >= fold_at:
+                    w.lateness.fold()
+                if len(w.durations.pending) >= fold_at:
+                    w.durations.fold()
 
-        return observe
+        return count
 
     # -- the store's counts (gauges)
 

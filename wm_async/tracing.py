@@ -152,7 +152,8 @@ def _span_key(trace: Any) -> str:
     reads)."""
     from opentelemetry.context import Context
 
-    return next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+    key: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+    return key
 
 
 def _outcome(span: Any, result: object, status: Any, code: Any) -> None:

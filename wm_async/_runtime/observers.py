@@ -3,16 +3,16 @@ worker call, listeners of every state transition (as :class:`WorkEvent` values),
 propagators that store headers with every work enqueued. The DEBUG transition log is
 one of the listeners.
 
-With nothing registered (and the transition log off), publishing pays one attribute
-check per batch of records and a run one tuple check: no event is built.
+With nothing registered (and the transition log off), publishing pays two attribute
+checks per batch of records and a run one tuple check: no event is built.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._core.data import FrozenData
 from .._core.event import Listener, Propagator, Seen, WorkEvent
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from .._core.data import Data
     from .._core.record import WorkRecord
     from .executor import Middleware
+
+#: What ``Observers.batch_listeners`` holds: called with each batch of records published
+#: and whether they were written by another process.
+BatchListener: TypeAlias = "Callable[[Sequence[WorkRecord], bool], None]"
 
 #: The DEBUG transition log (one line per state change).
 transitions_log = logging.getLogger("wm_async.transitions")
@@ -62,11 +66,14 @@ def log_event(event: WorkEvent) -> None:
 class Observers:
     """The middleware, listeners and propagators of one manager (shared by its starts)."""
 
-    __slots__ = ("_seen", "listeners", "middleware", "propagators")
+    __slots__ = ("_seen", "batch_listeners", "listeners", "middleware", "propagators")
 
     def __init__(self) -> None:
         #: Called with every event, in registration order.
         self.listeners: list[Listener] = []
+        #: Called with every batch of records published, and whether they are external
+        #: (wm_async's own metrics: no event per transition; each keeps what it saw).
+        self.batch_listeners: list[BatchListener] = []
         #: Around every worker call, outermost first (a tuple: runs read it unlocked).
         self.middleware: tuple[Middleware, ...] = ()
         #: Fill the headers stored with each work enqueued.
@@ -78,7 +85,7 @@ class Observers:
     def __repr__(self) -> str:
         return (
             f"Observers(listeners={len(self.listeners)}, middleware={len(self.middleware)}, "
-            f"propagators={len(self.propagators)})"
+            f"propagators={len(self.propagators)}, batch_listeners={len(self.batch_listeners)})"
         )
 
     def headers(self) -> Data | None:
@@ -98,6 +105,14 @@ class Observers:
         if not carrier:
             return None
         return FrozenData({str(k): str(v) for k, v in carrier.items()})
+
+    def emit_batch(self, records: Sequence[WorkRecord], *, external: bool = False) -> None:
+        """``records`` (as :meth:`emit` takes them) to every batch listener."""
+        for listener in self.batch_listeners:
+            try:
+                listener(records, external)
+            except Exception:
+                logger.exception("batch listener %r failed", listener)
 
     def emit(self, records: Sequence[WorkRecord], *, external: bool = False) -> None:
         """The events of ``records`` (just written, or read as written elsewhere when
