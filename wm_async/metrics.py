@@ -39,7 +39,6 @@ this module is.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import bisect
 import itertools
@@ -51,7 +50,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._api.manager import WorkManager
 from ._core.errors import InvalidRequestError, WorkManagerError
-from ._core.event import Seen, WorkEvent
+from ._core.event import WorkEvent
 from ._core.model import StopReason, WorkState
 from ._runtime.observers import SEEN_MAX
 from ._runtime.services import RunState
@@ -94,7 +93,8 @@ _FOLD_AT = 4096
 
 class _Histogram:
     """One worker's observations: cumulative counts per bucket, their number and sum,
-    plus the values observed since the last fold. Observing appends a float; every
+    plus the values observed since the last fold. Observing appends a float to a list
+    (an ``array``'s append parses its argument: twice the cost); every
     ``_FOLD_AT`` values are sorted (C speed) and counted into the buckets, one bisection
     per bound."""
 
@@ -105,14 +105,14 @@ class _Histogram:
         self.counts = [0] * len(bounds)  # values <= each bound (cumulative)
         self.count = 0
         self.sum = 0.0
-        self.pending = array.array("d")
+        self.pending: list[float] = []
 
     def fold(self) -> None:
         """Count the pending values into the buckets."""
         self.counts, self.count, self.sum = self._folded(self.pending)
-        self.pending = array.array("d")
+        self.pending = []
 
-    def _folded(self, pending: array.array[float]) -> tuple[list[int], int, float]:
+    def _folded(self, pending: list[float]) -> tuple[list[int], int, float]:
         values = sorted(pending)
         counts = [
             n + bisect.bisect_right(values, b)
@@ -125,7 +125,7 @@ class _Histogram:
     def snapshot(self) -> tuple[list[tuple[str, float]], float]:
         """The buckets (``le``, cumulative count; ``+Inf`` last) and the sum, without
         changing anything (a scrape may come from another thread)."""
-        counts, count, sum_ = self._folded(array.array("d", self.pending))
+        counts, count, sum_ = self._folded(self.pending.copy())
         buckets = [(repr(b), float(n)) for b, n in zip(self.bounds, counts, strict=True)]
         buckets.append(("+Inf", float(count)))
         return buckets, sum_
@@ -207,10 +207,9 @@ class WorkMetrics:
         timeouts, rescues = self._timeouts, self._rescues
         durations, lateness, bounds = self._durations, self._lateness, self._bounds
         running, enqueued, blocked = _RUNNING, _ENQUEUED, WorkState.BLOCKED
-        succeeded, failed, cancelled = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
         fold_at, seen_max = _FOLD_AT, SEEN_MAX
-        seen: dict[str, Seen] = {}
+        seen: dict[str, int] = {}
         per_worker: dict[str, _Worker] = {}
 
         def worker_of(worker: str) -> _Worker:
@@ -226,22 +225,31 @@ class WorkMetrics:
             name: str | None = None
             w = cast("_Worker", None)  # (set with name, before its first use)
             for record in records:
-                state, attempts, key = record.state, record.run_attempt_count, record.id
-                if state is succeeded or state is failed or state is cancelled:
+                # What was last seen of each unfinished work, as an int (attempts * 4 +
+                # 0 ENQUEUED, 1 RUNNING, 2 BLOCKED): no allocation the garbage collector
+                # would count, nor traverse while the work waits.
+                state, key = record.state, record.id
+                if state is running:
+                    code = record.run_attempt_count * 4 + 1
+                elif state is enqueued:
+                    code = record.run_attempt_count * 4
+                elif state is blocked:
+                    code = record.run_attempt_count * 4 + 2
+                else:
+                    code = -1  # finished: forgotten
+                if code < 0:
                     before = seen_pop(key, None)
                 else:
                     before = seen_get(key)
-                    seen[key] = (state, attempts)
-                    if before is None and len(seen) > seen_max:
-                        del seen[next(iter(seen))]  # the work seen first
-                if before is None:
-                    was = None
-                else:
-                    was = before[0]
-                    if was is state and before[1] == attempts:
+                    seen[key] = code
+                    if before is None:
+                        if len(seen) > seen_max:
+                            del seen[next(iter(seen))]  # the work seen first
+                    elif before == code:
                         continue  # a progress report, or a record published again
                 if external:
                     continue  # the writing process counts it (seen here all the same)
+                was = -1 if before is None else before & 3  # (-1: not seen; 1: RUNNING)
                 worker = record.worker
                 if worker is not name:
                     w = per_worker.get(worker) or worker_of(worker)
@@ -256,16 +264,16 @@ class WorkMetrics:
                         # (below 0, from a stepped clock, counts as 0)
                         w.lateness.pending.append(started - due)
                     continue
-                if was is running:
+                if was == 1:
                     started = record.started_at
                     end = record.last_enqueue_time if state is enqueued else record.finished_at
                     if started is not None and end is not None:
                         w.durations.pending.append(end - started)
-                elif was is not None or state is blocked:
+                elif was >= 0 or state is blocked:
                     continue
                 reason = record.stop_reason
                 if reason is not_stopped:
-                    if was is running and state is enqueued and attempts > 0:
+                    if was == 1 and state is enqueued and record.run_attempt_count > 0:
                         retries[worker] = retries.get(worker, 0) + 1
                 elif reason is timeout:
                     timeouts[worker] = timeouts.get(worker, 0) + 1
