@@ -207,6 +207,7 @@ class WorkMetrics:
         timeouts, rescues = self._timeouts, self._rescues
         durations, lateness, bounds = self._durations, self._lateness, self._bounds
         running, enqueued, blocked = _RUNNING, _ENQUEUED, WorkState.BLOCKED
+        running_name = running.value
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
         fold_at, seen_max = _FOLD_AT, SEEN_MAX
         seen: dict[str, int] = {}
@@ -220,18 +221,60 @@ class WorkMetrics:
             )
             return found
 
+        def see(records: Sequence[WorkRecord]) -> None:
+            # Records another process wrote (that process counts them): remembered only.
+            for record in records:
+                state, key = record.state, record.id
+                if state is running:
+                    seen[key] = record.run_attempt_count * 4 + 1
+                elif state is enqueued:
+                    seen[key] = record.run_attempt_count * 4
+                elif state is blocked:
+                    seen[key] = record.run_attempt_count * 4 + 2
+                else:
+                    seen.pop(key, None)
+
         def count(records: Sequence[WorkRecord], external: bool) -> None:
+            if external:
+                see(records)
+            else:
+                count_own(records)
+            while len(seen) > seen_max:
+                del seen[next(iter(seen))]  # the work seen first
+            for w in per_worker.values():  # (a handful of workers; once per batch)
+                if len(w.lateness.pending) >= fold_at:
+                    w.lateness.fold()
+                if len(w.durations.pending) >= fold_at:
+                    w.durations.fold()
+
+        def count_own(records: Sequence[WorkRecord]) -> None:
+            # What was last seen of each unfinished work is an int (attempts * 4 + 0
+            # ENQUEUED, 1 RUNNING, 2 BLOCKED): no allocation the garbage collector would
+            # count, nor traverse while the work waits. A claim (the most frequent
+            # transition with a work's end) takes the shortest path.
             seen_get, seen_pop = seen.get, seen.pop
             name: str | None = None
             w = cast("_Worker", None)  # (set with name, before its first use)
             for record in records:
-                # What was last seen of each unfinished work, as an int (attempts * 4 +
-                # 0 ENQUEUED, 1 RUNNING, 2 BLOCKED): no allocation the garbage collector
-                # would count, nor traverse while the work waits.
                 state, key = record.state, record.id
                 if state is running:
                     code = record.run_attempt_count * 4 + 1
-                elif state is enqueued:
+                    if seen_get(key) == code:
+                        continue  # a progress report, or a record published again
+                    seen[key] = code
+                    worker = record.worker
+                    if worker is not name:
+                        w = per_worker.get(worker) or worker_of(worker)
+                        name = worker
+                    counts = w.counts
+                    counts[running_name] = counts.get(running_name, 0) + 1
+                    due = record.next_run_at  # the due time it was claimed at
+                    started = record.started_at
+                    if due is not None and started is not None:
+                        # (below 0, from a stepped clock, counts as 0)
+                        w.lateness.pending.append(started - due)
+                    continue
+                if state is enqueued:
                     code = record.run_attempt_count * 4
                 elif state is blocked:
                     code = record.run_attempt_count * 4 + 2
@@ -241,15 +284,9 @@ class WorkMetrics:
                     before = seen_pop(key, None)
                 else:
                     before = seen_get(key)
+                    if before == code:
+                        continue  # published again
                     seen[key] = code
-                    if before is None:
-                        if len(seen) > seen_max:
-                            del seen[next(iter(seen))]  # the work seen first
-                    elif before == code:
-                        continue  # a progress report, or a record published again
-                if external:
-                    continue  # the writing process counts it (seen here all the same)
-                was = -1 if before is None else before & 3  # (-1: not seen; 1: RUNNING)
                 worker = record.worker
                 if worker is not name:
                     w = per_worker.get(worker) or worker_of(worker)
@@ -257,13 +294,7 @@ class WorkMetrics:
                 counts = w.counts
                 value = state._value_
                 counts[value] = counts.get(value, 0) + 1
-                if state is running:
-                    due = record.next_run_at  # the due time it was claimed at
-                    started = record.started_at
-                    if due is not None and started is not None:
-                        # (below 0, from a stepped clock, counts as 0)
-                        w.lateness.pending.append(started - due)
-                    continue
+                was = -1 if before is None else before & 3  # (-1: not seen; 1: RUNNING)
                 if was == 1:
                     started = record.started_at
                     end = record.last_enqueue_time if state is enqueued else record.finished_at
@@ -279,11 +310,6 @@ class WorkMetrics:
                     timeouts[worker] = timeouts.get(worker, 0) + 1
                 elif reason is unknown and state is enqueued:
                     rescues[worker] = rescues.get(worker, 0) + 1
-            for w in per_worker.values():  # (a handful of workers; once per batch)
-                if len(w.lateness.pending) >= fold_at:
-                    w.lateness.fold()
-                if len(w.durations.pending) >= fold_at:
-                    w.durations.fold()
 
         return count
 
