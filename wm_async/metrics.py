@@ -1,4 +1,5 @@
-"""Prometheus metrics for a :class:`~wm_async.WorkManager`, built on its event listeners.
+"""Prometheus metrics for a :class:`~wm_async.WorkManager`, counted from the records it
+publishes.
 
 ::
 
