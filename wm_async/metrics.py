@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._api.manager import WorkManager
 from ._core.errors import InvalidRequestError, WorkManagerError
 from ._core.event import WorkEvent
+from ._core.event import seen as seen_code
 from ._core.model import StopReason, WorkState
 from ._runtime.observers import SEEN_MAX
 from ._runtime.services import RunState
@@ -225,15 +226,11 @@ class WorkMetrics:
         def see(records: Sequence[WorkRecord]) -> None:
             # Records another process wrote (that process counts them): remembered only.
             for record in records:
-                state, key = record.state, record.id
-                if state is running:
-                    seen[key] = record.run_attempt_count * 4 + 1
-                elif state is enqueued:
-                    seen[key] = record.run_attempt_count * 4
-                elif state is blocked:
-                    seen[key] = record.run_attempt_count * 4 + 2
+                code = seen_code(record.state, record.run_attempt_count)
+                if code is None:
+                    seen.pop(record.id, None)
                 else:
-                    seen.pop(key, None)
+                    seen[record.id] = code
 
         def count(records: Sequence[WorkRecord], external: bool) -> None:
             if external:

@@ -18,14 +18,14 @@ from .._core.data import FrozenData
 from .._core.event import Listener, Propagator, Seen, WorkEvent
 from .._core.model import StopReason, WorkState
 
-_SUCCEEDED, _FAILED, _CANCELLED = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
+_RUNNING, _ENQUEUED, _BLOCKED = WorkState.RUNNING, WorkState.ENQUEUED, WorkState.BLOCKED
 _tuple_new = tuple.__new__
 #: The context of the thread a call came from, when it is not the enqueuing task's own
 #: (a SyncClient's calls run in its loop thread): propagators run in it.
 CALLER_CONTEXT: contextvars.ContextVar[contextvars.Context | None] = contextvars.ContextVar(
     "wm_async_caller_context", default=None
 )
-#: How many unfinished works the "before" of events is remembered for (about 150 bytes
+#: How many unfinished works the "before" of events is remembered for (about 100 bytes
 #: each): past it, the work seen first is forgotten (its next event has no
 #: ``from_state``). Bounds a producer that enqueues works it never sees finish.
 SEEN_MAX = 100_000
@@ -78,7 +78,7 @@ class Observers:
         self.middleware: tuple[Middleware, ...] = ()
         #: Fill the headers stored with each work enqueued.
         self.propagators: list[Propagator] = []
-        # (state, attempts, due time) last seen per unfinished work: the "before" of the
+        # (state, attempts) last seen per unfinished work, as an int: the "before" of the
         # next event (only unfinished works are remembered, so the map stays small).
         self._seen: dict[str, Seen] = {}
 
@@ -123,17 +123,26 @@ class Observers:
         seen = self._seen
         new, event_type = _tuple_new, WorkEvent
         for r in records:
-            state, attempts, key = r.state, r.run_attempt_count, r.id
-            # (Identity tests: an enum's hash is Python code.)
-            if state is _SUCCEEDED or state is _FAILED or state is _CANCELLED:
+            # (Identity tests: an enum's hash is Python code. What is seen of a work is
+            # an int, see WorkEvent's Seen: no allocation the collector tracks.)
+            state, key = r.state, r.id
+            if state is _RUNNING:
+                code = r.run_attempt_count * 4 + 1
+            elif state is _ENQUEUED:
+                code = r.run_attempt_count * 4
+            elif state is _BLOCKED:
+                code = r.run_attempt_count * 4 + 2
+            else:
+                code = -1  # finished: forgotten
+            if code < 0:
                 before = seen.pop(key, None)
             else:
                 before = seen.get(key)
-                seen[key] = (state, attempts)
+                if before == code:
+                    continue  # a progress report, or a record published again
+                seen[key] = code
                 if before is None and len(seen) > SEEN_MAX:
                     del seen[next(iter(seen))]  # the work seen first
-            if before is not None and before[0] is state and before[1] == attempts:
-                continue  # a progress report, or a record published again
             event = new(event_type, (r, before, external))  # WorkEvent(r, before, external)
             if log:
                 log_event(event)
