@@ -209,7 +209,9 @@ class WorkMetrics:
         timeouts, rescues = self._timeouts, self._rescues
         durations, lateness, bounds = self._durations, self._lateness, self._bounds
         running, enqueued, blocked = _RUNNING, _ENQUEUED, WorkState.BLOCKED
-        running_name = running.value
+        succeeded = WorkState.SUCCEEDED
+        running_name, enqueued_name = running.value, enqueued.value
+        succeeded_name = succeeded.value
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
         fold_at, seen_max = _FOLD_AT, SEEN_MAX
         seen: dict[str, int] = {}
@@ -248,8 +250,8 @@ class WorkMetrics:
         def count_own(records: Sequence[WorkRecord]) -> None:
             # What was last seen of each unfinished work is an int (attempts * 4 + 0
             # ENQUEUED, 1 RUNNING, 2 BLOCKED): no allocation the garbage collector would
-            # count, nor traverse while the work waits. A claim (the most frequent
-            # transition with a work's end) takes the shortest path.
+            # count, nor traverse while the work waits. The transitions of most works (a
+            # new enqueue, a claim, a success) take the shortest paths.
             seen_get, seen_pop = seen.get, seen.pop
             name: str | None = None
             w = cast("_Worker", None)  # (set with name, before its first use)
@@ -272,19 +274,46 @@ class WorkMetrics:
                         # (below 0, from a stepped clock, counts as 0)
                         w.lateness.pending.append(started - due)
                     continue
-                if state is enqueued:
-                    code = record.run_attempt_count * 4
-                elif state is blocked:
-                    code = record.run_attempt_count * 4 + 2
-                else:
-                    code = -1  # finished: forgotten
-                if code < 0:
+                if state is succeeded:  # (the end of most runs)
                     before = seen_pop(key, None)
-                else:
+                    if (
+                        before is not None
+                        and before & 3 == 1  # out of RUNNING
+                        and record.stop_reason is not_stopped
+                    ):
+                        worker = record.worker
+                        if worker is not name:
+                            w = per_worker.get(worker) or worker_of(worker)
+                            name = worker
+                        counts = w.counts
+                        counts[succeeded_name] = counts.get(succeeded_name, 0) + 1
+                        started, end = record.started_at, record.finished_at
+                        if started is not None and end is not None:
+                            w.durations.pending.append(end - started)
+                        continue
+                elif state is enqueued:
+                    code = record.run_attempt_count * 4
                     before = seen_get(key)
                     if before == code:
                         continue  # published again
                     seen[key] = code
+                    if before is None and record.stop_reason is not_stopped:
+                        # enqueued (or seen here first): a count, nothing else
+                        worker = record.worker
+                        if worker is not name:
+                            w = per_worker.get(worker) or worker_of(worker)
+                            name = worker
+                        counts = w.counts
+                        counts[enqueued_name] = counts.get(enqueued_name, 0) + 1
+                        continue
+                elif state is blocked:
+                    code = record.run_attempt_count * 4 + 2
+                    before = seen_get(key)
+                    if before == code:
+                        continue  # published again
+                    seen[key] = code
+                else:  # finished: forgotten
+                    before = seen_pop(key, None)
                 worker = record.worker
                 if worker is not name:
                     w = per_worker.get(worker) or worker_of(worker)
