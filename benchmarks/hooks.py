@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONFIGS = ("baseline", "none", "listener", "middleware", "metrics", "tracing")
+CONFIGS = ("baseline", "none", "listener", "middleware", "imported", "metrics", "tracing")
 
 
 async def _drain(n: int, store: str, config: str) -> tuple[float, float]:
@@ -44,6 +44,10 @@ async def _drain(n: int, store: str, config: str) -> tuple[float, float]:
             return await call_next()
 
         manager.add_middleware(through)
+    elif config == "imported":
+        # prometheus_client imported, nothing registered: what its objects alone cost
+        # the garbage collector (whose full collections traverse them).
+        import prometheus_client  # noqa: F401
     elif config == "metrics":
         from prometheus_client import CollectorRegistry
 
@@ -158,6 +162,7 @@ def main() -> None:
         "none": "no hooks",
         "listener": "a no-op listener",
         "middleware": "a pass-through middleware",
+        "imported": "prometheus_client imported",
         "metrics": "metrics (prometheus)",
         "tracing": "tracing (no-op provider)",
     }

@@ -99,6 +99,45 @@ async def test_metrics_count_what_the_runs_did(
     assert _get(samples, "wm_async_works", worker="stuck", state="FAILED") == 1
 
 
+async def test_progress_is_not_a_transition_and_every_run_of_a_burst_is_counted(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    # Metrics count the batches of records the manager publishes: a progress report (a
+    # RUNNING record published again) is no transition; the works of one big enqueue
+    # and their runs are all counted, past the histograms' internal batching.
+    manager = make_manager(max_concurrency=500)
+    instrument(manager)
+
+    @manager.worker("reports")
+    async def reports(ctx: wm.WorkContext) -> None:
+        await ctx.set_progress({"half": True})
+        await ctx.set_progress({"half": False})
+
+    @manager.worker("quick")
+    async def quick(ctx: wm.WorkContext) -> None:
+        return None
+
+    reporting = wm.OneTimeWorkRequest("reports")
+    burst = [wm.OneTimeWorkRequest("quick") for _ in range(5000)]
+    async with manager:
+        await manager.enqueue(reporting, *burst)
+        await clock.advance(0)
+        await manager.wait(reporting.id)
+        for request in burst:
+            await manager.wait(request.id)
+        body, _ = await exposition(manager)
+
+    samples = _samples(body)
+    transitions = "wm_async_transitions_total"
+    for state in ("ENQUEUED", "RUNNING", "SUCCEEDED"):
+        assert _get(samples, transitions, worker="reports", state=state) == 1
+        assert _get(samples, transitions, worker="quick", state=state) == 5000
+    duration = "wm_async_run_duration_seconds"
+    assert _get(samples, duration + "_count", worker="quick") == 5000
+    assert _get(samples, duration + "_bucket", worker="quick", le="0.005") == 5000
+    assert _get(samples, "wm_async_start_lateness_seconds_count", worker="quick") == 5000
+
+
 async def test_works_by_state_count_every_process_and_rescues_are_counted(
     store_url: str, clock: VirtualClock
 ) -> None:

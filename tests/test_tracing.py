@@ -147,6 +147,63 @@ async def test_outcomes_failures_and_retries(
     assert (stop.attributes or {})["wm_async.stop_reason"] == "CANCELLED_BY_APP"
 
 
+async def test_an_exception_retry_on_retries_is_a_retry_not_an_error(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    provider, exporter = _provider()
+    manager = make_manager()
+    instrument(manager, tracer_provider=provider)
+
+    @manager.worker("flaky", retry_on=ConnectionError)
+    async def flaky(ctx: wm.WorkContext) -> None:
+        if ctx.run_attempt_count == 0:
+            raise ConnectionError("down")
+
+    request = wm.OneTimeWorkRequest("flaky", backoff=wm.Backoff(delay=1))
+    async with manager:
+        await manager.enqueue(request)
+        await clock.advance(0)
+        await clock.advance(1)
+        info = await manager.wait(request.id)
+    assert info.state is wm.WorkState.SUCCEEDED
+    first, second = sorted(_runs(exporter), key=lambda s: s.start_time or 0)
+    assert (first.attributes or {})["wm_async.outcome"] == "retry"
+    assert first.status.status_code is StatusCode.UNSET
+    assert [e.name for e in first.events] == ["exception"]  # still recorded
+    assert (second.attributes or {})["wm_async.outcome"] == "success"
+
+
+async def test_a_no_op_provider_still_carries_the_enqueue_context_to_the_run(
+    make_manager: MakeManager, clock: VirtualClock
+) -> None:
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    manager = make_manager()
+    instrument(manager, tracer_provider=trace.NoOpTracerProvider())
+    seen: list[object] = []
+
+    @manager.worker("job")
+    async def job(ctx: wm.WorkContext) -> None:
+        seen.append(baggage.get_baggage("tenant"))
+        seen.append(trace.get_current_span().get_span_context().is_valid)
+
+    with_baggage = wm.OneTimeWorkRequest("job")
+    without = wm.OneTimeWorkRequest("job")
+    async with manager:
+        token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            await manager.enqueue(with_baggage)
+        finally:
+            otel_context.detach(token)
+        await clock.advance(0)
+        await manager.wait(with_baggage.id)
+        await manager.enqueue(without)
+        await clock.advance(0)
+        await manager.wait(without.id)
+    assert seen == ["acme", False, None, False]
+
+
 PRODUCER = textwrap.dedent(
     """
     import sys

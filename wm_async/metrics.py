@@ -1,4 +1,5 @@
-"""Prometheus metrics for a :class:`~wm_async.WorkManager`, built on its event listeners.
+"""Prometheus metrics for a :class:`~wm_async.WorkManager`, counted from the records it
+publishes.
 
 ::
 
@@ -30,15 +31,15 @@ The metrics (``worker`` and ``state`` labels):
 Every process counts what it writes (the transitions another process wrote are that
 process's to count), so the counters of several processes add up in Prometheus.
 
-Counting costs a few dictionary updates per transition, in plain Python structures; the
-Prometheus families are built only when scraped. This module needs prometheus_client
+Counting costs a few dictionary updates per transition, in plain Python structures,
+done over each batch of records the manager publishes (no event built, no call per
+transition); the Prometheus families are built only when scraped. This module needs prometheus_client
 (``pip install 'wm_async[metrics]'``), imported when the metrics are created, not when
 this module is.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import bisect
 import itertools
@@ -46,17 +47,21 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._api.manager import WorkManager
 from ._core.errors import InvalidRequestError, WorkManagerError
 from ._core.event import WorkEvent
+from ._core.event import seen as seen_code
 from ._core.model import StopReason, WorkState
+from ._runtime.observers import SEEN_MAX
 from ._runtime.services import RunState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
+
+    from ._core.record import WorkRecord
 
 __all__ = (
     "DEFAULT_BUCKETS",
@@ -90,7 +95,8 @@ _FOLD_AT = 4096
 
 class _Histogram:
     """One worker's observations: cumulative counts per bucket, their number and sum,
-    plus the values observed since the last fold. Observing appends a float; every
+    plus the values observed since the last fold. Observing appends a float to a list
+    (an ``array``'s append parses its argument: twice the cost); every
     ``_FOLD_AT`` values are sorted (C speed) and counted into the buckets, one bisection
     per bound."""
 
@@ -101,14 +107,14 @@ class _Histogram:
         self.counts = [0] * len(bounds)  # values <= each bound (cumulative)
         self.count = 0
         self.sum = 0.0
-        self.pending = array.array("d")
+        self.pending: list[float] = []
 
     def fold(self) -> None:
         """Count the pending values into the buckets."""
         self.counts, self.count, self.sum = self._folded(self.pending)
-        self.pending = array.array("d")
+        self.pending = []
 
-    def _folded(self, pending: array.array[float]) -> tuple[list[int], int, float]:
+    def _folded(self, pending: list[float]) -> tuple[list[int], int, float]:
         values = sorted(pending)
         counts = [
             n + bisect.bisect_right(values, b)
@@ -121,7 +127,7 @@ class _Histogram:
     def snapshot(self) -> tuple[list[tuple[str, float]], float]:
         """The buckets (``le``, cumulative count; ``+Inf`` last) and the sum, without
         changing anything (a scrape may come from another thread)."""
-        counts, count, sum_ = self._folded(array.array("d", self.pending))
+        counts, count, sum_ = self._folded(self.pending.copy())
         buckets = [(repr(b), float(n)) for b, n in zip(self.bounds, counts, strict=True)]
         buckets.append(("+Inf", float(count)))
         return buckets, sum_
@@ -139,8 +145,8 @@ class _Worker:
 
 
 class WorkMetrics:
-    """The metrics of one manager: a listener counting its events, and a Prometheus
-    collector registered in ``registry`` (see :func:`instrument`).
+    """The metrics of one manager: a batch listener counting its transitions, and a
+    Prometheus collector registered in ``registry`` (see :func:`instrument`).
 
     :ivar registry: the Prometheus registry it is registered in
     """
@@ -175,32 +181,40 @@ class WorkMetrics:
         self.registry: CollectorRegistry = (
             CollectorRegistry(auto_describe=True) if registry is None else registry
         )
-        self._observe = self._observer()
+        self._count = self._counter()
         self.registry.register(self)
-        manager.add_listener(self._observe)
+        manager._services.observers.batch_listeners.append(self._count)
 
     def __repr__(self) -> str:
         total = sum(n for counts in self._transitions.values() for n in counts.values())
         return f"WorkMetrics(transitions={total})"
 
-    # -- counting (a listener: runs in the event loop, for every transition)
+    # -- counting (a batch listener: runs in the event loop, for every batch of records
+    # the manager publishes)
 
     def observe(self, event: WorkEvent) -> None:
-        """Count ``event`` (the manager calls this for every transition)."""
-        self._observe(event)
+        """Count the transition of ``event``'s record, as the manager's are counted (the
+        state before is the one these metrics last saw of the work)."""
+        record, _, external = event
+        self._count([record], external)
 
-    def _observer(self) -> Callable[[WorkEvent], None]:
-        # One closure over the counters: this runs for every transition, and local names
-        # are read faster than attributes. The event's parts are unpacked rather than
-        # read through its properties, and keys hold the state's value (an enum's hash
-        # is Python code).
+    def _counter(self) -> Callable[[Sequence[WorkRecord], bool], None]:
+        # One closure over the counters, called with each batch of records published:
+        # no event per transition, no call per record; local names are read faster than
+        # attributes. The counters keep their own "before" of each unfinished work (the
+        # events' seen map, which exists only while an event listener does). States are
+        # compared by identity and keys hold the state's value (an enum's hash is Python
+        # code).
         transitions, retries = self._transitions, self._retries
         timeouts, rescues = self._timeouts, self._rescues
         durations, lateness, bounds = self._durations, self._lateness, self._bounds
         running, enqueued, blocked = _RUNNING, _ENQUEUED, WorkState.BLOCKED
+        succeeded = WorkState.SUCCEEDED
+        running_name, enqueued_name = running.value, enqueued.value
+        succeeded_name = succeeded.value
         not_stopped, timeout, unknown = _NOT_STOPPED, _TIMEOUT, _UNKNOWN
-        fold_at = _FOLD_AT
-
+        fold_at, seen_max = _FOLD_AT, SEEN_MAX
+        seen: dict[str, int] = {}
         per_worker: dict[str, _Worker] = {}
 
         def worker_of(worker: str) -> _Worker:
@@ -211,45 +225,120 @@ class WorkMetrics:
             )
             return found
 
-        def observe(event: WorkEvent) -> None:
-            record, before, external = event
-            if external:
-                return  # the writing process counts it
-            worker = record.worker
-            w = per_worker.get(worker) or worker_of(worker)
-            state = record.state
-            counts = w.counts
-            name = state._value_
-            counts[name] = counts.get(name, 0) + 1
-            if state is running:
-                due = record.next_run_at  # the due time it was claimed at
-                if due is not None:
-                    pending = w.lateness.pending
-                    pending.append(record.started_at - due)  # (below 0 counts as 0)
-                    if len(pending) >= fold_at:
-                        w.lateness.fold()
-                return
-            was = None if before is None else before[0]
-            if was is running:
-                started = record.started_at
-                end = record.last_enqueue_time if state is enqueued else record.finished_at
-                if started is not None and end is not None:
-                    pending = w.durations.pending
-                    pending.append(end - started)
-                    if len(pending) >= fold_at:
-                        w.durations.fold()
-            elif was is not None or state is blocked:
-                return
-            reason = record.stop_reason
-            if reason is not_stopped:
-                if was is running and state is enqueued and record.run_attempt_count > 0:
-                    retries[worker] = retries.get(worker, 0) + 1
-            elif reason is timeout:
-                timeouts[worker] = timeouts.get(worker, 0) + 1
-            elif reason is unknown and state is enqueued:
-                rescues[worker] = rescues.get(worker, 0) + 1
+        def see(records: Sequence[WorkRecord]) -> None:
+            # Records another process wrote (that process counts them): remembered only.
+            for record in records:
+                code = seen_code(record.state, record.run_attempt_count)
+                if code is None:
+                    seen.pop(record.id, None)
+                else:
+                    seen[record.id] = code
 
-        return observe
+        def count(records: Sequence[WorkRecord], external: bool) -> None:
+            if external:
+                see(records)
+            else:
+                count_own(records)
+            while len(seen) > seen_max:
+                del seen[next(iter(seen))]  # the work seen first
+            for w in per_worker.values():  # (a handful of workers; once per batch)
+                if len(w.lateness.pending) >= fold_at:
+                    w.lateness.fold()
+                if len(w.durations.pending) >= fold_at:
+                    w.durations.fold()
+
+        def count_own(records: Sequence[WorkRecord]) -> None:
+            # What was last seen of each unfinished work is an int (attempts * 4 + 0
+            # ENQUEUED, 1 RUNNING, 2 BLOCKED): no allocation the garbage collector would
+            # count, nor traverse while the work waits. The transitions of most works (a
+            # new enqueue, a claim, a success) take the shortest paths.
+            seen_get, seen_pop = seen.get, seen.pop
+            name: str | None = None
+            w = cast("_Worker", None)  # (set with name, before its first use)
+            for record in records:
+                state, key = record.state, record.id
+                if state is running:
+                    code = record.run_attempt_count * 4 + 1
+                    if seen_get(key) == code:
+                        continue  # a progress report, or a record published again
+                    seen[key] = code
+                    worker = record.worker
+                    if worker is not name:
+                        w = per_worker.get(worker) or worker_of(worker)
+                        name = worker
+                    counts = w.counts
+                    counts[running_name] = counts.get(running_name, 0) + 1
+                    due = record.next_run_at  # the due time it was claimed at
+                    started = record.started_at
+                    if due is not None and started is not None:
+                        # (below 0, from a stepped clock, counts as 0)
+                        w.lateness.pending.append(started - due)
+                    continue
+                if state is succeeded:  # (the end of most runs)
+                    before = seen_pop(key, None)
+                    if (
+                        before is not None
+                        and before & 3 == 1  # out of RUNNING
+                        and record.stop_reason is not_stopped
+                    ):
+                        worker = record.worker
+                        if worker is not name:
+                            w = per_worker.get(worker) or worker_of(worker)
+                            name = worker
+                        counts = w.counts
+                        counts[succeeded_name] = counts.get(succeeded_name, 0) + 1
+                        started, end = record.started_at, record.finished_at
+                        if started is not None and end is not None:
+                            w.durations.pending.append(end - started)
+                        continue
+                elif state is enqueued:
+                    code = record.run_attempt_count * 4
+                    before = seen_get(key)
+                    if before == code:
+                        continue  # published again
+                    seen[key] = code
+                    if before is None and record.stop_reason is not_stopped:
+                        # enqueued (or seen here first): a count, nothing else
+                        worker = record.worker
+                        if worker is not name:
+                            w = per_worker.get(worker) or worker_of(worker)
+                            name = worker
+                        counts = w.counts
+                        counts[enqueued_name] = counts.get(enqueued_name, 0) + 1
+                        continue
+                elif state is blocked:
+                    code = record.run_attempt_count * 4 + 2
+                    before = seen_get(key)
+                    if before == code:
+                        continue  # published again
+                    seen[key] = code
+                else:  # finished: forgotten
+                    before = seen_pop(key, None)
+                worker = record.worker
+                if worker is not name:
+                    w = per_worker.get(worker) or worker_of(worker)
+                    name = worker
+                counts = w.counts
+                value = state._value_
+                counts[value] = counts.get(value, 0) + 1
+                was = -1 if before is None else before & 3  # (-1: not seen; 1: RUNNING)
+                if was == 1:
+                    started = record.started_at
+                    end = record.last_enqueue_time if state is enqueued else record.finished_at
+                    if started is not None and end is not None:
+                        w.durations.pending.append(end - started)
+                elif was >= 0 or state is blocked:
+                    continue
+                reason = record.stop_reason
+                if reason is not_stopped:
+                    if was == 1 and state is enqueued and record.run_attempt_count > 0:
+                        retries[worker] = retries.get(worker, 0) + 1
+                elif reason is timeout:
+                    timeouts[worker] = timeouts.get(worker, 0) + 1
+                elif reason is unknown and state is enqueued:
+                    rescues[worker] = rescues.get(worker, 0) + 1
+
+        return count
 
     # -- the store's counts (gauges)
 

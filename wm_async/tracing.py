@@ -20,8 +20,10 @@ a worker process). Both processes call :func:`instrument`.
 Attributes: ``wm_async.work.id``, ``wm_async.worker``, ``wm_async.attempt`` (1 on the
 first run), ``wm_async.tags`` (sorted), ``wm_async.outcome`` (``success``, ``failure``,
 ``retry``, ``exception``, ``stopped``) and, for a stopped run, ``wm_async.stop_reason``.
-A run whose worker raised records the exception and has the status ERROR; so does a
-``Result.failure()``.
+A run whose worker raised records the exception and has the status ERROR (unless the
+worker's ``retry_on`` makes it a retry: outcome ``retry``, status unset); so does a
+``Result.failure()``. With a tracer provider that records nothing
+(``NoOpTracerProvider``), a run without stored headers costs one check.
 
 This module needs opentelemetry-api (``pip install 'wm_async[tracing]'``), imported
 when :func:`instrument` is called, not when this module is.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ._api.manager import WorkManager
 from ._core.errors import InvalidRequestError
 from ._core.model import Result, ResultKind
+from ._runtime.executor import retried_on
 
 if TYPE_CHECKING:
     from opentelemetry.propagators.textmap import TextMapPropagator
@@ -81,7 +84,13 @@ def instrument(
     extract = propagate.extract if propagator is None else propagator.extract
     set_span_in_context = trace.set_span_in_context
     attach, detach = otel_context.attach, otel_context.detach
+    get_current = otel_context.get_current
+    span_key = _span_key(trace)
     consumer = SpanKind.CONSUMER
+    # A tracer known to record nothing, ever (NoOpTracerProvider's): a run then only
+    # makes the trace context of its headers (baggage) current, as a recording one
+    # would; with no headers and no span current, there is nothing to do.
+    no_op = isinstance(tracer, trace.NoOpTracer)
     # asyncio's (the manager runs on asyncio): known without a running loop, so that
     # instrument() may be called where the manager is made, at import time.
     cancelled = asyncio.CancelledError
@@ -91,13 +100,16 @@ def instrument(
 
     async def trace_run(ctx: WorkContext, call_next: CallNext) -> Result | None:
         headers = ctx.headers
+        if no_op and not headers and get_current().get(span_key) is None:
+            return await call_next()  # (what the span would make current is this)
         parent = extract(headers) if headers else None
         # start_span and attach rather than start_as_current_span: a generator-based
         # context manager costs as much as the rest of a trivial run. The attributes are
         # set once the span is known to record (a span sampled out, or a no-op tracer,
         # skips building them; samplers do not see them).
         span = tracer.start_span("wm_async.run " + ctx.worker, context=parent, kind=consumer)
-        if span.is_recording():
+        recording = span.is_recording()
+        if recording:
             span.set_attributes(
                 {
                     "wm_async.work.id": str(ctx.id),
@@ -110,18 +122,21 @@ def instrument(
         try:
             result = await call_next()
         except cancelled:
-            if span.is_recording():
+            if recording:
                 span.set_attribute("wm_async.outcome", "stopped")
                 span.set_attribute("wm_async.stop_reason", ctx.stop_reason.value)
             raise
         except BaseException as exc:
-            if span.is_recording():
-                span.set_attribute("wm_async.outcome", "exception")
+            if recording:
                 span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                if retried_on(ctx, exc):  # the worker's retry_on: a retry, not an error
+                    span.set_attribute("wm_async.outcome", "retry")
+                else:
+                    span.set_attribute("wm_async.outcome", "exception")
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
         else:
-            if span.is_recording():
+            if recording:
                 _outcome(span, result, Status, StatusCode)
             return result
         finally:
@@ -130,6 +145,15 @@ def instrument(
 
     manager.add_propagator(propagate_context)
     manager.add_middleware(trace_run)
+
+
+def _span_key(trace: Any) -> str:
+    """The context key the current span is stored under (what ``get_current_span``
+    reads)."""
+    from opentelemetry.context import Context
+
+    key: str = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+    return key
 
 
 def _outcome(span: Any, result: object, status: Any, code: Any) -> None:

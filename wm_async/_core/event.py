@@ -13,8 +13,9 @@ if TYPE_CHECKING:
     from .record import WorkRecord
 
 
-#: The state and attempt count of a work as last seen (the "before" of an event).
-Seen: TypeAlias = tuple[WorkState, int]
+#: The state and attempt count of a work as last seen (the "before" of an event), as one
+#: int: ``attempts * 4`` plus 0 for ENQUEUED, 1 RUNNING, 2 BLOCKED (see :func:`seen`).
+Seen: TypeAlias = int
 
 _tuple_new = tuple.__new__
 
@@ -56,7 +57,7 @@ class WorkEvent(tuple[Any, ...]):
     # costs what a plain object's does, and nothing can change it.)
     def __new__(cls, record: WorkRecord, before: Seen | None, external: bool = False) -> Self:
         """The event of ``record`` just written (``before``: its state and attempt
-        count as last seen)."""
+        count as last seen, ``seen(state, attempts)``)."""
         return _tuple_new(cls, (record, before, external))
 
     def __repr__(self) -> str:
@@ -81,7 +82,7 @@ class WorkEvent(tuple[Any, ...]):
     def from_state(self) -> WorkState | None:
         """The state before (``None``: not seen here before)."""
         before = self[1]
-        return None if before is None else before[0]
+        return None if before is None else _SEEN_STATES[before & 3]
 
     @property
     def to_state(self) -> WorkState:
@@ -107,7 +108,7 @@ class WorkEvent(tuple[Any, ...]):
     def duration_seconds(self) -> float | None:
         """``duration`` in seconds (``None`` likewise)."""
         r, before = self[0], self[1]
-        if before is None or before[0] is not WorkState.RUNNING or r.started_at is None:
+        if before is None or before & 3 != 1 or r.started_at is None:  # (1: RUNNING)
             return None
         if r.state is WorkState.RUNNING:
             return None
@@ -170,7 +171,7 @@ class WorkEvent(tuple[Any, ...]):
         r = self[0]
         return (
             before is not None
-            and before[0] is WorkState.RUNNING
+            and before & 3 == 1  # RUNNING
             and r.state is WorkState.ENQUEUED
             and r.stop_reason is StopReason.NOT_STOPPED
             and r.run_attempt_count > 0
@@ -197,6 +198,19 @@ class WorkEvent(tuple[Any, ...]):
 
 
 _RUNNING, _ENQUEUED, _BLOCKED = WorkState.RUNNING, WorkState.ENQUEUED, WorkState.BLOCKED
+_SEEN_STATES = (_ENQUEUED, _RUNNING, _BLOCKED)
+
+
+def seen(state: WorkState, attempts: int) -> Seen | None:
+    """What is remembered of an unfinished work in ``state`` after ``attempts`` runs
+    (an int: nothing the garbage collector tracks); ``None`` for a finished one."""
+    if state is _RUNNING:
+        return attempts * 4 + 1
+    if state is _ENQUEUED:
+        return attempts * 4
+    if state is _BLOCKED:
+        return attempts * 4 + 2
+    return None
 
 
 def _timestamp(r: WorkRecord) -> float:

@@ -324,6 +324,13 @@ async def execute(
     return _outcome_of(record, result, max_data_bytes)
 
 
+def retried_on(ctx: WorkContext, exc: BaseException) -> bool:
+    """Whether the worker's ``retry_on`` turns ``exc``, raised by its run, into a retry
+    (what the run's outcome is then recorded as)."""
+    retry_on = ctx._handle.policy.retry_on
+    return bool(retry_on) and isinstance(exc, Exception) and isinstance(exc, retry_on)
+
+
 async def call_through(
     middleware: tuple[Middleware, ...],
     worker: Worker,

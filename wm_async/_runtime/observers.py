@@ -3,29 +3,29 @@ worker call, listeners of every state transition (as :class:`WorkEvent` values),
 propagators that store headers with every work enqueued. The DEBUG transition log is
 one of the listeners.
 
-With nothing registered (and the transition log off), publishing pays one attribute
-check per batch of records and a run one tuple check: no event is built.
+With nothing registered (and the transition log off), publishing pays two attribute
+checks per batch of records and a run one tuple check: no event is built.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._core.data import FrozenData
 from .._core.event import Listener, Propagator, Seen, WorkEvent
 from .._core.model import StopReason, WorkState
 
-_SUCCEEDED, _FAILED, _CANCELLED = WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED
+_RUNNING, _ENQUEUED, _BLOCKED = WorkState.RUNNING, WorkState.ENQUEUED, WorkState.BLOCKED
 _tuple_new = tuple.__new__
 #: The context of the thread a call came from, when it is not the enqueuing task's own
 #: (a SyncClient's calls run in its loop thread): propagators run in it.
 CALLER_CONTEXT: contextvars.ContextVar[contextvars.Context | None] = contextvars.ContextVar(
     "wm_async_caller_context", default=None
 )
-#: How many unfinished works the "before" of events is remembered for (about 150 bytes
+#: How many unfinished works the "before" of events is remembered for (about 100 bytes
 #: each): past it, the work seen first is forgotten (its next event has no
 #: ``from_state``). Bounds a producer that enqueues works it never sees finish.
 SEEN_MAX = 100_000
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from .._core.data import Data
     from .._core.record import WorkRecord
     from .executor import Middleware
+
+#: What ``Observers.batch_listeners`` holds: called with each batch of records published
+#: and whether they were written by another process.
+BatchListener: TypeAlias = "Callable[[Sequence[WorkRecord], bool], None]"
 
 #: The DEBUG transition log (one line per state change).
 transitions_log = logging.getLogger("wm_async.transitions")
@@ -62,23 +66,26 @@ def log_event(event: WorkEvent) -> None:
 class Observers:
     """The middleware, listeners and propagators of one manager (shared by its starts)."""
 
-    __slots__ = ("_seen", "listeners", "middleware", "propagators")
+    __slots__ = ("_seen", "batch_listeners", "listeners", "middleware", "propagators")
 
     def __init__(self) -> None:
         #: Called with every event, in registration order.
         self.listeners: list[Listener] = []
+        #: Called with every batch of records published, and whether they are external
+        #: (wm_async's own metrics: no event per transition; each keeps what it saw).
+        self.batch_listeners: list[BatchListener] = []
         #: Around every worker call, outermost first (a tuple: runs read it unlocked).
         self.middleware: tuple[Middleware, ...] = ()
         #: Fill the headers stored with each work enqueued.
         self.propagators: list[Propagator] = []
-        # (state, attempts, due time) last seen per unfinished work: the "before" of the
+        # (state, attempts) last seen per unfinished work, as an int: the "before" of the
         # next event (only unfinished works are remembered, so the map stays small).
         self._seen: dict[str, Seen] = {}
 
     def __repr__(self) -> str:
         return (
             f"Observers(listeners={len(self.listeners)}, middleware={len(self.middleware)}, "
-            f"propagators={len(self.propagators)})"
+            f"propagators={len(self.propagators)}, batch_listeners={len(self.batch_listeners)})"
         )
 
     def headers(self) -> Data | None:
@@ -99,6 +106,14 @@ class Observers:
             return None
         return FrozenData({str(k): str(v) for k, v in carrier.items()})
 
+    def emit_batch(self, records: Sequence[WorkRecord], *, external: bool = False) -> None:
+        """``records`` (as :meth:`emit` takes them) to every batch listener."""
+        for listener in self.batch_listeners:
+            try:
+                listener(records, external)
+            except Exception:
+                logger.exception("batch listener %r failed", listener)
+
     def emit(self, records: Sequence[WorkRecord], *, external: bool = False) -> None:
         """The events of ``records`` (just written, or read as written elsewhere when
         ``external``), to the transition log (if on) and every listener."""
@@ -108,17 +123,26 @@ class Observers:
         seen = self._seen
         new, event_type = _tuple_new, WorkEvent
         for r in records:
-            state, attempts, key = r.state, r.run_attempt_count, r.id
-            # (Identity tests: an enum's hash is Python code.)
-            if state is _SUCCEEDED or state is _FAILED or state is _CANCELLED:
+            # (Identity tests: an enum's hash is Python code. What is seen of a work is
+            # an int, see WorkEvent's Seen: no allocation the collector tracks.)
+            state, key = r.state, r.id
+            if state is _RUNNING:
+                code = r.run_attempt_count * 4 + 1
+            elif state is _ENQUEUED:
+                code = r.run_attempt_count * 4
+            elif state is _BLOCKED:
+                code = r.run_attempt_count * 4 + 2
+            else:
+                code = -1  # finished: forgotten
+            if code < 0:
                 before = seen.pop(key, None)
             else:
                 before = seen.get(key)
-                seen[key] = (state, attempts)
+                if before == code:
+                    continue  # a progress report, or a record published again
+                seen[key] = code
                 if before is None and len(seen) > SEEN_MAX:
                     del seen[next(iter(seen))]  # the work seen first
-            if before is not None and before[0] is state and before[1] == attempts:
-                continue  # a progress report, or a record published again
             event = new(event_type, (r, before, external))  # WorkEvent(r, before, external)
             if log:
                 log_event(event)

@@ -38,4 +38,6 @@ class Publisher:
         observers = self.observers
         if observers.listeners or transitions_log.isEnabledFor(logging.DEBUG):
             observers.emit(records, external=external)
+        if observers.batch_listeners:
+            observers.emit_batch(records, external=external)
         self.events.publish(records)
