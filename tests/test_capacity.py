@@ -120,3 +120,40 @@ async def test_explain_says_capacity_is_full_only_when_no_work_can_be_claimed() 
         after = await manager.explain(second.id)
         assert after is not None
         assert not after.capacity_full
+
+
+async def test_a_capped_workers_outcomes_being_written_do_not_hold_its_cap() -> None:
+    """max_running counts runs: a run whose worker returned, its outcome still being
+    written, is RUNNING in the store but no longer runs (rule 49), so the cap lets the
+    next works start meanwhile, and the workers never run more than the cap at once."""
+    store = GatedStore()
+    manager = wm.WorkManager(store, max_concurrency=2, shutdown_grace=0)
+    in_worker = 0
+    most_in_worker = 0
+    started = 0
+    second_pair = anyio.Event()
+
+    @manager.worker("capped", max_running=2)
+    async def capped(ctx: wm.WorkContext) -> None:
+        nonlocal in_worker, most_in_worker, started
+        in_worker += 1
+        most_in_worker = max(most_in_worker, in_worker)
+        started += 1
+        if started == 4:
+            second_pair.set()
+        await anyio.lowlevel.checkpoint()
+        in_worker -= 1
+
+    requests = [wm.OneTimeWorkRequest("capped") for _ in range(6)]
+    async with manager:
+        await manager.enqueue(*requests)
+        with anyio.fail_after(10):
+            await second_pair.wait()  # the first two's outcomes are held at the gate
+        assert store.writing >= 2
+        store.hold = False
+        store.gate.set()
+        with anyio.fail_after(10):
+            infos = [await manager.wait(r.id) for r in requests]
+    assert {i.state for i in infos} == {S.SUCCEEDED}
+    assert started == 6
+    assert most_in_worker <= 2

@@ -192,6 +192,7 @@ class Dispatcher:
                     blocked_signals=self._blocked_signals(),
                     paused_workers=self._paused_workers(),
                     limits=self._limits,
+                    returned={w: frozenset(ids) for w, ids in runs.returned_by_worker.items()},
                 )
                 # Shielded: works claimed must get their tasks, or they would sit RUNNING
                 # until the next start's recovery.

@@ -42,9 +42,11 @@ class RunTable:
         "_hooks",
         "all_idle",
         "has_runs",
+        "limited",
         "max_concurrency",
         "on_busy",
         "on_released",
+        "returned_by_worker",
         "running",
         "slots_used",
     )
@@ -53,8 +55,14 @@ class RunTable:
         self.max_concurrency = max_concurrency
         self._hooks = hooks
         self.running: dict[str, RunHandle] = {}
-        #: Places held: runs claimed and not yet recorded.
+        #: Places held: runs claimed whose worker has not returned (or, stopped, whose
+        #: outcome is not recorded).
         self.slots_used = 0
+        #: The workers with a ``max_running`` cap (semantics 50), and how many of their
+        #: runs here returned and wait for their outcome to be written: RUNNING in the
+        #: store, no longer running (a claim does not count them against the cap).
+        self.limited: frozenset[str] = frozenset()
+        self.returned_by_worker: dict[str, set[str]] = {}
         #: Set while no run is in progress.
         self.all_idle = anyio.Event()
         self.all_idle.set()
@@ -92,6 +100,9 @@ class RunTable:
             return
         handle.returned = True
         self.slots_used -= 1
+        worker = handle.record.worker
+        if worker in self.limited:
+            self.returned_by_worker.setdefault(worker, set()).add(handle.record.id)
         # Wake the dispatcher only if this frees the first place: with places free
         # already, it is not waiting for one (it sleeps until a due time or a wake-up).
         if self.slots_used == self.max_concurrency - 1 and len(self.running) < (
@@ -121,6 +132,12 @@ class RunTable:
             finished += 1
             if not handle.returned:
                 places += 1
+            elif handle.record.worker in self.limited:
+                ids = self.returned_by_worker.get(handle.record.worker)
+                if ids is not None:
+                    ids.discard(handle.record.id)
+                    if not ids:
+                        del self.returned_by_worker[handle.record.worker]
             # A work re-enqueued with no delay (zero backoff, interruption) may already
             # have been claimed again while this run recorded its outcome: drop only our
             # own entry.

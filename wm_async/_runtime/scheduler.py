@@ -94,6 +94,7 @@ class Scheduler:
     def __attrs_post_init__(self) -> None:
         settle, health = self.settle, StoreHealth()
         self._runs = runs = RunTable(self.max_concurrency, self.hooks)
+        runs.limited = frozenset(w for w, lim in self.limits.items() if lim.max_running)
         self._deadlines = Deadlines(self.clock, self.workers)
         self._recorder = Recorder(
             store=self.store,

@@ -76,6 +76,10 @@ class ClaimParams:
         more than its token bucket holds (stored by the store, and taken from in the
         claim's transaction); ``next_due`` counts a capped-out worker's works not at
         all and a rate-limited one's no earlier than its next token
+    :ivar returned: per capped worker, the ids of the claiming process's works of it
+        whose run returned and whose outcome waits to be written (semantics 49): RUNNING
+        in the store but no longer running, so the claim does not count them against
+        ``max_running`` (those already written are no longer RUNNING anyway)
     """
 
     now: float
@@ -85,6 +89,7 @@ class ClaimParams:
     lease_until: float | None = None
     paused_workers: frozenset[str] = frozenset()
     limits: Mapping[str, WorkerLimits] = attrs.field(factory=dict)
+    returned: Mapping[str, frozenset[str]] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)

@@ -160,6 +160,8 @@ async def _claim_limited(
                 limit=left_room,
                 take=min(by_tokens.take, left_room),
                 cap=limits.max_running,
+                # Our runs that returned, outcome not yet written: RUNNING, not running.
+                returned=sorted(params.returned.get(worker, ())),
                 tokens=by_tokens.tokens,
                 at=params.now,
             )

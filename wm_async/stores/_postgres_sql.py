@@ -454,7 +454,8 @@ class Schema:
         and in the statement's snapshot: then no claim of this worker committed after
         the snapshot was taken, nor is one in progress (it would hold the lock), so
         the RUNNING count the snapshot gives is exact (works whose lease is live: a
-        crashed process's slots come back when its leases end). Its allowance is
+        crashed process's slots come back when its leases end; not the works in
+        ``:returned``, the caller's runs that returned, their outcome not yet written). Its allowance is
         ``LEAST(:limit, :take, :cap - running)`` (``:take``: the tokens, counted by the
         caller from the row at ``:expect``); the row gets ``:tokens`` less the works
         claimed, ``:at``, and the next version. Otherwise nothing is claimed or
@@ -469,7 +470,8 @@ class Schema:
             f"{limits} WHERE worker = :only FOR UPDATE), "
             f"snap AS MATERIALIZED (SELECT version FROM {limits} WHERE worker = :only), "
             f"run AS MATERIALIZED (SELECT count(*) AS n FROM {t} WHERE state = 'RUNNING' "
-            f"AND worker = :only AND lease_until > {_BASE}), "
+            f"AND worker = :only AND lease_until > {_BASE} "
+            "AND id <> ALL(:returned::text[])), "
             "fr AS MATERIALIZED (SELECT coalesce((SELECT version FROM lim) = :expect::int8 "
             "AND (SELECT version FROM snap) = :expect::int8, false) AS fresh), "
             "kk AS MATERIALIZED (SELECT CASE WHEN fresh THEN GREATEST(0, LEAST(:limit::int8, "

@@ -134,6 +134,8 @@ async def _choose(
         args["paused"] = json.dumps(sorted(excluded))
     if only is not None:
         args["only"] = only
+        # Its runs here that returned, outcome not yet written, no longer run.
+        args["returned"] = json.dumps(sorted(params.returned.get(only, ())))
     levels = _expected_levels
     for _ in range(2):
         used = levels

@@ -192,7 +192,8 @@ def claim_sql(
     works needing a blocked signal (``:b0``, ``:b1``, … as ``',name,'``) are skipped, and
     with ``paused`` those of the workers in the JSON array ``:paused``; with ``only``,
     every work but those of the worker ``:only``, and two rows more: ``(-2, running)``,
-    its RUNNING count, and ``(-3, tokens, at)``, its bucket, if it has one. With
+    its RUNNING count (less the works in the JSON array ``:returned``: runs of the
+    claiming process that returned, their outcome not yet written), and ``(-3, tokens, at)``, its bucket, if it has one. With
     ``workers``, the works of the workers ``:w0``, ``:w1``, … alone (instead of
     ``paused``), read worker by worker (the rows of a level are then in no order): a
     claim that leaves a large backlog of paused or limited workers' works behind does
@@ -222,7 +223,8 @@ def claim_sql(
     branches.append("SELECT -1, e, p, NULL FROM lv WHERE p IS NOT NULL")
     if only:  # the worker's RUNNING count and its token bucket (semantics 50)
         branches.append(
-            "SELECT -2, count(*), 0, NULL FROM wm_work WHERE state = 'RUNNING' AND worker = :only"
+            "SELECT -2, count(*), 0, NULL FROM wm_work WHERE state = 'RUNNING' AND worker = :only "
+            "AND id NOT IN (SELECT value FROM json_each(:returned))"
         )
         branches.append("SELECT -3, tokens, at, NULL FROM wm_limits WHERE worker = :only")
     return _LEVELS_CTE + " UNION ALL ".join(branches)

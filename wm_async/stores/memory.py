@@ -266,11 +266,22 @@ class MemoryStore(Store):
         if not limited:
             return {}
         running = dict.fromkeys(limited, 0)
+        returned = params.returned
         for record in self._records.values():
-            if record.state is WorkState.RUNNING and record.worker in running:
+            # A run that returned here, its outcome not yet written, no longer runs.
+            if (
+                record.state is WorkState.RUNNING
+                and record.worker in running
+                and record.id not in returned.get(record.worker, ())
+            ):
                 running[record.worker] += 1
         return {
-            w: Allowance.of(lim, running=running[w], bucket=self._buckets.get(w), now=params.now)
+            w: Allowance.of(
+                lim,
+                running=running[w],
+                bucket=self._buckets.get(w),
+                now=params.now,
+            )
             for w, lim in limited.items()
         }
 
