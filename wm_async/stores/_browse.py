@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -29,6 +29,7 @@ from .._core.model import (
 if TYPE_CHECKING:
     from .._core.record import WorkRecord
 
+_STATES: Final = {s.value: s for s in WorkState}
 _FINISHED_ORDER: Final = (WorkState.SUCCEEDED, WorkState.FAILED, WorkState.CANCELLED)
 #: The most works one page may hold.
 MAX_PAGE: Final = 500
@@ -236,6 +237,35 @@ class Tally:
             run = self._runs.setdefault(worker, [0, 0.0])
             run[0] += runs
             run[1] += run_total
+
+    def add_rows(
+        self,
+        counts: Iterable[Sequence[Any]],
+        tag_counts: Iterable[Sequence[Any]],
+        finished: Iterable[Sequence[Any]],
+    ) -> None:
+        """Count what the SQL stores' overview queries return (states as stored text):
+        ``(worker, state, n)`` of the unfinished works, ``(tag, state, n)`` of them, and
+        ``(bucket, state, worker, tags, n, runs, run_total, lates, late_total,
+        late_max)`` of the works finished in the window."""
+        for worker, state, n in counts:
+            self.count(worker, _STATES[state], n)
+        for tag, state, n in tag_counts:
+            self.count_tags((tag,), _STATES[state], n)
+        for i, state, worker, tags, n, runs, run_total, lates, late_total, late_max in finished:
+            self.count(worker, _STATES[state], n)
+            self.count_tags(tag_list(tags), _STATES[state], n)
+            self.finished(
+                min(i, self.n - 1),
+                _STATES[state],
+                worker,
+                n=n,
+                runs=runs,
+                run_total=run_total,
+                lates=lates,
+                late_total=late_total,
+                late_max=late_max,
+            )
 
     def overview(
         self, due: list[WorkRecord], due_count: int, running: list[WorkRecord]

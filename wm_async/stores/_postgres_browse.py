@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .._core.model import WorkState
-from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage, tag_list
+from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage
 from ._codec import record_from_row
 from ._postgres_sql import SELECT_COLUMNS, Statement
 
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     from ._postgres_ops import Transactions
 
 _T = TypeVar("_T")
-_STATES: Final = {s.value: s for s in WorkState}
 _UNFINISHED: Final = "state IN ('BLOCKED', 'ENQUEUED', 'RUNNING')"
 _FINISHED: Final = "state IN ('CANCELLED', 'FAILED', 'SUCCEEDED')"
 
@@ -164,24 +162,7 @@ class PostgresBrowse:
             )
 
         counts, tags, finished, due, due_count, running = await self._run("reading", read)
-        for worker, state, n in counts:
-            tally.count(worker, _STATES[state], n)
-        for tag, state, n in tags:
-            tally.count_tags((tag,), _STATES[state], n)
-        for i, state, worker, tags, n, runs, run_total, lates, late_total, late_max in finished:
-            tally.count(worker, _STATES[state], n)
-            tally.count_tags(tag_list(tags), _STATES[state], n)
-            tally.finished(
-                min(i, tally.n - 1),
-                _STATES[state],
-                worker,
-                n=n,
-                runs=runs,
-                run_total=run_total,
-                lates=lates,
-                late_total=late_total,
-                late_max=late_max,
-            )
+        tally.add_rows(counts, tags, finished)
         return tally.overview(
             [record_from_row(tuple(r)) for r in due],
             due_count[0][0],

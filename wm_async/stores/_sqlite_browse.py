@@ -10,9 +10,8 @@ import json
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from .._core.model import WorkState
 from . import _sqlite_sql as sqlite_sql
-from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage, tag_list
+from ._browse import MAX_LISTED, BrowseFilter, Overview, Tally, WorkPage
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 _S: Final = sqlite_sql.SELECT
 _UNFINISHED: Final = "state IN ('BLOCKED', 'ENQUEUED', 'RUNNING')"
 _FINISHED: Final = "state IN ('CANCELLED', 'FAILED', 'SUCCEEDED')"
-_STATES: Final = {s.value: s for s in WorkState}
 
 #: From the state index alone (which holds the worker), never a scan of all works.
 COUNTS: Final = (
@@ -150,25 +148,11 @@ class SQLiteBrowse:
         :raises StoreError: if the database fails
         """
         tally = Tally(now, since, bucket)
-        for worker, state, n in await self._rows(COUNTS, ()):
-            tally.count(worker, _STATES[state], n)
-        for tag, state, n in await self._rows(TAG_COUNTS, ()):
-            tally.count_tags((tag,), _STATES[state], n)
-        for row in await self._rows(FINISHED, (since, bucket)):
-            i, state, worker, tags, n, runs, run_total, lates, late_total, late_max = row
-            tally.count(worker, _STATES[state], n)
-            tally.count_tags(tag_list(tags), _STATES[state], n)
-            tally.finished(
-                min(i, tally.n - 1),
-                _STATES[state],
-                worker,
-                n=n,
-                runs=runs,
-                run_total=run_total,
-                lates=lates,
-                late_total=late_total,
-                late_max=late_max,
-            )
+        tally.add_rows(
+            await self._rows(COUNTS, ()),
+            await self._rows(TAG_COUNTS, ()),
+            await self._rows(FINISHED, (since, bucket)),
+        )
         due = await self._read(DUE, (now,))
         (due_count,) = (await self._rows(DUE_COUNT, (now,)))[0]
         running = await self._read(RUNNING, ())
